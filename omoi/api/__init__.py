@@ -1,0 +1,54 @@
+"""The HTTP API: ``create_app()`` (gunicorn ``'omoi.api:create_app()'``)."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from omoi.api import errors, guards, health, tasks, tickets
+from omoi.api.runtime import Runtime
+from omoi.config import Settings
+from omoi.models import Database
+from omoi.services.dispatcher import Dispatcher
+from omoi.transport import CeleryDispatcher, make_celery
+
+
+class OmoiApi(Api):
+    """flask-smorest Api whose errors use omoi's JSON error shape."""
+
+    def handle_http_exception(self, error: HTTPException):  # type: ignore[no-untyped-def]
+        return errors.http_error(error)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    dispatcher: Dispatcher | None = None,
+) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask("omoi")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="omoi",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False,
+    )
+    producer = CeleryDispatcher(make_celery(settings, "omoi-api"), settings.time_limit_grace)
+    app.extensions["omoi"] = Runtime(
+        settings=settings,
+        db=db or Database(settings.database_url, settings.db_pool_size),
+        dispatcher=dispatcher or producer,
+        broker_ping=producer.ping,
+    )
+    api = OmoiApi(app)
+    api.register_blueprint(tickets.blp)
+    api.register_blueprint(tasks.blp)
+    app.register_blueprint(health.blp)
+    errors.register(app)
+    guards.register(app)
+    return app

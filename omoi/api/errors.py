@@ -1,0 +1,40 @@
+"""One error shape for every failure: ``{"error": {"code", "message", "details"}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from omoi.services.errors import Conflict, Invalid, NotFound, ServiceError
+
+SERVICE_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
+
+
+def error_response(status: int, code: str, message: str,
+                   details: dict[str, Any] | None = None) -> Response:
+    resp = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
+    resp.status_code = status
+    return resp
+
+
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug/webargs errors; webargs puts field messages in ``exc.data['messages']``."""
+    data = getattr(exc, "data", None) or {}
+    details = data.get("messages") or {}
+    code = (exc.name or "error").lower().replace(" ", "_")
+    message = exc.description or exc.name or "error"
+    if exc.code == 422 and details:
+        message = "request validation failed"
+    resp = error_response(exc.code or 500, code, message, details)
+    for key, value in (data.get("headers") or {}).items():
+        resp.headers[key] = value
+    return resp
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ServiceError)
+    def _service(exc: ServiceError) -> Response:
+        return error_response(SERVICE_STATUS.get(type(exc), 400), exc.code, exc.message,
+                              exc.details)

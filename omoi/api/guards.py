@@ -1,0 +1,56 @@
+"""Checks on every request body before any view runs: content type, JSON that parses without
+blowing the stack, and strings PostgreSQL can store. Each failure is a 4xx, nothing written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, request
+
+from omoi.api.errors import error_response
+
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def bad_string(value: Any) -> str | None:
+    """Path of the first string holding NUL or a lone surrogate, else None (iterative walk)."""
+    stack: list[tuple[str, Any]] = [("$", value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                stack.append((f"{path}.{k}", v))
+                stack.append((f"{path}.<key>", k))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
+        elif isinstance(node, str):
+            if "\x00" in node:
+                return path
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return path
+    return None
+
+
+def check_body() -> Response | None:
+    if request.method not in BODY_METHODS or not request.content_length:
+        return None
+    if not request.is_json:
+        return error_response(415, "unsupported_media_type",
+                              "request body must be application/json",
+                              {"content_type": request.content_type})
+    try:
+        body = request.get_json(silent=False)
+    except RecursionError:
+        return error_response(400, "bad_request", "JSON nested too deeply")
+    path = bad_string(body)
+    if path is not None:
+        return error_response(422, "invalid_string",
+                              "strings may not contain NUL characters or lone surrogates",
+                              {"path": path})
+    return None
+
+
+def register(app: Flask) -> None:
+    app.before_request(check_body)

@@ -1,0 +1,24 @@
+"""What views need from the process: settings, the database and the dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import current_app
+
+from omoi.config import Settings
+from omoi.models import Database
+from omoi.services.dispatcher import Dispatcher
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    dispatcher: Dispatcher
+    broker_ping: Callable[[], None]
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["omoi"]  # type: ignore[no-any-return]

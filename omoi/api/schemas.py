@@ -1,0 +1,151 @@
+"""marshmallow schemas: the API's contract. Unknown fields are rejected (RAISE), which the
+OpenAPI document states as ``additionalProperties: false``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
+
+from omoi.domain.enums import Phase, Priority, TaskStatus, TicketStatus
+from omoi.domain.routing import normalize_capabilities
+from omoi.services.tickets import NewTask, NewTicket
+
+TOKEN = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", error="must be a short token")
+KEY = validate.Length(min=1, max=200)
+
+
+def _enum(enum: type, **kw: Any) -> fields.String:
+    return fields.String(validate=validate.OneOf([str(v) for v in enum]), **kw)
+
+
+class TaskIn(Schema):
+    key = fields.String(required=True, validate=KEY)
+    task_type = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    depends_on = fields.List(fields.String(validate=KEY), load_default=list)
+    description = fields.String(load_default="", validate=validate.Length(max=20_000))
+    capabilities = fields.List(fields.String(validate=TOKEN), load_default=list,
+                               validate=validate.Length(max=32))
+    payload = fields.Dict(keys=fields.String(), load_default=dict)
+    priority = _enum(Priority, load_default=None)
+    max_retries = fields.Integer(load_default=None, validate=validate.Range(min=0, max=100))
+    timeout_seconds = fields.Float(load_default=None,
+                                   validate=validate.Range(min=0, max=7 * 86400,
+                                                           min_inclusive=False))
+    resources = fields.List(fields.String(validate=validate.Length(min=1, max=200)),
+                            load_default=list)
+
+    @validates("capabilities")
+    def _caps(self, value: list[str], **_: Any) -> None:
+        if len(normalize_capabilities(value)) != len(value):
+            raise ValidationError("capabilities must be distinct (case-insensitive)")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> NewTask:
+        return NewTask(**data)
+
+
+class TicketIn(Schema):
+    title = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    description = fields.String(load_default="", validate=validate.Length(max=100_000))
+    priority = _enum(Priority, load_default=str(Priority.MEDIUM))
+    workflow = fields.String(load_default="dag", validate=validate.Length(min=1, max=64))
+    tasks = fields.List(fields.Nested(TaskIn), load_default=list)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> NewTicket:
+        return NewTicket(**data)
+
+
+class TaskBrief(Schema):
+    id = fields.UUID()
+    key = fields.String()
+    status = _enum(TaskStatus)
+
+
+class TicketOut(Schema):
+    id = fields.UUID()
+    title = fields.String()
+    description = fields.String()
+    priority = _enum(Priority)
+    workflow = fields.String()
+    phase = _enum(Phase)
+    previous_phase = fields.String(allow_none=True)
+    status = _enum(TicketStatus)
+    context = fields.Dict()
+    idempotency_key = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    task_counts = fields.Dict(keys=fields.String(), values=fields.Integer())
+    progress = fields.Float(metadata={"description": "share of tasks in a terminal state"})
+
+
+class TicketCreated(TicketOut):
+    tasks = fields.List(fields.Nested(TaskBrief))
+
+
+class EventOut(Schema):
+    id = fields.Integer()
+    type = fields.String()
+    payload = fields.Dict()
+    created_at = fields.DateTime()
+
+
+class TaskOut(Schema):
+    id = fields.UUID()
+    ticket_id = fields.UUID()
+    phase = fields.String()
+    key = fields.String()
+    task_type = fields.String()
+    description = fields.String()
+    capabilities = fields.List(fields.String())
+    payload = fields.Dict()
+    priority = _enum(Priority)
+    depends_on = fields.List(fields.String())
+    unmet_dependencies = fields.Integer()
+    status = _enum(TaskStatus)
+    attempt = fields.Integer()
+    retry_count = fields.Integer()
+    max_retries = fields.Integer()
+    timeout_seconds = fields.Float(allow_none=True)
+    resources = fields.List(fields.String())
+    agent_id = fields.UUID(allow_none=True)
+    celery_id = fields.String(allow_none=True)
+    result = fields.Raw(allow_none=True)
+    error = fields.Dict(allow_none=True)
+    created_at = fields.DateTime()
+    queued_at = fields.DateTime(allow_none=True)
+    published_at = fields.DateTime(allow_none=True)
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    next_attempt_at = fields.DateTime(allow_none=True)
+
+
+class TaskDetail(TaskOut):
+    blocks = fields.List(fields.UUID())
+    timeline = fields.List(fields.Nested(EventOut))
+
+
+class TicketQuery(Schema):
+    status = _enum(TicketStatus)
+    phase = _enum(Phase)
+    workflow = fields.String()
+    cursor = fields.UUID()
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+class TaskQuery(Schema):
+    ticket_id = fields.UUID()
+    status = _enum(TaskStatus)
+    cursor = fields.UUID()
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class TicketPage(Schema):
+    items = fields.List(fields.Nested(TicketOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class TaskPage(Schema):
+    items = fields.List(fields.Nested(TaskOut))
+    next_cursor = fields.String(allow_none=True)

@@ -1,0 +1,64 @@
+"""Settings read from ``OMOI_*`` environment variables.
+
+With nothing set omoi runs embedded: a SQLite file for the record and kombu's SQLAlchemy
+transport (another SQLite file) for Celery, so a laptop needs no servers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+def _data_dir(env: dict[str, str]) -> Path:
+    return Path(env.get("OMOI_DATA_DIR", ".omoi")).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    broker_url: str
+    data_dir: Path
+    handlers: tuple[str, ...] = ()
+    heartbeat_interval: float = 30.0
+    heartbeat_timeout: float = 90.0
+    sweep_interval: float = 5.0
+    outbox_republish_age: float = 10.0
+    outbox_lost_age: float = 600.0
+    visibility_timeout: int = 7200
+    time_limit_grace: float = 10.0
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_tasks_per_ticket: int = 20_000
+    default_max_retries: int = 3
+    db_pool_size: int = 10
+    api_host: str = "127.0.0.1"
+    api_port: int = 5000
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        data_dir = _data_dir(env)
+        values: dict[str, object] = {
+            "data_dir": data_dir,
+            "database_url": env.get("OMOI_DATABASE_URL", f"sqlite:///{data_dir / 'omoi.sqlite'}"),
+            "broker_url": env.get("OMOI_BROKER_URL", f"sqla+sqlite:///{data_dir / 'broker.sqlite'}"),
+            "handlers": tuple(
+                h.strip() for h in env.get("OMOI_HANDLERS", "").split(",") if h.strip()
+            ),
+        }
+        for f in fields(cls):
+            key = f"OMOI_{f.name.upper()}"
+            if f.name in values or key not in env:
+                continue
+            caster = {"float": float, "int": int, "str": str}.get(str(f.type))
+            if caster is not None:
+                try:
+                    values[f.name] = caster(env[key])
+                except ValueError as exc:
+                    raise ValueError(f"{key}={env[key]!r} is not a valid {f.type}") from exc
+        return cls(**values)  # type: ignore[arg-type]

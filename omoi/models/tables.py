@@ -1,0 +1,174 @@
+"""Typed SQLAlchemy 2 models. Postgres is the record; every state lives in these rows."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from omoi.domain.enums import (
+    AgentKind,
+    AgentStatus,
+    Phase,
+    Priority,
+    TaskStatus,
+    TicketStatus,
+)
+from omoi.domain.ids import new_id
+from omoi.models.types import JsonDoc, TextList, UTCDateTime, utcnow
+
+
+def one_of(column: str, enum: type[StrEnum], name: str) -> CheckConstraint:
+    values = ", ".join(f"'{v}'" for v in enum)
+    return CheckConstraint(f"{column} IN ({values})", name=name)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        one_of("priority", Priority, "ck_tickets_priority"),
+        one_of("phase", Phase, "ck_tickets_phase"),
+        one_of("previous_phase", Phase, "ck_tickets_previous_phase"),
+        one_of("status", TicketStatus, "ck_tickets_status"),
+        Index("ix_tickets_status_phase", "status", "phase"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    priority: Mapped[str] = mapped_column(String(16), default=Priority.MEDIUM)
+    workflow: Mapped[str] = mapped_column(String(64))
+    phase: Mapped[str] = mapped_column(String(32))
+    previous_phase: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=TicketStatus.ACTIVE)
+    context: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        one_of("status", TaskStatus, "ck_tasks_status"),
+        one_of("priority", Priority, "ck_tasks_priority"),
+        one_of("phase", Phase, "ck_tasks_phase"),
+        Index("uq_tasks_ticket_key", "ticket_id", "key", unique=True),
+        Index("ix_tasks_ticket_status", "ticket_id", "status"),
+        Index("ix_tasks_status_queued_at", "status", "queued_at"),
+        Index(
+            "ix_tasks_dependencies",
+            "dependencies",
+            postgresql_using="gin",
+            postgresql_ops={"dependencies": "jsonb_path_ops"},
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    phase: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(200))
+    task_type: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    capabilities: Mapped[list[str]] = mapped_column(TextList, default=list)
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    priority: Mapped[str] = mapped_column(String(16), default=Priority.MEDIUM)
+    dependencies: Mapped[dict[str, list[str]]] = mapped_column(
+        JsonDoc, default=lambda: {"depends_on": []}
+    )
+    unmet_dependencies: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=3)
+    timeout_seconds: Mapped[float | None]
+    resources: Mapped[list[str]] = mapped_column(TextList, default=list)
+    lease_token: Mapped[uuid.UUID | None]
+    agent_id: Mapped[uuid.UUID | None]
+    celery_id: Mapped[str | None] = mapped_column(String(80))
+    result: Mapped[Any | None] = mapped_column(JsonDoc)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def depends_on(self) -> list[str]:
+        return list(self.dependencies.get("depends_on", []))
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+    __table_args__ = (
+        one_of("kind", AgentKind, "ck_agents_kind"),
+        one_of("status", AgentStatus, "ck_agents_status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    capabilities: Mapped[list[str]] = mapped_column(TextList, default=list)
+    capacity: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default=AgentStatus.IDLE)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[str | None] = mapped_column(String(64))
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None]
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Event(Base):
+    """Append-only log: every state change writes one."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_ticket_id", "ticket_id", "id"),
+        Index("ix_events_entity", "entity_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    type: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[uuid.UUID | None]
+    ticket_id: Mapped[uuid.UUID | None]
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PhaseHistory(Base):
+    __tablename__ = "phase_history"
+    __table_args__ = (Index("ix_phase_history_ticket", "ticket_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    from_phase: Mapped[str | None] = mapped_column(String(32))
+    to_phase: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    by: Mapped[str] = mapped_column(String(200), default="system")
+    artifacts: Mapped[list[Any]] = mapped_column(JsonDoc, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+

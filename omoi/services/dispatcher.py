@@ -1,0 +1,51 @@
+"""The interface through which services hand ready tasks to the transport, after commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from omoi.domain.enums import Priority
+from omoi.domain.routing import queue_for
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One attempt to deliver: ids only, plus routing and time limits."""
+
+    task_id: uuid.UUID
+    attempt: int
+    queue: str
+    priority: str = Priority.MEDIUM
+    timeout_seconds: float | None = None
+
+    @property
+    def message_id(self) -> str:
+        """``<task_id>:<attempt>``: lets anyone address (revoke, trace) one attempt."""
+        return f"{self.task_id}:{self.attempt}"
+
+    @classmethod
+    def of(
+        cls,
+        task_id: uuid.UUID,
+        attempt: int,
+        capabilities: Sequence[str],
+        priority: str,
+        timeout_seconds: float | None,
+    ) -> Dispatch:
+        return cls(task_id, attempt, queue_for(capabilities), priority, timeout_seconds)
+
+
+class Dispatcher(Protocol):
+    def publish(self, batch: Sequence[Dispatch]) -> None:
+        """Send the batch; raise if the broker cannot take it (the outbox sweep retries)."""
+        ...
+
+
+class NullDispatcher:
+    """Publishes nothing: rows stay in the outbox for the sweep (used by tools and tests)."""
+
+    def publish(self, batch: Sequence[Dispatch]) -> None:
+        return None

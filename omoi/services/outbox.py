@@ -1,0 +1,101 @@
+"""Transactional outbox: rows are queued in Postgres first, published after commit, and
+re-published by a sweep when the publish never happened or its message was lost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import and_, or_, select, update
+
+from omoi.domain.enums import TaskStatus
+from omoi.domain.events import EventType
+from omoi.models import Database, Task
+from omoi.models.types import utcnow
+from omoi.services.dispatcher import Dispatch, Dispatcher
+from omoi.services.records import record, task_event
+from omoi.services.sql import sweep_lock
+
+log = structlog.get_logger(__name__)
+
+
+def publish(db: Database, dispatcher: Dispatcher, batch: Sequence[Dispatch]) -> bool:
+    """Publish a committed batch and stamp ``published_at``; on broker failure leave it for the
+    sweep and return False (the rows are safe in Postgres)."""
+    if not batch:
+        return True
+    try:
+        dispatcher.publish(batch)
+    except Exception as exc:  # broker down: the outbox sweep publishes later
+        log.warning("publish_failed", count=len(batch), error=repr(exc))
+        return False
+    stamp(db, batch)
+    return True
+
+
+def stamp(db: Database, batch: Sequence[Dispatch]) -> None:
+    now = utcnow()
+    with db.session() as session:
+        for attempt in sorted({d.attempt for d in batch}):
+            ids = [d.task_id for d in batch if d.attempt == attempt]
+            session.execute(
+                update(Task)
+                .where(Task.id.in_(ids), Task.attempt == attempt)
+                .values(published_at=now)
+                .execution_options(synchronize_session=False)
+            )
+
+
+def sweep(
+    db: Database,
+    dispatcher: Dispatcher,
+    unpublished_age: float,
+    lost_age: float,
+    limit: int = 1000,
+) -> int:
+    """Re-publish queued rows never published for ``unpublished_age`` seconds, or published
+    ``lost_age`` seconds ago and still unclaimed. A duplicate message is harmless: the claim
+    matches on ``(id, status='queued', attempt)`` and only one delivery wins."""
+    now = utcnow()
+    with db.session() as session, sweep_lock(session, "outbox") as got:
+        if not got:
+            return 0
+        rows = session.execute(
+            select(
+                Task.id,
+                Task.ticket_id,
+                Task.attempt,
+                Task.capabilities,
+                Task.priority,
+                Task.timeout_seconds,
+            )
+            .where(
+                Task.status == TaskStatus.QUEUED,
+                or_(
+                    and_(
+                        Task.published_at.is_(None),
+                        Task.queued_at < now - timedelta(seconds=unpublished_age),
+                    ),
+                    Task.published_at < now - timedelta(seconds=lost_age),
+                ),
+            )
+            .order_by(Task.queued_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not rows:
+            return 0
+        batch = [Dispatch.of(r.id, r.attempt, r.capabilities, r.priority, r.timeout_seconds)
+                 for r in rows]
+        dispatcher.publish(batch)
+        session.execute(
+            update(Task)
+            .where(Task.id.in_([r.id for r in rows]))
+            .values(published_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        record(session, (task_event(EventType.TASK_REPUBLISHED, r.id, r.ticket_id,
+                                    {"attempt": r.attempt}, now) for r in rows))
+    log.info("outbox_republished", count=len(rows))
+    return len(rows)

@@ -1,0 +1,114 @@
+"""Read models for the API and CLI: tickets with progress, tasks with their edges."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from omoi.models import Database, Event, Task, Ticket
+from omoi.services.errors import NotFound
+from omoi.services.sql import depends_on_any, dialect_of
+
+
+@dataclass
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+def _ticket(session: Session, ticket_id: uuid.UUID) -> Ticket:
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id} not found", {"ticket_id": str(ticket_id)})
+    return ticket
+
+
+def task_counts(session: Session, ticket_id: uuid.UUID) -> dict[str, int]:
+    return dict(
+        session.execute(
+            select(Task.status, func.count()).where(Task.ticket_id == ticket_id)
+            .group_by(Task.status)
+        ).tuples().all()
+    )
+
+
+def get_ticket(db: Database, ticket_id: uuid.UUID) -> tuple[Ticket, dict[str, int]]:
+    with db.session() as session:
+        return _ticket(session, ticket_id), task_counts(session, ticket_id)
+
+
+def list_tickets(
+    db: Database,
+    *,
+    status: str | None = None,
+    phase: str | None = None,
+    workflow: str | None = None,
+    after: uuid.UUID | None = None,
+    limit: int = 50,
+) -> Page:
+    """Newest first; the cursor is the last id seen (ids are time-ordered UUIDv7)."""
+    query = select(Ticket).order_by(Ticket.id.desc()).limit(limit + 1)
+    for column, value in ((Ticket.status, status), (Ticket.phase, phase),
+                          (Ticket.workflow, workflow)):
+        if value is not None:
+            query = query.where(column == value)
+    if after is not None:
+        query = query.where(Ticket.id < after)
+    with db.session() as session:
+        rows = list(session.scalars(query))
+    return _page(rows, limit)
+
+
+def _page(rows: list[Any], limit: int) -> Page:
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, str(rows[-1].id) if more and rows else None)
+
+
+def get_task(db: Database, task_id: uuid.UUID) -> tuple[Task, list[uuid.UUID], list[Event]]:
+    """A task, the ids it blocks (derived from the others' ``depends_on``) and its timeline."""
+    with db.session() as session:
+        task = session.get(Task, task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
+        blocks = list(
+            session.scalars(
+                select(Task.id)
+                .where(Task.ticket_id == task.ticket_id,
+                       depends_on_any(dialect_of(session), [task_id]))
+                .order_by(Task.id)
+            )
+        )
+        timeline = list(
+            session.scalars(select(Event).where(Event.entity_id == task_id).order_by(Event.id))
+        )
+    return task, blocks, timeline
+
+
+def list_tasks(
+    db: Database,
+    *,
+    ticket_id: uuid.UUID | None = None,
+    status: str | None = None,
+    after: uuid.UUID | None = None,
+    limit: int = 100,
+) -> Page:
+    query = select(Task).order_by(Task.id).limit(limit + 1)
+    if ticket_id is not None:
+        query = query.where(Task.ticket_id == ticket_id)
+    if status is not None:
+        query = query.where(Task.status == status)
+    if after is not None:
+        query = query.where(Task.id > after)
+    with db.session() as session:
+        rows = list(session.scalars(query))
+    return _page(rows, limit)
+
+
+def ping(db: Database) -> None:
+    with db.session() as session:
+        session.execute(select(1))

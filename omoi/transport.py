@@ -1,0 +1,53 @@
+"""The Celery side of dispatching: a producer app (no result backend) and the dispatcher that
+turns ready tasks into ``omoi.run_task`` messages. Used by the API, the worker and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import Celery, group
+
+import celeryconfig
+from omoi.config import Settings
+from omoi.services.dispatcher import Dispatch
+
+RUN_TASK = "omoi.run_task"
+
+
+def make_celery(settings: Settings, main: str = "omoi") -> Celery:
+    app = Celery(main, set_as_current=False)
+    app.conf.update(celeryconfig.config_for(settings))
+    return app
+
+
+def time_limits(timeout: float | None, grace: float) -> dict[str, float]:
+    """Soft limit = the task's timeout (the handler sees it); hard limit = soft + grace."""
+    if timeout is None:
+        return {}
+    return {"soft_time_limit": timeout, "time_limit": timeout + grace}
+
+
+class CeleryDispatcher:
+    """Publishes a batch as one Celery group of ``run_task(task_id, attempt)`` messages."""
+
+    def __init__(self, app: Celery, time_limit_grace: float) -> None:
+        self.app = app
+        self.grace = time_limit_grace
+
+    def publish(self, batch: Sequence[Dispatch]) -> None:
+        signatures = [
+            self.app.signature(
+                RUN_TASK,
+                args=(str(d.task_id), d.attempt),
+                task_id=d.message_id,
+                queue=d.queue,
+                **time_limits(d.timeout_seconds, self.grace),
+            )
+            for d in batch
+        ]
+        group(signatures).apply_async()
+
+    def ping(self, timeout: float = 2.0) -> None:
+        """Raise unless the broker accepts a connection."""
+        with self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)

@@ -1,0 +1,111 @@
+"""Handler registry and the built-in handlers. Users register their own with ``@handler``
+in a module named by ``OMOI_HANDLERS``."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from omoi.domain.errors import PermanentError, TransientError
+from omoi.services.execution import Handler, TaskContext
+
+__all__ = ["Handler", "TaskContext", "handler", "registry"]
+
+OUTPUT_LIMIT = 64 * 1024
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, task_type: str) -> Callable[[Handler], Handler]:
+        def decorate(fn: Handler) -> Handler:
+            self._handlers[task_type] = fn
+            return fn
+
+        return decorate
+
+    def get(self, task_type: str) -> Handler | None:
+        return self._handlers.get(task_type)
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def load(self, modules: Iterable[str]) -> None:
+        """Import user modules so their ``@handler`` decorators run."""
+        for module in modules:
+            importlib.import_module(module)
+
+
+registry = Registry()
+handler = registry.register
+
+
+def _text(raw: bytes) -> str:
+    """Bytes to storable text: PostgreSQL text cannot hold NUL."""
+    return raw[-OUTPUT_LIMIT:].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+@handler("noop")
+def noop(ctx: TaskContext) -> Any:
+    """Does nothing; returns ``payload.result`` if given (handy for tests and benchmarks)."""
+    return ctx.payload.get("result", {"ok": True})
+
+
+@handler("sleep")
+def sleep(ctx: TaskContext) -> dict[str, float]:
+    """Sleeps ``payload.seconds``, checking for cancellation every half second."""
+    seconds = float(ctx.payload.get("seconds", 1))
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(0.5, left))
+        if ctx.should_cancel():
+            raise PermanentError("cancelled while sleeping")
+    return {"slept": seconds}
+
+
+@handler("shell")
+def shell(ctx: TaskContext) -> dict[str, Any]:
+    """Runs ``payload.command`` (a string for the shell, or an argv list) within the task's
+    time limit; a non-zero exit code fails the task, with the output kept in the error."""
+    command = ctx.payload.get("command")
+    if not isinstance(command, str | list) or not command:
+        raise PermanentError("shell needs payload.command: a string or a list of arguments")
+    proc = subprocess.run(
+        command,
+        shell=isinstance(command, str),
+        capture_output=True,
+        timeout=ctx.timeout_seconds,
+        cwd=ctx.payload.get("cwd"),
+        check=False,
+    )
+    result = {"exit_code": proc.returncode, "stdout": _text(proc.stdout),
+              "stderr": _text(proc.stderr)}
+    if proc.returncode != 0:
+        raise PermanentError(f"command exited with {proc.returncode}: {result['stderr'][-500:]}")
+    return result
+
+
+@handler("http")
+def http(ctx: TaskContext) -> dict[str, Any]:
+    """Calls ``payload.url`` (``method``, ``body``, ``headers``); 5xx is transient, 4xx permanent."""
+    url = ctx.payload.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise PermanentError("http needs payload.url starting with http:// or https://")
+    body = ctx.payload.get("body")
+    request = urllib.request.Request(
+        url,
+        data=body.encode() if isinstance(body, str) else None,
+        method=ctx.payload.get("method", "GET"),
+        headers=ctx.payload.get("headers", {}),
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=ctx.timeout_seconds or 30) as resp:
+            return {"status": resp.status, "body": _text(resp.read())}
+    except urllib.error.HTTPError as exc:
+        error = TransientError if exc.code >= 500 else PermanentError
+        raise error(f"{url} answered {exc.code}") from exc
