@@ -1,7 +1,7 @@
 """Settings read from ``OMOI_*`` environment variables.
 
 With nothing set omoi runs embedded: a SQLite file for the record and kombu's SQLAlchemy
-transport (another SQLite file) for Celery, so a laptop needs no servers.
+transport (``omoi-sqla+sqlite://``, another SQLite file) for Celery: a laptop needs no servers.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Settings:
         values: dict[str, object] = {
             "data_dir": data_dir,
             "database_url": env.get("OMOI_DATABASE_URL", f"sqlite:///{data_dir / 'omoi.sqlite'}"),
-            "broker_url": env.get("OMOI_BROKER_URL", f"sqla+sqlite:///{data_dir / 'broker.sqlite'}"),
+            "broker_url": env.get("OMOI_BROKER_URL", f"omoi-sqla+sqlite:///{data_dir / 'broker.sqlite'}"),
             "handlers": tuple(
                 h.strip() for h in env.get("OMOI_HANDLERS", "").split(",") if h.strip()
             ),

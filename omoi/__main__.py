@@ -1,0 +1,3 @@
+from omoi.cli import main
+
+main()

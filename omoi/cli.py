@@ -1,0 +1,260 @@
+"""The ``omoi`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from omoi.config import Settings
+from omoi.domain.enums import TERMINAL_TASK_STATUSES
+from omoi.domain.routing import queues_for_worker
+
+DEMO_TICKET: dict[str, Any] = {
+    "title": "Demo: build, test and package",
+    "workflow": "dag",
+    "tasks": [
+        {"key": "checkout", "task_type": "shell", "payload": {"command": "echo checked out"}},
+        {"key": "lint", "task_type": "sleep", "depends_on": ["checkout"],
+         "payload": {"seconds": 1}},
+        {"key": "unit-tests", "task_type": "sleep", "depends_on": ["checkout"],
+         "payload": {"seconds": 2}},
+        {"key": "build", "task_type": "shell", "depends_on": ["checkout"],
+         "payload": {"command": "python3 -c 'print(sum(range(10**6)))'"}},
+        {"key": "package", "task_type": "noop", "depends_on": ["lint", "unit-tests", "build"]},
+    ],
+}
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def _api_url(settings: Settings) -> str:
+    return os.environ.get("OMOI_API_URL", f"http://{settings.api_host}:{settings.api_port}")
+
+
+def _request(url: str, body: Any = None, method: str | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.read().decode(errors='replace')}") from exc
+
+
+@click.group()
+def main() -> None:
+    """omoi: tickets, phases, task DAGs and agent fleets on Celery."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply Alembic migrations."""
+    from omoi.models.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@main.command()
+@click.option("--host", default=None)
+@click.option("--port", type=int, default=None)
+@click.option("--workers", type=int, default=2)
+def api(host: str | None, port: int | None, workers: int) -> None:
+    """Serve the HTTP API with gunicorn."""
+    settings = _settings()
+    bind = f"{host or settings.api_host}:{port or settings.api_port}"
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind,
+                               "--workers", str(workers), "omoi.api:create_app()"])
+
+
+@main.command()
+@click.option("--capabilities", default="", help="Comma-separated, e.g. python,review.")
+@click.option("--concurrency", type=int, default=None)
+@click.option("--name", default=None, help="Worker node name (default omoi@<host>).")
+@click.option("--loglevel", default="INFO")
+def worker(capabilities: str, concurrency: int | None, name: str | None, loglevel: str) -> None:
+    """Run an agent: a prefork Celery worker (the pool that enforces time limits)."""
+    from omoi.worker.app import CONTROL_QUEUE, app
+
+    queues = [*queues_for_worker(capabilities.split(",")), CONTROL_QUEUE]
+    argv = ["worker", "--pool", "prefork", "-Q", ",".join(queues), "--loglevel", loglevel,
+            "-n", name or "omoi@%h"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    app.worker_main(argv)
+
+
+@main.command()
+@click.option("--loglevel", default="INFO")
+def beat(loglevel: str) -> None:
+    """Run the beat scheduler (outbox and repair sweeps)."""
+    from omoi.worker.app import app
+
+    settings = _settings()
+    app.start(["beat", "--loglevel", loglevel,
+               "--schedule", str(settings.data_dir / "celerybeat-schedule")])
+
+
+def _spawn_stack(settings: Settings, quiet: bool) -> list[subprocess.Popen[bytes]]:
+    from omoi.models.migrate import upgrade
+
+    upgrade(settings.database_url)
+    out = subprocess.DEVNULL if quiet else None
+    cmd = [sys.executable, "-m", "omoi"]
+    return [
+        subprocess.Popen([*cmd, "api", "--workers", "1"], stdout=out, stderr=out),
+        subprocess.Popen([*cmd, "worker", "--concurrency", "2", "--loglevel", "WARNING"],
+                         stdout=out, stderr=out),
+        subprocess.Popen([*cmd, "beat", "--loglevel", "WARNING"], stdout=out, stderr=out),
+    ]
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise click.ClickException("a process of the stack exited during start-up")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.2)
+    raise click.ClickException(f"API not ready at {url} after {timeout:.0f} s")
+
+
+@main.command()
+def up() -> None:
+    """Run API, worker and beat together (embedded SQLite by default). Ctrl-C stops them."""
+    settings = _settings()
+    procs = _spawn_stack(settings, quiet=False)
+    url = _api_url(settings)
+    try:
+        _wait_ready(url, procs)
+        click.echo(f"omoi is up: API {url}/api/v1, OpenAPI {url}/api/v1/openapi.json")
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop(procs)
+
+
+def _bar(fraction: float, width: int = 30) -> str:
+    filled = int(round(fraction * width))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def follow(url: str, ticket_id: str, timeout: float) -> dict[str, Any]:
+    """Print a progress bar until the ticket leaves ``active``; return the final ticket."""
+    deadline = time.monotonic() + timeout
+    tty = sys.stdout.isatty()
+    last = ""
+    while True:
+        ticket = _request(f"{url}/api/v1/tickets/{ticket_id}")
+        counts = ticket["task_counts"]
+        line = (f"{_bar(ticket['progress'])} {ticket['progress'] * 100:5.1f}%  "
+                f"{ticket['phase']:<14} "
+                + " ".join(f"{s}={n}" for s, n in sorted(counts.items())))
+        if line != last:
+            click.echo(("\r" + line) if tty else line, nl=not tty)
+            last = line
+        if ticket["status"] != "active":
+            if tty:
+                click.echo()
+            return ticket
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"ticket {ticket_id} still active after {timeout:.0f} s")
+        time.sleep(0.3)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Follow progress until the ticket finishes.")
+@click.option("--idempotency-key", default=None)
+def submit(path: Path, wait: bool, idempotency_key: str | None) -> None:
+    """Submit a ticket from a YAML or JSON file."""
+    url = _api_url(_settings())
+    body = yaml.safe_load(path.read_text())
+    req = urllib.request.Request(f"{url}/api/v1/tickets", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          **({"Idempotency-Key": idempotency_key}
+                                             if idempotency_key else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            ticket = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.read().decode(errors='replace')}") from exc
+    click.echo(f"ticket {ticket['id']} accepted with {len(ticket['tasks'])} tasks")
+    if wait:
+        follow(url, ticket["id"], timeout=3600)
+
+
+@main.command()
+@click.argument("ticket_id")
+@click.option("--timeout", type=float, default=3600)
+def status(ticket_id: str, timeout: float) -> None:
+    """Show a ticket's progress until it finishes."""
+    ticket = follow(_api_url(_settings()), ticket_id, timeout)
+    click.echo(f"ticket {ticket_id}: {ticket['status']} ({ticket['phase']})")
+
+
+@main.command()
+@click.option("--timeout", type=float, default=120)
+def demo(timeout: float) -> None:
+    """Start the embedded stack, push a sample ticket through it, show it finishing, stop."""
+    settings = _settings()
+    url = _api_url(settings)
+    click.echo(f"starting API, worker and beat (data in {settings.data_dir}) ...")
+    procs = _spawn_stack(settings, quiet=True)
+    try:
+        _wait_ready(url, procs)
+        ticket = _request(f"{url}/api/v1/tickets", DEMO_TICKET)
+        click.echo(f"submitted ticket {ticket['id']}: {len(ticket['tasks'])} tasks")
+        final = follow(url, ticket["id"], timeout)
+        tasks = _request(f"{url}/api/v1/tasks?ticket_id={ticket['id']}")["items"]
+        for t in sorted(tasks, key=lambda t: t["started_at"] or ""):
+            click.echo(f"  {t['key']:<11} {t['status']:<10} {t['started_at']} -> "
+                       f"{t['finished_at']}")
+        click.echo(f"ticket {final['status']} in {final['phase']}")
+        if final["status"] != "done" or any(
+            t["status"] not in TERMINAL_TASK_STATUSES for t in tasks
+        ):
+            raise click.ClickException("demo ticket did not finish cleanly")
+    finally:
+        _stop(procs)
