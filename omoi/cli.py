@@ -25,12 +25,24 @@ DEMO_TICKET: dict[str, Any] = {
     "workflow": "dag",
     "tasks": [
         {"key": "checkout", "task_type": "shell", "payload": {"command": "echo checked out"}},
-        {"key": "lint", "task_type": "sleep", "depends_on": ["checkout"],
-         "payload": {"seconds": 1}},
-        {"key": "unit-tests", "task_type": "sleep", "depends_on": ["checkout"],
-         "payload": {"seconds": 2}},
-        {"key": "build", "task_type": "shell", "depends_on": ["checkout"],
-         "payload": {"command": "python3 -c 'print(sum(range(10**6)))'"}},
+        {
+            "key": "lint",
+            "task_type": "sleep",
+            "depends_on": ["checkout"],
+            "payload": {"seconds": 1},
+        },
+        {
+            "key": "unit-tests",
+            "task_type": "sleep",
+            "depends_on": ["checkout"],
+            "payload": {"seconds": 2},
+        },
+        {
+            "key": "build",
+            "task_type": "shell",
+            "depends_on": ["checkout"],
+            "payload": {"command": "python3 -c 'print(sum(range(10**6)))'"},
+        },
         {"key": "package", "task_type": "noop", "depends_on": ["lint", "unit-tests", "build"]},
     ],
 }
@@ -48,8 +60,9 @@ def _api_url(settings: Settings) -> str:
 
 def _request(url: str, body: Any = None, method: str | None = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
@@ -86,8 +99,19 @@ def api(host: str | None, port: int | None, workers: int) -> None:
     """Serve the HTTP API with gunicorn."""
     settings = _settings()
     bind = f"{host or settings.api_host}:{port or settings.api_port}"
-    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind,
-                               "--workers", str(workers), "omoi.api:create_app()"])
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            bind,
+            "--workers",
+            str(workers),
+            "omoi.api:create_app()",
+        ],
+    )
 
 
 @main.command()
@@ -100,8 +124,17 @@ def worker(capabilities: str, concurrency: int | None, name: str | None, logleve
     from omoi.worker.app import CONTROL_QUEUE, app
 
     queues = [*queues_for_worker(capabilities.split(",")), CONTROL_QUEUE]
-    argv = ["worker", "--pool", "prefork", "-Q", ",".join(queues), "--loglevel", loglevel,
-            "-n", name or "omoi@%h"]
+    argv = [
+        "worker",
+        "--pool",
+        "prefork",
+        "-Q",
+        ",".join(queues),
+        "--loglevel",
+        loglevel,
+        "-n",
+        name or "omoi@%h",
+    ]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     app.worker_main(argv)
@@ -114,8 +147,15 @@ def beat(loglevel: str) -> None:
     from omoi.worker.app import app
 
     settings = _settings()
-    app.start(["beat", "--loglevel", loglevel,
-               "--schedule", str(settings.data_dir / "celerybeat-schedule")])
+    app.start(
+        [
+            "beat",
+            "--loglevel",
+            loglevel,
+            "--schedule",
+            str(settings.data_dir / "celerybeat-schedule"),
+        ]
+    )
 
 
 def _spawn_stack(settings: Settings, quiet: bool) -> list[subprocess.Popen[bytes]]:
@@ -126,8 +166,9 @@ def _spawn_stack(settings: Settings, quiet: bool) -> list[subprocess.Popen[bytes
     cmd = [sys.executable, "-m", "omoi"]
     return [
         subprocess.Popen([*cmd, "api", "--workers", "1"], stdout=out, stderr=out),
-        subprocess.Popen([*cmd, "worker", "--concurrency", "2", "--loglevel", "WARNING"],
-                         stdout=out, stderr=out),
+        subprocess.Popen(
+            [*cmd, "worker", "--concurrency", "2", "--loglevel", "WARNING"], stdout=out, stderr=out
+        ),
         subprocess.Popen([*cmd, "beat", "--loglevel", "WARNING"], stdout=out, stderr=out),
     ]
 
@@ -176,7 +217,7 @@ def up() -> None:
 
 
 def _bar(fraction: float, width: int = 30) -> str:
-    filled = int(round(fraction * width))
+    filled = round(fraction * width)
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
@@ -188,9 +229,10 @@ def follow(url: str, ticket_id: str, timeout: float) -> dict[str, Any]:
     while True:
         ticket = _request(f"{url}/api/v1/tickets/{ticket_id}")
         counts = ticket["task_counts"]
-        line = (f"{_bar(ticket['progress'])} {ticket['progress'] * 100:5.1f}%  "
-                f"{ticket['phase']:<14} "
-                + " ".join(f"{s}={n}" for s, n in sorted(counts.items())))
+        line = (
+            f"{_bar(ticket['progress'])} {ticket['progress'] * 100:5.1f}%  "
+            f"{ticket['phase']:<14} " + " ".join(f"{s}={n}" for s, n in sorted(counts.items()))
+        )
         if line != last:
             click.echo(("\r" + line) if tty else line, nl=not tty)
             last = line
@@ -211,10 +253,14 @@ def submit(path: Path, wait: bool, idempotency_key: str | None) -> None:
     """Submit a ticket from a YAML or JSON file."""
     url = _api_url(_settings())
     body = yaml.safe_load(path.read_text())
-    req = urllib.request.Request(f"{url}/api/v1/tickets", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json",
-                                          **({"Idempotency-Key": idempotency_key}
-                                             if idempotency_key else {})})
+    req = urllib.request.Request(
+        f"{url}/api/v1/tickets",
+        data=json.dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            **({"Idempotency-Key": idempotency_key} if idempotency_key else {}),
+        },
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             ticket = json.loads(resp.read())
@@ -249,8 +295,9 @@ def demo(timeout: float) -> None:
         final = follow(url, ticket["id"], timeout)
         tasks = _request(f"{url}/api/v1/tasks?ticket_id={ticket['id']}")["items"]
         for t in sorted(tasks, key=lambda t: t["started_at"] or ""):
-            click.echo(f"  {t['key']:<11} {t['status']:<10} {t['started_at']} -> "
-                       f"{t['finished_at']}")
+            click.echo(
+                f"  {t['key']:<11} {t['status']:<10} {t['started_at']} -> {t['finished_at']}"
+            )
         click.echo(f"ticket {final['status']} in {final['phase']}")
         if final["status"] != "done" or any(
             t["status"] not in TERMINAL_TASK_STATUSES for t in tasks

@@ -46,7 +46,9 @@ class Settings:
         values: dict[str, object] = {
             "data_dir": data_dir,
             "database_url": env.get("OMOI_DATABASE_URL", f"sqlite:///{data_dir / 'omoi.sqlite'}"),
-            "broker_url": env.get("OMOI_BROKER_URL", f"omoi-sqla+sqlite:///{data_dir / 'broker.sqlite'}"),
+            "broker_url": env.get(
+                "OMOI_BROKER_URL", f"omoi-sqla+sqlite:///{data_dir / 'broker.sqlite'}"
+            ),
             "handlers": tuple(
                 h.strip() for h in env.get("OMOI_HANDLERS", "").split(",") if h.strip()
             ),

@@ -12,8 +12,9 @@ from omoi.services.errors import Conflict, Invalid, NotFound, ServiceError
 SERVICE_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
 
 
-def error_response(status: int, code: str, message: str,
-                   details: dict[str, Any] | None = None) -> Response:
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> Response:
     resp = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
     resp.status_code = status
     return resp
@@ -36,5 +37,6 @@ def http_error(exc: HTTPException) -> Response:
 def register(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def _service(exc: ServiceError) -> Response:
-        return error_response(SERVICE_STATUS.get(type(exc), 400), exc.code, exc.message,
-                              exc.details)
+        return error_response(
+            SERVICE_STATUS.get(type(exc), 400), exc.code, exc.message, exc.details
+        )

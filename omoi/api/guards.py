@@ -37,18 +37,24 @@ def check_body() -> Response | None:
     if request.method not in BODY_METHODS or not request.content_length:
         return None
     if not request.is_json:
-        return error_response(415, "unsupported_media_type",
-                              "request body must be application/json",
-                              {"content_type": request.content_type})
+        return error_response(
+            415,
+            "unsupported_media_type",
+            "request body must be application/json",
+            {"content_type": request.content_type},
+        )
     try:
         body = request.get_json(silent=False)
     except RecursionError:
         return error_response(400, "bad_request", "JSON nested too deeply")
     path = bad_string(body)
     if path is not None:
-        return error_response(422, "invalid_string",
-                              "strings may not contain NUL characters or lone surrogates",
-                              {"path": path})
+        return error_response(
+            422,
+            "invalid_string",
+            "strings may not contain NUL characters or lone surrogates",
+            {"path": path},
+        )
     return None
 
 

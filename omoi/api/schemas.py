@@ -24,16 +24,18 @@ class TaskIn(Schema):
     task_type = fields.String(required=True, validate=validate.Length(min=1, max=100))
     depends_on = fields.List(fields.String(validate=KEY), load_default=list)
     description = fields.String(load_default="", validate=validate.Length(max=20_000))
-    capabilities = fields.List(fields.String(validate=TOKEN), load_default=list,
-                               validate=validate.Length(max=32))
+    capabilities = fields.List(
+        fields.String(validate=TOKEN), load_default=list, validate=validate.Length(max=32)
+    )
     payload = fields.Dict(keys=fields.String(), load_default=dict)
     priority = _enum(Priority, load_default=None)
     max_retries = fields.Integer(load_default=None, validate=validate.Range(min=0, max=100))
-    timeout_seconds = fields.Float(load_default=None,
-                                   validate=validate.Range(min=0, max=7 * 86400,
-                                                           min_inclusive=False))
-    resources = fields.List(fields.String(validate=validate.Length(min=1, max=200)),
-                            load_default=list)
+    timeout_seconds = fields.Float(
+        load_default=None, validate=validate.Range(min=0, max=7 * 86400, min_inclusive=False)
+    )
+    resources = fields.List(
+        fields.String(validate=validate.Length(min=1, max=200)), load_default=list
+    )
 
     @validates("capabilities")
     def _caps(self, value: list[str], **_: Any) -> None:

@@ -12,8 +12,12 @@ from omoi.api.runtime import runtime
 from omoi.api.schemas import TaskDetail, TaskPage, TaskQuery
 from omoi.services import queries
 
-blp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks",
-                description="Inspect tasks: edges, attempts, errors, timeline")
+blp = Blueprint(
+    "tasks",
+    __name__,
+    url_prefix="/api/v1/tasks",
+    description="Inspect tasks: edges, attempts, errors, timeline",
+)
 
 
 @blp.route("")
@@ -39,5 +43,9 @@ class TaskById(MethodView):
     def get(self, task_id: uuid.UUID) -> Any:
         """One task with ``depends_on``, the derived ``blocks`` and its event timeline."""
         task, blocks, timeline = queries.get_task(runtime().db, task_id)
-        return {**{c.key: getattr(task, c.key) for c in task.__table__.columns},
-                "depends_on": task.depends_on, "blocks": blocks, "timeline": timeline}
+        return {
+            **{c.key: getattr(task, c.key) for c in task.__table__.columns},
+            "depends_on": task.depends_on,
+            "blocks": blocks,
+            "timeline": timeline,
+        }

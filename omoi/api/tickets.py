@@ -16,8 +16,12 @@ from omoi.models import Ticket
 from omoi.services import queries, tickets
 from omoi.services.tickets import NewTicket
 
-blp = Blueprint("tickets", __name__, url_prefix="/api/v1/tickets",
-                description="Submit tickets and follow their progress")
+blp = Blueprint(
+    "tickets",
+    __name__,
+    url_prefix="/api/v1/tickets",
+    description="Submit tickets and follow their progress",
+)
 
 
 def ticket_view(ticket: Ticket, counts: dict[str, int]) -> dict[str, Any]:
@@ -48,7 +52,9 @@ class Tickets(MethodView):
             default_max_retries=rt.settings.default_max_retries,
         )
         ticket, counts = queries.get_ticket(rt.db, submitted.ticket_id)
-        page = queries.list_tasks(rt.db, ticket_id=ticket.id, limit=rt.settings.max_tasks_per_ticket)
+        page = queries.list_tasks(
+            rt.db, ticket_id=ticket.id, limit=rt.settings.max_tasks_per_ticket
+        )
         body = ticket_view(ticket, counts)
         body["tasks"] = page.items
         if submitted.created:

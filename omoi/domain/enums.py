@@ -17,9 +17,7 @@ class TaskStatus(StrEnum):
         return self in TERMINAL_TASK_STATUSES
 
 
-TERMINAL_TASK_STATUSES = frozenset(
-    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED}
-)
+TERMINAL_TASK_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 OPEN_TASK_STATUSES = frozenset(set(TaskStatus) - TERMINAL_TASK_STATUSES)
 
 

@@ -171,4 +171,3 @@ class PhaseHistory(Base):
     by: Mapped[str] = mapped_column(String(200), default="system")
     artifacts: Mapped[list[Any]] = mapped_column(JsonDoc, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-

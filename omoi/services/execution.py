@@ -14,23 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
-from omoi.domain.enums import (
-    OPEN_TASK_STATUSES,
-    ErrorCategory,
-    Phase,
-    TaskStatus,
-    TicketStatus,
-)
+from omoi.domain.enums import ErrorCategory, TaskStatus
 from omoi.domain.errors import PermanentError, TaskError, classify
 from omoi.domain.events import EventType
 from omoi.models import Database, Task, Ticket
 from omoi.models.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.outbox import publish
-from omoi.services.records import event_row, move_ticket, record, task_event
+from omoi.services.records import record, settle_ticket, task_event
 from omoi.services.sql import depends_on_any, dialect_of
 
 log = structlog.get_logger(__name__)
@@ -119,8 +113,10 @@ def claim(
         ticket_context = session.execute(
             select(Ticket.context).where(Ticket.id == row.ticket_id)
         ).scalar_one()
-        record(session, [task_event(EventType.TASK_STARTED, task_id, row.ticket_id,
-                                    {"attempt": attempt}, now)])
+        record(
+            session,
+            [task_event(EventType.TASK_STARTED, task_id, row.ticket_id, {"attempt": attempt}, now)],
+        )
     context = TaskContext(
         task_id=task_id,
         ticket_id=row.ticket_id,
@@ -140,9 +136,7 @@ def claim(
 def _lock_ticket(session: Session, ticket_id: uuid.UUID) -> None:
     """Serialize one ticket's DAG bookkeeping: no deadlocks between sibling completions, and
     the last one to finish sees every other's commit when it settles the ticket."""
-    session.execute(
-        select(Ticket.id).where(Ticket.id == ticket_id).with_for_update()
-    ).scalar_one()
+    session.execute(select(Ticket.id).where(Ticket.id == ticket_id).with_for_update()).scalar_one()
 
 
 def _finish(session: Session, c: Claim, values: dict[str, Any]) -> bool:
@@ -158,8 +152,10 @@ def _finish(session: Session, c: Claim, values: dict[str, Any]) -> bool:
         .returning(Task.id)
     ).one_or_none()
     if hit is None:
-        record(session, [task_event(EventType.TASK_SUPERSEDED, c.task_id, c.ticket_id,
-                                    {"attempt": c.attempt})])
+        record(
+            session,
+            [task_event(EventType.TASK_SUPERSEDED, c.task_id, c.ticket_id, {"attempt": c.attempt})],
+        )
     return hit is not None
 
 
@@ -190,77 +186,64 @@ def _release_dependents(session: Session, c: Claim) -> list[Dispatch]:
         .execution_options(synchronize_session=False)
     ).all()
     ready = [r for r in rows if r.status == TaskStatus.QUEUED]
-    record(session, (task_event(EventType.TASK_QUEUED, r.id, c.ticket_id,
-                                {"attempt": r.attempt}, now) for r in ready))
-    return [Dispatch.of(r.id, r.attempt, r.capabilities, r.priority, r.timeout_seconds)
-            for r in ready]
+    record(
+        session,
+        (
+            task_event(EventType.TASK_QUEUED, r.id, c.ticket_id, {"attempt": r.attempt}, now)
+            for r in ready
+        ),
+    )
+    return [
+        Dispatch.of(r.id, r.attempt, r.capabilities, r.priority, r.timeout_seconds) for r in ready
+    ]
 
 
-def _cancel_downstream(session: Session, ticket_id: uuid.UUID, roots: Sequence[uuid.UUID],
-                       reason: str) -> int:
+def _cancel_downstream(
+    session: Session, ticket_id: uuid.UUID, roots: Sequence[uuid.UUID], reason: str
+) -> int:
     """Cancel every pending task downstream of ``roots``, level by level."""
     now = utcnow()
     dialect = dialect_of(session)
     frontier, total = list(roots), 0
     error = TaskError(ErrorCategory.UPSTREAM_FAILED, "UpstreamFailed", reason).as_dict()
     while frontier:
-        cancelled = session.execute(
-            update(Task)
-            .where(
-                Task.ticket_id == ticket_id,
-                Task.status == TaskStatus.PENDING,
-                depends_on_any(dialect, frontier),
+        cancelled = (
+            session.execute(
+                update(Task)
+                .where(
+                    Task.ticket_id == ticket_id,
+                    Task.status == TaskStatus.PENDING,
+                    depends_on_any(dialect, frontier),
+                )
+                .values(status=TaskStatus.CANCELLED, error=error, finished_at=now)
+                .returning(Task.id)
+                .execution_options(synchronize_session=False)
             )
-            .values(status=TaskStatus.CANCELLED, error=error, finished_at=now)
-            .returning(Task.id)
-            .execution_options(synchronize_session=False)
-        ).scalars().all()
-        record(session, (task_event(EventType.TASK_CANCELLED, t, ticket_id, error, now)
-                         for t in cancelled))
+            .scalars()
+            .all()
+        )
+        record(
+            session,
+            (task_event(EventType.TASK_CANCELLED, t, ticket_id, error, now) for t in cancelled),
+        )
         total += len(cancelled)
         frontier = list(cancelled)
     return total
 
 
-def settle_ticket(session: Session, ticket_id: uuid.UUID) -> None:
-    """When a ticket's last task ends, move it on: all succeeded → done, else blocked."""
-    still_open = session.execute(
-        select(Task.id)
-        .where(Task.ticket_id == ticket_id, Task.status.in_(list(OPEN_TASK_STATUSES)))
-        .limit(1)
-    ).first()
-    if still_open is not None:
-        return
-    ticket = session.execute(
-        select(Ticket.phase, Ticket.status).where(Ticket.id == ticket_id)
-    ).one()
-    if ticket.status != TicketStatus.ACTIVE:
-        return
-    unsuccessful = dict(
-        session.execute(
-            select(Task.status, func.count())
-            .where(Task.ticket_id == ticket_id, Task.status != TaskStatus.SUCCEEDED)
-            .group_by(Task.status)
-        ).tuples().all()
-    )
-    if not unsuccessful:
-        move_ticket(session, ticket_id, ticket.phase, Phase.DONE, TicketStatus.DONE,
-                    "all tasks succeeded")
-        record(session, [event_row(EventType.TICKET_COMPLETED, "ticket", ticket_id, ticket_id)])
-        return
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(unsuccessful.items()))
-    move_ticket(session, ticket_id, ticket.phase, Phase.BLOCKED, TicketStatus.BLOCKED,
-                f"not every task succeeded: {counts}")
-
-
 def succeed(db: Database, c: Claim, result: Any) -> list[Dispatch]:
     with db.session() as session:
         _lock_ticket(session, c.ticket_id)
-        if not _finish(session, c, {"status": TaskStatus.SUCCEEDED, "result": result,
-                                    "error": None, "lease_token": None}):
+        if not _finish(
+            session,
+            c,
+            {"status": TaskStatus.SUCCEEDED, "result": result, "error": None, "lease_token": None},
+        ):
             return []
-        record(session, [task_event(EventType.TASK_SUCCEEDED, c.task_id, c.ticket_id,
-                                    {"attempt": c.attempt})])
+        record(
+            session,
+            [task_event(EventType.TASK_SUCCEEDED, c.task_id, c.ticket_id, {"attempt": c.attempt})],
+        )
         ready = _release_dependents(session, c)
         if not ready:
             settle_ticket(session, c.ticket_id)
@@ -270,12 +253,21 @@ def succeed(db: Database, c: Claim, result: Any) -> list[Dispatch]:
 def fail(db: Database, c: Claim, error: TaskError, trace: str | None = None) -> None:
     with db.session() as session:
         _lock_ticket(session, c.ticket_id)
-        if not _finish(session, c, {"status": TaskStatus.FAILED, "error": error.as_dict(),
-                                    "lease_token": None}):
+        if not _finish(
+            session, c, {"status": TaskStatus.FAILED, "error": error.as_dict(), "lease_token": None}
+        ):
             return
-        record(session, [task_event(EventType.TASK_FAILED, c.task_id, c.ticket_id,
-                                    {"attempt": c.attempt, **error.as_dict(),
-                                     "traceback": trace})])
+        record(
+            session,
+            [
+                task_event(
+                    EventType.TASK_FAILED,
+                    c.task_id,
+                    c.ticket_id,
+                    {"attempt": c.attempt, **error.as_dict(), "traceback": trace},
+                )
+            ],
+        )
         _cancel_downstream(session, c.ticket_id, [c.task_id], f"dependency {c.task_id} failed")
         settle_ticket(session, c.ticket_id)
 
@@ -308,6 +300,10 @@ def run_attempt(
         return "failed"
     ready = succeed(db, c, result)
     publish(db, dispatcher, ready)
-    log.debug("task_succeeded", task_id=str(task_id), attempt=attempt,
-              seconds=round(time.monotonic() - started, 4))
+    log.debug(
+        "task_succeeded",
+        task_id=str(task_id),
+        attempt=attempt,
+        seconds=round(time.monotonic() - started, 4),
+    )
     return "succeeded"

@@ -86,8 +86,10 @@ def sweep(
         ).all()
         if not rows:
             return 0
-        batch = [Dispatch.of(r.id, r.attempt, r.capabilities, r.priority, r.timeout_seconds)
-                 for r in rows]
+        batch = [
+            Dispatch.of(r.id, r.attempt, r.capabilities, r.priority, r.timeout_seconds)
+            for r in rows
+        ]
         dispatcher.publish(batch)
         session.execute(
             update(Task)
@@ -95,7 +97,14 @@ def sweep(
             .values(published_at=now)
             .execution_options(synchronize_session=False)
         )
-        record(session, (task_event(EventType.TASK_REPUBLISHED, r.id, r.ticket_id,
-                                    {"attempt": r.attempt}, now) for r in rows))
+        record(
+            session,
+            (
+                task_event(
+                    EventType.TASK_REPUBLISHED, r.id, r.ticket_id, {"attempt": r.attempt}, now
+                )
+                for r in rows
+            ),
+        )
     log.info("outbox_republished", count=len(rows))
     return len(rows)

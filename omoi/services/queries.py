@@ -30,9 +30,10 @@ def _ticket(session: Session, ticket_id: uuid.UUID) -> Ticket:
 def task_counts(session: Session, ticket_id: uuid.UUID) -> dict[str, int]:
     return dict(
         session.execute(
-            select(Task.status, func.count()).where(Task.ticket_id == ticket_id)
+            select(Task.status, func.count())
+            .where(Task.ticket_id == ticket_id)
             .group_by(Task.status)
-        ).tuples().all()
+        ).all()
     )
 
 
@@ -52,8 +53,11 @@ def list_tickets(
 ) -> Page:
     """Newest first; the cursor is the last id seen (ids are time-ordered UUIDv7)."""
     query = select(Ticket).order_by(Ticket.id.desc()).limit(limit + 1)
-    for column, value in ((Ticket.status, status), (Ticket.phase, phase),
-                          (Ticket.workflow, workflow)):
+    for column, value in (
+        (Ticket.status, status),
+        (Ticket.phase, phase),
+        (Ticket.workflow, workflow),
+    ):
         if value is not None:
             query = query.where(column == value)
     if after is not None:
@@ -78,8 +82,9 @@ def get_task(db: Database, task_id: uuid.UUID) -> tuple[Task, list[uuid.UUID], l
         blocks = list(
             session.scalars(
                 select(Task.id)
-                .where(Task.ticket_id == task.ticket_id,
-                       depends_on_any(dialect_of(session), [task_id]))
+                .where(
+                    Task.ticket_id == task.ticket_id, depends_on_any(dialect_of(session), [task_id])
+                )
                 .order_by(Task.id)
             )
         )

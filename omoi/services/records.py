@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from omoi.domain.enums import Phase, TicketStatus
+from omoi.domain.enums import OPEN_TASK_STATUSES, Phase, TaskStatus, TicketStatus
 from omoi.domain.events import EventType
-from omoi.models import Event, PhaseHistory, Ticket
+from omoi.models import Event, PhaseHistory, Task, Ticket
 from omoi.models.types import utcnow
 
 
@@ -82,5 +82,45 @@ def move_ticket(
         ],
     )
     payload = {"from": from_phase, "to": str(to_phase), "status": str(status), "reason": reason}
-    record(session, [event_row(EventType.TICKET_PHASE_CHANGED, "ticket", ticket_id, ticket_id,
-                               payload, now)])
+    record(
+        session,
+        [event_row(EventType.TICKET_PHASE_CHANGED, "ticket", ticket_id, ticket_id, payload, now)],
+    )
+
+
+def settle_ticket(session: Session, ticket_id: uuid.UUID) -> None:
+    """When a ticket's last task ends, move it on: all succeeded → done, else blocked."""
+    still_open = session.execute(
+        select(Task.id)
+        .where(Task.ticket_id == ticket_id, Task.status.in_(list(OPEN_TASK_STATUSES)))
+        .limit(1)
+    ).first()
+    if still_open is not None:
+        return
+    ticket = session.execute(
+        select(Ticket.phase, Ticket.status).where(Ticket.id == ticket_id)
+    ).one()
+    if ticket.status != TicketStatus.ACTIVE:
+        return
+    unsuccessful = dict(
+        session.execute(
+            select(Task.status, func.count())
+            .where(Task.ticket_id == ticket_id, Task.status != TaskStatus.SUCCEEDED)
+            .group_by(Task.status)
+        ).all()
+    )
+    if not unsuccessful:
+        move_ticket(
+            session, ticket_id, ticket.phase, Phase.DONE, TicketStatus.DONE, "all tasks succeeded"
+        )
+        record(session, [event_row(EventType.TICKET_COMPLETED, "ticket", ticket_id, ticket_id)])
+        return
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(unsuccessful.items()))
+    move_ticket(
+        session,
+        ticket_id,
+        ticket.phase,
+        Phase.BLOCKED,
+        TicketStatus.BLOCKED,
+        f"not every task succeeded: {counts}",
+    )

@@ -22,7 +22,7 @@ from omoi.models.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.errors import Conflict, Invalid
 from omoi.services.outbox import publish
-from omoi.services.records import event_row, record
+from omoi.services.records import event_row, record, settle_ticket
 
 WORKFLOW_FIRST_PHASE = {"dag": Phase.RUN}
 
@@ -163,8 +163,12 @@ def create_ticket(
             if rows:
                 session.execute(insert(Task), rows)
             payload = {"tasks": len(rows), "ready": len(ready), "workflow": spec.workflow}
-            record(session, [event_row(EventType.TICKET_CREATED, "ticket", ticket_id,
-                                       ticket_id, payload, now)])
+            record(
+                session,
+                [event_row(EventType.TICKET_CREATED, "ticket", ticket_id, ticket_id, payload, now)],
+            )
+            if not rows:
+                settle_ticket(session, ticket_id)
     except IntegrityError:
         if idempotency_key is None:
             raise

@@ -39,9 +39,7 @@ def create_worker_app(settings: Settings) -> Celery:
 
     @app.task(name="omoi.sweep_outbox")
     def sweep_outbox() -> int:
-        return outbox.sweep(
-            db, dispatcher, settings.outbox_republish_age, settings.outbox_lost_age
-        )
+        return outbox.sweep(db, dispatcher, settings.outbox_republish_age, settings.outbox_lost_age)
 
     return app
 

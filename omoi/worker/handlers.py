@@ -83,8 +83,11 @@ def shell(ctx: TaskContext) -> dict[str, Any]:
         cwd=ctx.payload.get("cwd"),
         check=False,
     )
-    result = {"exit_code": proc.returncode, "stdout": _text(proc.stdout),
-              "stderr": _text(proc.stderr)}
+    result = {
+        "exit_code": proc.returncode,
+        "stdout": _text(proc.stdout),
+        "stderr": _text(proc.stderr),
+    }
     if proc.returncode != 0:
         raise PermanentError(f"command exited with {proc.returncode}: {result['stderr'][-500:]}")
     return result
@@ -92,7 +95,7 @@ def shell(ctx: TaskContext) -> dict[str, Any]:
 
 @handler("http")
 def http(ctx: TaskContext) -> dict[str, Any]:
-    """Calls ``payload.url`` (``method``, ``body``, ``headers``); 5xx is transient, 4xx permanent."""
+    """Calls ``payload.url`` (``method``, ``body``, ``headers``); 5xx transient, 4xx permanent."""
     url = ctx.payload.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise PermanentError("http needs payload.url starting with http:// or https://")

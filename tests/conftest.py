@@ -1,0 +1,122 @@
+"""Fixtures on real services: a throw-away PostgreSQL database, a Redis database, prefork
+worker subprocesses. ``OMOI_TEST_PG_URL`` / ``OMOI_TEST_REDIS_URL`` point elsewhere."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from sqlalchemy import delete
+
+from omoi.config import Settings
+from omoi.models import Database, Ticket
+from omoi.models.migrate import upgrade
+from omoi.models.types import utcnow
+from omoi.services.dispatcher import NullDispatcher
+from tests.support.procs import ROOT, Proc, start_worker
+
+PG_ADMIN = os.environ.get("OMOI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("OMOI_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+# Short intervals so recovery paths run within a test's patience.
+TEST_ENV = {
+    "OMOI_SWEEP_INTERVAL": "1",
+    "OMOI_OUTBOX_REPUBLISH_AGE": "2",
+    "OMOI_VISIBILITY_TIMEOUT": "60",
+    "OMOI_TIME_LIMIT_GRACE": "2",
+    "OMOI_HANDLERS": "tests.support.handlers",
+}
+
+
+def _pg_url(dbname: str) -> str:
+    base, _, _ = PG_ADMIN.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("omoi")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"omoi_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _pg_url(name)
+    upgrade(url)
+    yield url
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def env(database_url: str, tmp_root: Path) -> dict[str, str]:
+    """The environment every omoi process of this test session runs with."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OMOI_")}
+    return {
+        **base,
+        **TEST_ENV,
+        "OMOI_DATABASE_URL": database_url,
+        "OMOI_BROKER_URL": REDIS_URL,
+        "OMOI_DATA_DIR": str(tmp_root / "data"),
+        "OMOI_TEST_EFFECTS_URL": REDIS_URL,
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(env: dict[str, str]) -> Settings:
+    return Settings.from_env(env)
+
+
+@pytest.fixture(scope="session")
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    return client
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, db: Database):  # type: ignore[no-untyped-def]
+    from omoi.api import create_app
+
+    return create_app(settings, db=db)
+
+
+@pytest.fixture()
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def api_client(settings: Settings, db: Database) -> Iterator[Any]:
+    """An API that publishes nothing, for tests of the HTTP contract alone. The tickets it
+    creates are deleted afterwards so no later sweep runs them."""
+    from omoi.api import create_app
+
+    started = utcnow()
+    yield create_app(settings, db=db, dispatcher=NullDispatcher()).test_client()
+    with db.session() as session:
+        session.execute(delete(Ticket).where(Ticket.created_at >= started))
+
+
+@pytest.fixture(scope="session")
+def worker(env: dict[str, str], tmp_root: Path, redis_client: redis.Redis) -> Iterator[Proc]:
+    """One prefork worker (2 children) shared by the execution tests."""
+    proc, _ = start_worker(env, tmp_root, concurrency=2)
+    yield proc
+    proc.stop()

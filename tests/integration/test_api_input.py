@@ -1,0 +1,138 @@
+"""Bad input: a clear 4xx with the JSON error shape, and nothing written."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from omoi.api import create_app
+from omoi.config import Settings
+from omoi.models import Database, Event, Task, Ticket
+from omoi.services.dispatcher import NullDispatcher
+
+
+def counts(db: Database) -> tuple[int, int, int]:
+    with db.session() as session:
+        return tuple(  # type: ignore[return-value]
+            session.execute(select(func.count()).select_from(model)).scalar_one()
+            for model in (Ticket, Task, Event)
+        )
+
+
+def task(key: str, *deps: str, **extra: Any) -> dict[str, Any]:
+    return {"key": key, "task_type": "noop", "depends_on": list(deps), **extra}
+
+
+def ticket(*tasks: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"title": "t", "tasks": list(tasks), **extra}
+
+
+def raw(client: Any, body: bytes | str, content_type: str = "application/json") -> Any:
+    return client.post("/api/v1/tickets", data=body, content_type=content_type)
+
+
+CASES: dict[str, tuple[Any, int, str]] = {
+    "unknown top-level field": (ticket(task("a"), colour="red"), 422, "colour"),
+    "unknown task field": (ticket(task("a", retries=3)), 422, "retries"),
+    "title of wrong type": ({"title": 5, "tasks": []}, 422, "title"),
+    "tasks not a list": ({"title": "t", "tasks": {"a": 1}}, 422, "tasks"),
+    "max_retries of wrong type": (ticket(task("a", max_retries="x")), 422, "max_retries"),
+    "missing title": ({"tasks": []}, 422, "title"),
+    "unknown priority": (ticket(task("a"), priority="URGENT"), 422, "priority"),
+    "negative timeout": (ticket(task("a", timeout_seconds=-1)), 422, "timeout_seconds"),
+    "capability not a token": (ticket(task("a", capabilities=["gp u"])), 422, "capabilities"),
+    "cycle": (ticket(task("a", "c"), task("b", "a"), task("c", "b")), 422, "a -> c -> b -> a"),
+    "self dependency": (ticket(task("a", "a")), 422, "themselves: a"),
+    "dangling dependency": (ticket(task("a", "ghost")), 422, "ghost"),
+    "duplicate keys": (ticket(task("a"), task("a")), 422, "duplicate task keys: a"),
+    "NUL in a string": (ticket(task("a", payload={"x": "nul\u0000"})), 422, "$.tasks[0]"),
+    "NUL in a key": (ticket(task("a", payload={"k\u0000": 1})), 422, "NUL"),
+    "unknown workflow": (ticket(task("a"), workflow="nope"), 422, "nope"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_ticket_is_rejected_and_writes_nothing(
+    api_client: Any, db: Database, case: str
+) -> None:
+    body, status, mentions = CASES[case]
+    before = counts(db)
+    resp = api_client.post("/api/v1/tickets", json=body)
+    assert resp.status_code == status
+    error = resp.get_json()["error"]
+    assert set(error) == {"code", "message", "details"}
+    assert mentions in json.dumps(error)
+    assert counts(db) == before
+
+
+def test_cycle_error_names_its_keys(api_client: Any) -> None:
+    resp = api_client.post(
+        "/api/v1/tickets", json=ticket(task("x", "y"), task("y", "x"), task("z"))
+    )
+    assert resp.get_json()["error"]["details"]["cycle"] == ["x", "y", "x"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        ("[" * 200_000, "application/json", 400),
+        ('{"title": "t", "tasks": [', "application/json", 400),
+        ('{"title": "\\ud800"}', "application/json", 422),
+        ("title=t", "application/x-www-form-urlencoded", 415),
+        ('{"title": "t"}', "text/plain", 415),
+    ],
+    ids=["deeply nested", "malformed", "lone surrogate", "form body", "text body"],
+)
+def test_unparseable_bodies(
+    api_client: Any, db: Database, body: str, content_type: str, status: int
+) -> None:
+    before = counts(db)
+    resp = raw(api_client, body, content_type)
+    assert resp.status_code == status
+    assert set(resp.get_json()["error"]) == {"code", "message", "details"}
+    assert counts(db) == before
+
+
+def test_body_over_the_limit_is_413(settings: Settings, db: Database) -> None:
+    small = create_app(
+        dataclasses.replace(settings, max_body_bytes=2048), db=db, dispatcher=NullDispatcher()
+    ).test_client()
+    before = counts(db)
+    resp = small.post("/api/v1/tickets", json=ticket(task("a", payload={"x": "y" * 4096})))
+    assert resp.status_code == 413
+    assert resp.get_json()["error"]["code"] == "request_entity_too_large"
+    assert counts(db) == before
+
+
+def test_too_many_tasks_is_422(settings: Settings, db: Database) -> None:
+    small = create_app(
+        dataclasses.replace(settings, max_tasks_per_ticket=3), db=db, dispatcher=NullDispatcher()
+    ).test_client()
+    before = counts(db)
+    resp = small.post("/api/v1/tickets", json=ticket(*(task(f"t{i}") for i in range(4))))
+    assert resp.status_code == 422
+    assert "at most 3 tasks" in resp.get_json()["error"]["message"]
+    assert counts(db) == before
+
+
+def test_ten_thousand_task_dag_is_accepted(api_client: Any, db: Database) -> None:
+    tasks = [task(f"t{i}", *([f"t{i - 1}"] if i % 100 else [])) for i in range(10_000)]
+    resp = api_client.post("/api/v1/tickets", json=ticket(*tasks))
+    assert resp.status_code == 201
+    body = resp.get_json()
+    assert len(body["tasks"]) == 10_000
+    assert body["task_counts"] == {"queued": 100, "pending": 9_900}
+
+
+def test_hostile_strings_round_trip(api_client: Any) -> None:
+    odd = "'; DROP TABLE tickets;-- \u202eRTL\u200b zero-width \U0001f680 emoji"
+    resp = api_client.post("/api/v1/tickets", json=ticket(task("a", payload={"s": odd}), title=odd))
+    assert resp.status_code == 201
+    got = api_client.get(f"/api/v1/tickets/{resp.get_json()['id']}").get_json()
+    assert got["title"] == odd
+    task_id = resp.get_json()["tasks"][0]["id"]
+    assert api_client.get(f"/api/v1/tasks/{task_id}").get_json()["payload"] == {"s": odd}

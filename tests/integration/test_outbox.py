@@ -1,0 +1,70 @@
+"""Transactional outbox: a ticket committed by an API that died before publishing still runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import select
+
+from omoi.models import Database, Task, Ticket
+from tests.support.api import wait_finished
+from tests.support.handlers import EFFECT_KEY
+from tests.support.procs import ROOT, Proc, start_beat
+
+
+def test_api_killed_between_commit_and_publish_loses_nothing(
+    client: Any,
+    db: Database,
+    env: dict[str, str],
+    tmp_path: Path,
+    worker: Proc,
+    redis_client: redis.Redis,
+) -> None:
+    key = f"crash-{uuid.uuid4()}"
+    body = {
+        "title": "crash",
+        "tasks": [
+            {"key": "a", "task_type": "effect"},
+            {"key": "b", "task_type": "effect"},
+            {"key": "c", "task_type": "effect", "depends_on": ["a", "b"]},
+        ],
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.support.crash_after_commit", key],
+        input=json.dumps(body).encode(),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == -9, proc.stderr.decode()
+
+    with db.session() as session:
+        ticket_id = session.execute(
+            select(Ticket.id).where(Ticket.idempotency_key == key)
+        ).scalar_one()
+        rows = session.execute(
+            select(Task.key, Task.status, Task.published_at).where(Task.ticket_id == ticket_id)
+        ).all()
+    assert {(r.key, r.status, r.published_at) for r in rows} == {
+        ("a", "queued", None),
+        ("b", "queued", None),
+        ("c", "pending", None),
+    }
+
+    beat = start_beat(env, tmp_path)
+    try:
+        final = wait_finished(client, str(ticket_id), timeout=60)
+    finally:
+        beat.stop()
+    assert final["task_counts"] == {"succeeded": 3}
+    tasks = client.get(f"/api/v1/tasks?ticket_id={ticket_id}").get_json()["items"]
+    assert [int(redis_client.get(EFFECT_KEY.format(t["id"]))) for t in tasks] == [1, 1, 1]
+    timeline = client.get(f"/api/v1/tasks/{tasks[0]['id']}").get_json()["timeline"]
+    assert "task.republished" in [e["type"] for e in timeline]

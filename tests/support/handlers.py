@@ -1,0 +1,40 @@
+"""Handlers for the tests, loaded by worker subprocesses through ``OMOI_HANDLERS``.
+
+``effect`` performs an external side effect (a Redis counter per task), so tests can count how
+many times a task's body really ran, independently of what omoi recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+
+from omoi.domain.errors import PermanentError
+from omoi.worker.handlers import TaskContext, handler
+
+_client: redis.Redis | None = None
+
+
+def effects() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["OMOI_TEST_EFFECTS_URL"])
+    return _client
+
+
+EFFECT_KEY = "omoi-test:effects:{}"
+
+
+@handler("effect")
+def effect(ctx: TaskContext) -> dict[str, Any]:
+    time.sleep(float(ctx.payload.get("seconds", 0)))
+    runs = effects().incr(EFFECT_KEY.format(ctx.task_id))
+    return {"key": ctx.key, "runs": runs, "inputs": sorted(ctx.dependency_results)}
+
+
+@handler("explode")
+def explode(ctx: TaskContext) -> None:
+    raise PermanentError(ctx.payload.get("message", "exploded on purpose"))

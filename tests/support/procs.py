@@ -1,0 +1,105 @@
+"""Real processes for the tests: prefork workers and beat, started as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._fh = log.open("wb")
+        self.popen = subprocess.Popen(
+            args,
+            env=env,
+            cwd=ROOT,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, 9)
+                self.popen.wait(5)
+        self._fh.close()
+
+
+def start_worker(
+    env: dict[str, str],
+    tmp: Path,
+    *,
+    concurrency: int = 2,
+    capabilities: str = "",
+    name: str | None = None,
+) -> tuple[Proc, str]:
+    name = name or f"test-{uuid.uuid4().hex[:8]}@localhost"
+    proc = Proc(
+        [
+            sys.executable,
+            "-m",
+            "omoi",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--capabilities",
+            capabilities,
+            "--name",
+            name,
+            "--loglevel",
+            "INFO",
+        ],
+        env,
+        tmp / f"worker-{name}.log",
+    )
+    wait_for(
+        lambda: "ready." in proc.output() or proc.popen.poll() is not None,
+        timeout=60,
+        what=f"worker {name} to be ready",
+    )
+    if proc.popen.poll() is not None:
+        raise AssertionError(f"worker exited at start:\n{proc.output()}")
+    return proc, name
+
+
+def start_beat(env: dict[str, str], tmp: Path) -> Proc:
+    beat_env = {**env, "OMOI_DATA_DIR": str(tmp / "beat")}
+    (tmp / "beat").mkdir(exist_ok=True)
+    return Proc(
+        [sys.executable, "-m", "omoi", "beat", "--loglevel", "INFO"], beat_env, tmp / "beat.log"
+    )
