@@ -1,0 +1,34 @@
+"""The embedded default (SQLite + kombu's SQLAlchemy transport, no servers) runs a DAG end to
+end: ``omoi demo`` starts API, prefork worker and beat, submits a ticket and follows it."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.procs import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_demo_runs_a_dag_on_the_embedded_default(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMOI_")}
+    env.update(OMOI_API_PORT=str(free_port()), PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "omoi", "demo", "--timeout", "90"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ticket done in PHASE_DONE" in proc.stdout
+    for key in ("checkout", "lint", "unit-tests", "build", "package"):
+        assert f"  {key}" in proc.stdout
+    assert (tmp_path / ".omoi" / "omoi.sqlite").exists()
