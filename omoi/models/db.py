@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -32,9 +32,10 @@ def _sqlite_setup(engine: Engine) -> None:
 class Database:
     """Owns one engine per process; ``session()`` is the unit of work."""
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, pre_ping: bool = True) -> None:
         self.url = url
         self.pool_size = pool_size
+        self.pre_ping = pre_ping
         self._pid: int | None = None
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
@@ -63,7 +64,7 @@ class Database:
             url,
             pool_size=self.pool_size,
             max_overflow=self.pool_size,
-            pool_pre_ping=True,
+            pool_pre_ping=self.pre_ping,
             pool_recycle=1800,
         )
 
@@ -74,6 +75,19 @@ class Database:
         assert self._sessions is not None
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A Core transaction, for hot paths that need no ORM identity map."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection where each statement commits by itself: one round trip per statement,
+        for single-statement units of work."""
+        with self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def dispose(self) -> None:
         if self._engine is not None and self._pid == os.getpid():

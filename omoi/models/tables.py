@@ -58,6 +58,9 @@ class Ticket(Base):
     previous_phase: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=TicketStatus.ACTIVE)
     context: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    # Tasks of the current phase not yet terminal; maintained in the transactions that end
+    # tasks, so the one that brings it to 0 settles the phase without racing its siblings.
+    open_tasks: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,7 +1,7 @@
-"""Running one attempt of a task: claim under a fresh lease, run the handler outside any
+"""Running one attempt of a task: claim it under a fresh lease, run the handler outside any
 transaction, then commit the outcome only if the lease still holds. The same transaction
-advances the DAG (dependents' counters) and settles the ticket; ready dependents are published
-after commit."""
+advances the DAG (dependents' counters) and the ticket's open-task counter, settling the ticket
+when its last task ends; ready dependents are published after commit."""
 
 from __future__ import annotations
 
@@ -11,28 +11,127 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache, cached_property
+from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import case, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, case, select, update
+from sqlalchemy.exc import DBAPIError
 
 from omoi.domain.enums import ErrorCategory, TaskStatus
 from omoi.domain.errors import PermanentError, TaskError, classify
 from omoi.domain.events import EventType
-from omoi.models import Database, Task, Ticket
+from omoi.models import Database
 from omoi.models.types import utcnow
+from omoi.services import fastpath
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.outbox import publish
-from omoi.services.records import record, settle_ticket, task_event
-from omoi.services.sql import depends_on_any, dialect_of
+from omoi.services.records import close_tasks, record, settle_ticket, task_event
+from omoi.services.sql import (
+    depends_on_any,
+    depends_on_one,
+    depends_on_params,
+    dialect_of,
+    tasks,
+    tickets,
+)
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+CLAIM = (
+    update(tasks)
+    .where(
+        tasks.c.id == bindparam("b_id"),
+        tasks.c.status == TaskStatus.QUEUED,
+        tasks.c.attempt == bindparam("b_attempt"),
+    )
+    .values(
+        status=TaskStatus.RUNNING,
+        lease_token=bindparam("b_lease"),
+        started_at=bindparam("b_now"),
+        celery_id=bindparam("b_message"),
+    )
+    .returning(
+        tasks.c.ticket_id,
+        tasks.c.key,
+        tasks.c.task_type,
+        tasks.c.payload,
+        tasks.c.timeout_seconds,
+        tasks.c.dependencies,
+    )
+)
+FINISH = (
+    update(tasks)
+    .where(
+        tasks.c.id == bindparam("b_id"),
+        tasks.c.status == TaskStatus.RUNNING,
+        tasks.c.lease_token == bindparam("b_lease"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        result=bindparam("b_result"),
+        error=bindparam("b_error"),
+        finished_at=bindparam("b_now"),
+        lease_token=None,
+    )
+    .returning(tasks.c.id)
+)
+READY_COLUMNS = (
+    tasks.c.id,
+    tasks.c.status,
+    tasks.c.attempt,
+    tasks.c.capabilities,
+    tasks.c.priority,
+    tasks.c.timeout_seconds,
+)
+_becomes_ready = tasks.c.unmet_dependencies == 1
+RELEASE_VALUES = {
+    "unmet_dependencies": tasks.c.unmet_dependencies - 1,
+    "status": case((_becomes_ready, TaskStatus.QUEUED.value), else_=tasks.c.status),
+    "attempt": case((_becomes_ready, tasks.c.attempt + 1), else_=tasks.c.attempt),
+    "queued_at": case((_becomes_ready, bindparam("b_now")), else_=tasks.c.queued_at),
+}
+LEASE_OF = select(tasks.c.lease_token).where(
+    tasks.c.id == bindparam("b_id"), tasks.c.status == TaskStatus.RUNNING
+)
+
+
+@cache
+def release_statement(dialect: str) -> Any:
+    return (
+        update(tasks)
+        .where(
+            tasks.c.ticket_id == bindparam("b_ticket"),
+            tasks.c.status == TaskStatus.PENDING,
+            depends_on_one(dialect),
+        )
+        .values(**RELEASE_VALUES)
+        .returning(*READY_COLUMNS)
+    )
+
+
+def retry_db(fn: Callable[[], T], attempts: int = 5) -> T:
+    """Re-run a transaction that lost a deadlock or serialization race, or whose pooled
+    connection had died (workers skip the pre-ping round trip and reconnect on failure)."""
+    for n in range(attempts):
+        try:
+            return fn()
+        except DBAPIError as exc:
+            retryable = exc.connection_invalidated or (
+                getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+            )
+            if not retryable or n == attempts - 1:
+                raise
+            time.sleep(0.01 * (n + 1))
+    raise AssertionError("unreachable")
 
 
 @dataclass
 class TaskContext:
-    """What a handler sees of its task. Handlers return a JSON-serializable result."""
+    """What a handler sees of its task. Handlers return a JSON-serializable result.
+    Dependency results and the ticket's context are read on first use."""
 
     task_id: uuid.UUID
     ticket_id: uuid.UUID
@@ -41,21 +140,41 @@ class TaskContext:
     attempt: int
     payload: dict[str, Any]
     timeout_seconds: float | None
-    dependency_results: dict[str, Any] = field(default_factory=dict)
-    ticket_context: dict[str, Any] = field(default_factory=dict)
+    depends_on: list[str] = field(default_factory=list)
     _db: Database | None = field(default=None, repr=False)
     _lease: uuid.UUID | None = field(default=None, repr=False)
+
+    @cached_property
+    def dependency_results(self) -> dict[str, Any]:
+        """``{key: result}`` of the tasks this one depends on."""
+        if not self.depends_on or self._db is None:
+            return {}
+        with self._db.connect() as conn:
+            rows = conn.execute(
+                select(tasks.c.key, tasks.c.result).where(
+                    tasks.c.id.in_([uuid.UUID(d) for d in self.depends_on])
+                )
+            )
+            return {r.key: r.result for r in rows}
+
+    @cached_property
+    def ticket_context(self) -> dict[str, Any]:
+        """The ticket's aggregated context from earlier phases."""
+        if self._db is None:
+            return {}
+        with self._db.connect() as conn:
+            return dict(
+                conn.execute(
+                    select(tickets.c.context).where(tickets.c.id == self.ticket_id)
+                ).scalar_one()
+            )
 
     def should_cancel(self) -> bool:
         """True once this attempt no longer owns the task (cancelled, or superseded)."""
         if self._db is None:
             return False
-        with self._db.session() as session:
-            lease = session.execute(
-                select(Task.lease_token).where(
-                    Task.id == self.task_id, Task.status == TaskStatus.RUNNING
-                )
-            ).scalar_one_or_none()
+        with self._db.connect() as conn:
+            lease = conn.execute(LEASE_OF, {"b_id": self.task_id}).scalar_one_or_none()
         return lease != self._lease
 
 
@@ -76,47 +195,38 @@ def claim(
     """queued → running under a new lease. ``None`` when the message is a duplicate or stale."""
     lease = uuid.uuid4()
     now = utcnow()
-    with db.session() as session:
-        row = session.execute(
-            update(Task)
-            .where(
-                Task.id == task_id,
-                Task.status == TaskStatus.QUEUED,
-                Task.attempt == attempt,
-            )
-            .values(
-                status=TaskStatus.RUNNING,
-                lease_token=lease,
-                started_at=now,
-                celery_id=message_id,
-            )
-            .returning(
-                Task.ticket_id,
-                Task.key,
-                Task.task_type,
-                Task.payload,
-                Task.timeout_seconds,
-                Task.dependencies,
-            )
-        ).one_or_none()
-        if row is None:
-            return None
-        deps = row.dependencies.get("depends_on", [])
-        results: dict[str, Any] = {}
-        if deps:
-            results = {
-                r.key: r.result
-                for r in session.execute(
-                    select(Task.key, Task.result).where(Task.id.in_([uuid.UUID(d) for d in deps]))
-                )
+
+    def postgres() -> Any:
+        with db.autocommit() as conn:
+            params = {
+                "id": task_id,
+                "attempt": attempt,
+                "lease": lease,
+                "now": now,
+                "message": message_id,
             }
-        ticket_context = session.execute(
-            select(Ticket.context).where(Ticket.id == row.ticket_id)
-        ).scalar_one()
-        record(
-            session,
-            [task_event(EventType.TASK_STARTED, task_id, row.ticket_id, {"attempt": attempt}, now)],
-        )
+            return conn.execute(fastpath.CLAIM, params).one_or_none()
+
+    def portable() -> Any:
+        with db.connect() as conn:
+            params = {
+                "b_id": task_id,
+                "b_attempt": attempt,
+                "b_lease": lease,
+                "b_now": now,
+                "b_message": message_id,
+            }
+            row = conn.execute(CLAIM, params).one_or_none()
+            if row is not None:
+                event = task_event(
+                    EventType.TASK_STARTED, task_id, row.ticket_id, {"attempt": attempt}, now
+                )
+                record(conn, [event])
+            return row
+
+    row = retry_db(postgres if db.dialect == "postgresql" else portable)
+    if row is None:
+        return None
     context = TaskContext(
         task_id=task_id,
         ticket_id=row.ticket_id,
@@ -125,105 +235,88 @@ def claim(
         attempt=attempt,
         payload=row.payload,
         timeout_seconds=row.timeout_seconds,
-        dependency_results=results,
-        ticket_context=ticket_context,
+        depends_on=row.dependencies.get("depends_on", []),
         _db=db,
         _lease=lease,
     )
     return Claim(task_id, row.ticket_id, attempt, lease), context
 
 
-def _lock_ticket(session: Session, ticket_id: uuid.UUID) -> None:
-    """Serialize one ticket's DAG bookkeeping: no deadlocks between sibling completions, and
-    the last one to finish sees every other's commit when it settles the ticket."""
-    session.execute(select(Ticket.id).where(Ticket.id == ticket_id).with_for_update()).scalar_one()
-
-
-def _finish(session: Session, c: Claim, values: dict[str, Any]) -> bool:
+def _finish(
+    conn: Connection,
+    c: Claim,
+    status: TaskStatus,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+) -> bool:
     """The lease guard: the outcome lands only if this attempt still owns the row."""
-    hit = session.execute(
-        update(Task)
-        .where(
-            Task.id == c.task_id,
-            Task.status == TaskStatus.RUNNING,
-            Task.lease_token == c.lease,
-        )
-        .values(finished_at=utcnow(), **values)
-        .returning(Task.id)
+    hit = conn.execute(
+        FINISH,
+        {
+            "b_id": c.task_id,
+            "b_lease": c.lease,
+            "b_status": status,
+            "b_result": result,
+            "b_error": error,
+            "b_now": utcnow(),
+        },
     ).one_or_none()
     if hit is None:
         record(
-            session,
+            conn,
             [task_event(EventType.TASK_SUPERSEDED, c.task_id, c.ticket_id, {"attempt": c.attempt})],
         )
     return hit is not None
 
 
-def _release_dependents(session: Session, c: Claim) -> list[Dispatch]:
+def _release_dependents(conn: Connection, c: Claim) -> list[Dispatch]:
     now = utcnow()
-    becomes_ready = Task.unmet_dependencies == 1
-    rows = session.execute(
-        update(Task)
-        .where(
-            Task.ticket_id == c.ticket_id,
-            Task.status == TaskStatus.PENDING,
-            depends_on_any(dialect_of(session), [c.task_id]),
-        )
-        .values(
-            unmet_dependencies=Task.unmet_dependencies - 1,
-            status=case((becomes_ready, TaskStatus.QUEUED.value), else_=Task.status),
-            attempt=case((becomes_ready, Task.attempt + 1), else_=Task.attempt),
-            queued_at=case((becomes_ready, now), else_=Task.queued_at),
-        )
-        .returning(
-            Task.id,
-            Task.status,
-            Task.attempt,
-            Task.capabilities,
-            Task.priority,
-            Task.timeout_seconds,
-        )
-        .execution_options(synchronize_session=False)
+    dialect = dialect_of(conn)
+    rows = conn.execute(
+        release_statement(dialect),
+        {"b_ticket": c.ticket_id, "b_now": now, **depends_on_params(dialect, [c.task_id])},
     ).all()
     ready = [r for r in rows if r.status == TaskStatus.QUEUED]
     record(
-        session,
+        conn,
         (
             task_event(EventType.TASK_QUEUED, r.id, c.ticket_id, {"attempt": r.attempt}, now)
             for r in ready
         ),
     )
-    return [
-        Dispatch.of(r.id, r.attempt, r.capabilities, r.priority, r.timeout_seconds) for r in ready
-    ]
+    return [_dispatch(r) for r in ready]
+
+
+def _dispatch(row: Any) -> Dispatch:
+    return Dispatch.of(row.id, row.attempt, row.capabilities, row.priority, row.timeout_seconds)
 
 
 def _cancel_downstream(
-    session: Session, ticket_id: uuid.UUID, roots: Sequence[uuid.UUID], reason: str
+    conn: Connection, ticket_id: uuid.UUID, roots: Sequence[uuid.UUID], reason: str
 ) -> int:
     """Cancel every pending task downstream of ``roots``, level by level."""
     now = utcnow()
-    dialect = dialect_of(session)
+    dialect = dialect_of(conn)
     frontier, total = list(roots), 0
     error = TaskError(ErrorCategory.UPSTREAM_FAILED, "UpstreamFailed", reason).as_dict()
     while frontier:
         cancelled = (
-            session.execute(
-                update(Task)
+            conn.execute(
+                update(tasks)
                 .where(
-                    Task.ticket_id == ticket_id,
-                    Task.status == TaskStatus.PENDING,
+                    tasks.c.ticket_id == ticket_id,
+                    tasks.c.status == TaskStatus.PENDING,
                     depends_on_any(dialect, frontier),
                 )
                 .values(status=TaskStatus.CANCELLED, error=error, finished_at=now)
-                .returning(Task.id)
-                .execution_options(synchronize_session=False)
+                .returning(tasks.c.id),
+                depends_on_params(dialect, frontier),
             )
             .scalars()
             .all()
         )
         record(
-            session,
+            conn,
             (task_event(EventType.TASK_CANCELLED, t, ticket_id, error, now) for t in cancelled),
         )
         total += len(cancelled)
@@ -231,45 +324,67 @@ def _cancel_downstream(
     return total
 
 
-def succeed(db: Database, c: Claim, result: Any) -> list[Dispatch]:
-    with db.session() as session:
-        _lock_ticket(session, c.ticket_id)
-        if not _finish(
-            session,
-            c,
-            {"status": TaskStatus.SUCCEEDED, "result": result, "error": None, "lease_token": None},
-        ):
-            return []
-        record(
-            session,
-            [task_event(EventType.TASK_SUCCEEDED, c.task_id, c.ticket_id, {"attempt": c.attempt})],
-        )
-        ready = _release_dependents(session, c)
-        if not ready:
-            settle_ticket(session, c.ticket_id)
-    return ready
+def succeed(db: Database, c: Claim, result: Any) -> tuple[bool, list[Dispatch]]:
+    """Store the result under the lease guard, release dependents, count the task as ended.
+    Returns whether the result landed and the dependents that became ready."""
+
+    def postgres() -> tuple[bool, list[Dispatch]]:
+        params = {
+            "id": c.task_id,
+            "lease": c.lease,
+            "ticket": c.ticket_id,
+            "attempt": c.attempt,
+            "result": result,
+            "now": utcnow(),
+            "needle": {"depends_on": [str(c.task_id)]},
+        }
+        with db.autocommit() as conn:
+            rows = conn.execute(fastpath.SUCCEED, params).all()
+        if not rows[0].landed:
+            return False, []
+        if rows[0].open_tasks == 0:
+            with db.connect() as conn:
+                settle_ticket(conn, c.ticket_id)
+        return True, [_dispatch(r) for r in rows if r.id is not None]
+
+    def portable() -> tuple[bool, list[Dispatch]]:
+        with db.connect() as conn:
+            if not _finish(conn, c, TaskStatus.SUCCEEDED, result=result):
+                return False, []
+            event = task_event(
+                EventType.TASK_SUCCEEDED, c.task_id, c.ticket_id, {"attempt": c.attempt}
+            )
+            record(conn, [event])
+            ready = _release_dependents(conn, c)
+            close_tasks(conn, c.ticket_id, 1)
+            return True, ready
+
+    return retry_db(postgres if db.dialect == "postgresql" else portable)
 
 
-def fail(db: Database, c: Claim, error: TaskError, trace: str | None = None) -> None:
-    with db.session() as session:
-        _lock_ticket(session, c.ticket_id)
-        if not _finish(
-            session, c, {"status": TaskStatus.FAILED, "error": error.as_dict(), "lease_token": None}
-        ):
-            return
-        record(
-            session,
-            [
-                task_event(
-                    EventType.TASK_FAILED,
-                    c.task_id,
-                    c.ticket_id,
-                    {"attempt": c.attempt, **error.as_dict(), "traceback": trace},
-                )
-            ],
-        )
-        _cancel_downstream(session, c.ticket_id, [c.task_id], f"dependency {c.task_id} failed")
-        settle_ticket(session, c.ticket_id)
+def fail(db: Database, c: Claim, error: TaskError, trace: str | None = None) -> bool:
+    def tx() -> bool:
+        with db.connect() as conn:
+            if not _finish(conn, c, TaskStatus.FAILED, error=error.as_dict()):
+                return False
+            record(
+                conn,
+                [
+                    task_event(
+                        EventType.TASK_FAILED,
+                        c.task_id,
+                        c.ticket_id,
+                        {"attempt": c.attempt, **error.as_dict(), "traceback": trace},
+                    )
+                ],
+            )
+            cancelled = _cancel_downstream(
+                conn, c.ticket_id, [c.task_id], f"dependency {c.task_id} failed"
+            )
+            close_tasks(conn, c.ticket_id, 1 + cancelled)
+            return True
+
+    return retry_db(tx)
 
 
 def run_attempt(
@@ -287,7 +402,6 @@ def run_attempt(
         return "duplicate"
     c, ctx = claimed
     handler = resolve(ctx.task_type)
-    started = time.monotonic()
     try:
         if handler is None:
             raise PermanentError(f"no handler registered for task_type {ctx.task_type!r}")
@@ -298,12 +412,9 @@ def run_attempt(
         log.warning("task_failed", task_id=str(task_id), attempt=attempt, **error.as_dict())
         fail(db, c, error, traceback.format_exc())
         return "failed"
-    ready = succeed(db, c, result)
+    landed, ready = succeed(db, c, result)
+    if not landed:
+        log.info("attempt_superseded", task_id=str(task_id), attempt=attempt)
+        return "superseded"
     publish(db, dispatcher, ready)
-    log.debug(
-        "task_succeeded",
-        task_id=str(task_id),
-        attempt=attempt,
-        seconds=round(time.monotonic() - started, 4),
-    )
     return "succeeded"

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from omoi.models import Database, Event, Task, Ticket
 from omoi.services.errors import NotFound
-from omoi.services.sql import depends_on_any, dialect_of
+from omoi.services.sql import depends_on_one, depends_on_params, dialect_of
 
 
 @dataclass
@@ -79,13 +79,13 @@ def get_task(db: Database, task_id: uuid.UUID) -> tuple[Task, list[uuid.UUID], l
         task = session.get(Task, task_id)
         if task is None:
             raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
+        dialect = dialect_of(session)
         blocks = list(
             session.scalars(
                 select(Task.id)
-                .where(
-                    Task.ticket_id == task.ticket_id, depends_on_any(dialect_of(session), [task_id])
-                )
-                .order_by(Task.id)
+                .where(Task.ticket_id == task.ticket_id, depends_on_one(dialect))
+                .order_by(Task.id),
+                depends_on_params(dialect, [task_id]),
             )
         )
         timeline = list(

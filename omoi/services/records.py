@@ -1,4 +1,5 @@
-"""Writing the event log and phase transitions: the two records every state change leaves."""
+"""The records every state change leaves: the event log, phase history, and settling a ticket
+whose last task ended."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.orm import Session
 
-from omoi.domain.enums import OPEN_TASK_STATUSES, Phase, TaskStatus, TicketStatus
+from omoi.domain.enums import Phase, TaskStatus, TicketStatus
 from omoi.domain.events import EventType
-from omoi.models import Event, PhaseHistory, Task, Ticket
+from omoi.models import PhaseHistory
 from omoi.models.types import utcnow
+from omoi.services.sql import Executor, events, tasks, tickets
+
+INSERT_EVENT = insert(events)
 
 
 def event_row(
@@ -34,13 +37,6 @@ def event_row(
     }
 
 
-def record(session: Session, rows: Iterable[dict[str, Any]]) -> None:
-    """Append events in one round trip."""
-    batch = list(rows)
-    if batch:
-        session.execute(insert(Event), batch)
-
-
 def task_event(
     type_: EventType,
     task_id: uuid.UUID,
@@ -51,8 +47,15 @@ def task_event(
     return event_row(type_, "task", task_id, ticket_id, payload, at)
 
 
+def record(conn: Executor, rows: Iterable[dict[str, Any]]) -> None:
+    """Append events in one round trip."""
+    batch = list(rows)
+    if batch:
+        conn.execute(INSERT_EVENT, batch)
+
+
 def move_ticket(
-    session: Session,
+    conn: Executor,
     ticket_id: uuid.UUID,
     from_phase: str,
     to_phase: Phase,
@@ -62,13 +65,13 @@ def move_ticket(
 ) -> None:
     """Change a ticket's phase, writing its history row and event in the caller's transaction."""
     now = utcnow()
-    session.execute(
-        update(Ticket)
-        .where(Ticket.id == ticket_id)
+    conn.execute(
+        update(tickets)
+        .where(tickets.c.id == ticket_id)
         .values(phase=to_phase, previous_phase=from_phase, status=status, updated_at=now)
     )
-    session.execute(
-        insert(PhaseHistory),
+    conn.execute(
+        insert(PhaseHistory.__table__),
         [
             {
                 "ticket_id": ticket_id,
@@ -83,44 +86,52 @@ def move_ticket(
     )
     payload = {"from": from_phase, "to": str(to_phase), "status": str(status), "reason": reason}
     record(
-        session,
+        conn,
         [event_row(EventType.TICKET_PHASE_CHANGED, "ticket", ticket_id, ticket_id, payload, now)],
     )
 
 
-def settle_ticket(session: Session, ticket_id: uuid.UUID) -> None:
-    """When a ticket's last task ends, move it on: all succeeded → done, else blocked."""
-    still_open = session.execute(
-        select(Task.id)
-        .where(Task.ticket_id == ticket_id, Task.status.in_(list(OPEN_TASK_STATUSES)))
-        .limit(1)
-    ).first()
-    if still_open is not None:
-        return
-    ticket = session.execute(
-        select(Ticket.phase, Ticket.status).where(Ticket.id == ticket_id)
+def close_tasks(conn: Executor, ticket_id: uuid.UUID, count: int) -> bool:
+    """Count ``count`` tasks of the ticket as ended; the call that reaches zero settles the
+    ticket in the same transaction (the counter's row lock orders concurrent callers).
+    Call it last in the transaction: the lock is then held only until commit."""
+    row = conn.execute(
+        update(tickets)
+        .where(tickets.c.id == ticket_id)
+        .values(open_tasks=tickets.c.open_tasks - count, updated_at=utcnow())
+        .returning(tickets.c.open_tasks)
+    ).one()
+    return row.open_tasks <= 0 and settle_ticket(conn, ticket_id)
+
+
+def settle_ticket(conn: Executor, ticket_id: uuid.UUID) -> bool:
+    """Move a ticket whose tasks have all ended on: all succeeded → done, else blocked.
+    Does nothing to a ticket that is no longer active."""
+    ticket = conn.execute(
+        select(tickets.c.phase, tickets.c.status).where(tickets.c.id == ticket_id)
     ).one()
     if ticket.status != TicketStatus.ACTIVE:
-        return
+        return False
     unsuccessful = dict(
-        session.execute(
-            select(Task.status, func.count())
-            .where(Task.ticket_id == ticket_id, Task.status != TaskStatus.SUCCEEDED)
-            .group_by(Task.status)
+        conn.execute(
+            select(tasks.c.status, func.count())
+            .where(tasks.c.ticket_id == ticket_id, tasks.c.status != TaskStatus.SUCCEEDED)
+            .group_by(tasks.c.status)
         ).all()
     )
     if not unsuccessful:
         move_ticket(
-            session, ticket_id, ticket.phase, Phase.DONE, TicketStatus.DONE, "all tasks succeeded"
+            conn, ticket_id, ticket.phase, Phase.DONE, TicketStatus.DONE, "all tasks succeeded"
         )
-        record(session, [event_row(EventType.TICKET_COMPLETED, "ticket", ticket_id, ticket_id)])
-        return
+        record(conn, [event_row(EventType.TICKET_COMPLETED, "ticket", ticket_id, ticket_id)])
+        return True
     counts = ", ".join(f"{n} {s}" for s, n in sorted(unsuccessful.items()))
     move_ticket(
-        session,
+        conn,
         ticket_id,
         ticket.phase,
         Phase.BLOCKED,
         TicketStatus.BLOCKED,
         f"not every task succeeded: {counts}",
     )
+    return True

@@ -1,53 +1,71 @@
-"""Dialect-aware SQL fragments shared by the use cases (PostgreSQL and embedded SQLite)."""
+"""Dialect-aware SQL shared by the use cases (PostgreSQL and embedded SQLite).
+
+Hot-path statements are built once with bind parameters: constructing SQLAlchemy statements
+per task cost more than running them.
+"""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 
-from sqlalchemy import ColumnElement, or_, text
+from sqlalchemy import ColumnElement, Connection, bindparam, or_, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import literal
 
-from omoi.models import Task
+from omoi.models import Event, Task, Ticket
+
+Executor = Connection | Session
+tasks = Task.__table__
+events = Event.__table__
+tickets = Ticket.__table__
 
 # Advisory lock keys for the periodic sweeps, so two beats never run one concurrently.
-SWEEP_LOCKS = {"outbox": 7_340_001}
+SWEEP_LOCKS = {"outbox": 7_340_001, "settle": 7_340_002}
 
 
-def _depends_on(dialect: str, task_id: uuid.UUID, n: int) -> ColumnElement[bool]:
+def dialect_of(conn: Executor) -> str:
+    bind = conn.get_bind() if isinstance(conn, Session) else conn
+    return bind.dialect.name
+
+
+def _depends_on(dialect: str, name: str) -> ColumnElement[bool]:
     if dialect == "postgresql":
-        needle = literal({"depends_on": [str(task_id)]}, JSONB)
-        return Task.dependencies.op("@>")(needle)
-    return text(
-        f"EXISTS (SELECT 1 FROM json_each(tasks.dependencies, '$.depends_on') "
-        f"WHERE json_each.value = :dep{n})"
-    ).bindparams(**{f"dep{n}": str(task_id)})
+        return tasks.c.dependencies.op("@>")(bindparam(name, type_=JSONB))
+    return text(  # type: ignore[return-value]
+        "EXISTS (SELECT 1 FROM json_each(tasks.dependencies, '$.depends_on') "
+        f"WHERE json_each.value = :{name})"
+    )
+
+
+def _needle(dialect: str, task_id: uuid.UUID) -> object:
+    return {"depends_on": [str(task_id)]} if dialect == "postgresql" else str(task_id)
+
+
+@cache
+def depends_on_one(dialect: str) -> ColumnElement[bool]:
+    """Rows whose ``depends_on`` names ``:dep0`` (GIN ``@>`` on PostgreSQL)."""
+    return _depends_on(dialect, "dep0")
+
+
+def depends_on_params(dialect: str, task_ids: Sequence[uuid.UUID]) -> dict[str, object]:
+    return {f"dep{n}": _needle(dialect, t) for n, t in enumerate(task_ids)}
 
 
 def depends_on_any(dialect: str, task_ids: Sequence[uuid.UUID]) -> ColumnElement[bool]:
-    """Rows whose ``depends_on`` names any of ``task_ids`` (GIN ``@>`` on PostgreSQL)."""
-    return or_(*(_depends_on(dialect, t, n) for n, t in enumerate(task_ids)))
-
-
-def dialect_of(session: Session) -> str:
-    return session.get_bind().dialect.name
+    """Rows whose ``depends_on`` names any of ``task_ids``; bind with ``depends_on_params``."""
+    return or_(*(_depends_on(dialect, f"dep{n}") for n in range(len(task_ids))))
 
 
 @contextmanager
-def sweep_lock(session: Session, name: str) -> Iterator[bool]:
+def sweep_lock(conn: Executor, name: str) -> Iterator[bool]:
     """Transaction-scoped advisory lock; yields False when another sweeper holds it."""
-    if dialect_of(session) != "postgresql":
+    if dialect_of(conn) != "postgresql":
         yield True  # SQLite: BEGIN IMMEDIATE already serializes writers
         return
-    got = session.execute(
+    got = conn.execute(
         text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SWEEP_LOCKS[name]}
     ).scalar_one()
     yield bool(got)
-
-
-def dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))

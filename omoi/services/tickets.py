@@ -153,6 +153,7 @@ def create_ticket(
                         "phase": phase,
                         "status": TicketStatus.ACTIVE,
                         "context": {},
+                        "open_tasks": len(rows),
                         "idempotency_key": idempotency_key,
                         "request_fingerprint": request_fingerprint,
                         "created_at": now,

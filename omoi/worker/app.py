@@ -20,7 +20,7 @@ CONTROL_QUEUE = "omoi.control"
 
 def create_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
-    db = Database(settings.database_url, pool_size=2)
+    db = Database(settings.database_url, pool_size=2, pre_ping=False)
     dispatcher = CeleryDispatcher(app, settings.time_limit_grace)
     registry.load(settings.handlers)
     app.conf.beat_schedule = {

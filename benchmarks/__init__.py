@@ -1,0 +1,1 @@
+"""omoi benchmarks: ``python -m benchmarks`` (see README, Performance)."""

@@ -1,0 +1,38 @@
+"""The raw-Celery baseline: the same broker and the same crash-safety settings as omoi
+(acks late, prefetch 1, prefork), with jobs that only touch Redis."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import redis
+from celery import Celery
+
+import celeryconfig
+from omoi.config import Settings
+
+QUEUE = "raw.bench"
+
+app = Celery("raw-bench", set_as_current=False)
+app.conf.update(celeryconfig.config_for(Settings.from_env()))
+app.conf.task_default_queue = QUEUE
+_redis: redis.Redis | None = None
+
+
+def client() -> redis.Redis:
+    global _redis
+    if _redis is None:
+        _redis = redis.Redis.from_url(os.environ["OMOI_BROKER_URL"])
+    return _redis
+
+
+@app.task(name="raw.noop")
+def noop(counter: str) -> None:
+    client().incr(counter)
+
+
+@app.task(name="raw.hop")
+def hop(timeline: str) -> None:
+    start = time.time()
+    client().rpush(timeline, f"{start}:{time.time()}")
