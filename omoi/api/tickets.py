@@ -52,11 +52,9 @@ class Tickets(MethodView):
             default_max_retries=rt.settings.default_max_retries,
         )
         ticket, counts = queries.get_ticket(rt.db, submitted.ticket_id)
-        page = queries.list_tasks(
-            rt.db, ticket_id=ticket.id, limit=rt.settings.max_tasks_per_ticket
-        )
         body = ticket_view(ticket, counts)
-        body["tasks"] = page.items
+        briefs = submitted.tasks if submitted.created else queries.task_briefs(rt.db, ticket.id)
+        body["tasks"] = [{"id": i, "key": k, "status": s} for i, k, s in briefs]
         if submitted.created:
             return body
         return body, 200, {"Idempotent-Replayed": "true"}

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from omoi.models import Database, Event, Task, Ticket
 from omoi.services.errors import NotFound
-from omoi.services.sql import depends_on_one, depends_on_params, dialect_of
+from omoi.services.sql import depends_on_one, depends_on_params, dialect_of, tasks
 
 
 @dataclass
@@ -92,6 +92,17 @@ def get_task(db: Database, task_id: uuid.UUID) -> tuple[Task, list[uuid.UUID], l
             session.scalars(select(Event).where(Event.entity_id == task_id).order_by(Event.id))
         )
     return task, blocks, timeline
+
+
+def task_briefs(db: Database, ticket_id: uuid.UUID) -> list[tuple[uuid.UUID, str, str]]:
+    """``(id, key, status)`` of every task of a ticket, in creation order."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            select(tasks.c.id, tasks.c.key, tasks.c.status)
+            .where(tasks.c.ticket_id == ticket_id)
+            .order_by(tasks.c.id)
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
 def list_tasks(

@@ -10,8 +10,10 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, bindparam, or_, text
+from psycopg.types.json import Jsonb
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, or_, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -57,6 +59,25 @@ def depends_on_params(dialect: str, task_ids: Sequence[uuid.UUID]) -> dict[str, 
 def depends_on_any(dialect: str, task_ids: Sequence[uuid.UUID]) -> ColumnElement[bool]:
     """Rows whose ``depends_on`` names any of ``task_ids``; bind with ``depends_on_params``."""
     return or_(*(_depends_on(dialect, f"dep{n}") for n in range(len(task_ids))))
+
+
+def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many rows: PostgreSQL's COPY (an order of magnitude faster than a multi-row
+    INSERT for a 10,000-task ticket), executemany elsewhere. Rows must share their keys."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    json_columns = {
+        c.name for c in table.columns if isinstance(c.type.dialect_impl(conn.dialect), JSONB)
+    }
+    columns = ", ".join(f'"{n}"' for n in names)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([Jsonb(row[n]) if n in json_columns else row[n] for n in names])
 
 
 @contextmanager

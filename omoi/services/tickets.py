@@ -17,12 +17,13 @@ from omoi.domain.enums import Phase, Priority, TaskStatus, TicketStatus
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
 from omoi.domain.routing import normalize_capabilities
-from omoi.models import Database, Task, Ticket
+from omoi.models import Database
 from omoi.models.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.errors import Conflict, Invalid
 from omoi.services.outbox import publish
 from omoi.services.records import event_row, record, settle_ticket
+from omoi.services.sql import bulk_insert, tasks, tickets
 
 WORKFLOW_FIRST_PHASE = {"dag": Phase.RUN}
 
@@ -52,8 +53,11 @@ class NewTicket:
 
 @dataclass(frozen=True)
 class Submitted:
+    """The outcome of a submission; ``tasks`` (id, key, status) only when it was created here."""
+
     ticket_id: uuid.UUID
     created: bool
+    tasks: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)
 
 
 def fingerprint(body: Any) -> str:
@@ -62,11 +66,16 @@ def fingerprint(body: Any) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _existing(db: Database, key: str, fp: str | None) -> Submitted:
-    with db.session() as session:
-        row = session.execute(
-            select(Ticket.id, Ticket.request_fingerprint).where(Ticket.idempotency_key == key)
-        ).one()
+def _existing(db: Database, key: str, fp: str | None) -> Submitted | None:
+    """The ticket an earlier request created with this Idempotency-Key, if any."""
+    with db.connect() as conn:
+        row = conn.execute(
+            select(tickets.c.id, tickets.c.request_fingerprint).where(
+                tickets.c.idempotency_key == key
+            )
+        ).one_or_none()
+    if row is None:
+        return None
     if fp is not None and row.request_fingerprint not in (None, fp):
         raise Conflict(
             "Idempotency-Key was already used with a different request",
@@ -96,12 +105,9 @@ def create_ticket(
     if problems:
         raise Invalid(problems.message(), problems.as_dict())
     if idempotency_key is not None:
-        with db.session() as session:
-            found = session.execute(
-                select(Ticket.id).where(Ticket.idempotency_key == idempotency_key)
-            ).scalar_one_or_none()
-        if found is not None:
-            return _existing(db, idempotency_key, request_fingerprint)
+        replay = _existing(db, idempotency_key, request_fingerprint)
+        if replay is not None:
+            return replay
 
     now = utcnow()
     phase = WORKFLOW_FIRST_PHASE[spec.workflow]
@@ -140,9 +146,9 @@ def create_ticket(
         if is_ready:
             ready.append(Dispatch.of(ids[t.key], 1, caps, priority, t.timeout_seconds))
     try:
-        with db.session() as session:
-            session.execute(
-                insert(Ticket),
+        with db.connect() as conn:
+            conn.execute(
+                insert(tickets),
                 [
                     {
                         "id": ticket_id,
@@ -162,17 +168,21 @@ def create_ticket(
                 ],
             )
             if rows:
-                session.execute(insert(Task), rows)
+                bulk_insert(conn, tasks, rows)
             payload = {"tasks": len(rows), "ready": len(ready), "workflow": spec.workflow}
             record(
-                session,
+                conn,
                 [event_row(EventType.TICKET_CREATED, "ticket", ticket_id, ticket_id, payload, now)],
             )
             if not rows:
-                settle_ticket(session, ticket_id)
+                settle_ticket(conn, ticket_id)
     except IntegrityError:
         if idempotency_key is None:
             raise
-        return _existing(db, idempotency_key, request_fingerprint)  # lost a concurrent race
+        replay = _existing(db, idempotency_key, request_fingerprint)  # lost a concurrent race
+        assert replay is not None
+        return replay
     publish(db, dispatcher, ready)
-    return Submitted(ticket_id, created=True)
+    return Submitted(
+        ticket_id, created=True, tasks=[(r["id"], r["key"], r["status"]) for r in rows]
+    )
