@@ -200,15 +200,27 @@ def upgrade() -> None:
         postgresql_using="gin",
         postgresql_ops={"dependencies": "jsonb_path_ops"},
     )
-    op.create_index("ix_tasks_status_queued_at", "tasks", ["status", "queued_at"], unique=False)
-    op.create_index("ix_tasks_ticket_status", "tasks", ["ticket_id", "status"], unique=False)
+    op.create_index(
+        "ix_tasks_pending",
+        "tasks",
+        ["ticket_id"],
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    )
+    op.create_index(
+        "ix_tasks_queued",
+        "tasks",
+        ["queued_at"],
+        postgresql_where=sa.text("status = 'queued'"),
+        sqlite_where=sa.text("status = 'queued'"),
+    )
     op.create_index("uq_tasks_ticket_key", "tasks", ["ticket_id", "key"], unique=True)
 
 
 def downgrade() -> None:
     op.drop_index("uq_tasks_ticket_key", table_name="tasks")
-    op.drop_index("ix_tasks_ticket_status", table_name="tasks")
-    op.drop_index("ix_tasks_status_queued_at", table_name="tasks")
+    op.drop_index("ix_tasks_pending", table_name="tasks")
+    op.drop_index("ix_tasks_queued", table_name="tasks")
     op.drop_index(
         "ix_tasks_dependencies",
         table_name="tasks",

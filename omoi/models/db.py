@@ -39,10 +39,12 @@ class Database:
         self._pid: int | None = None
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
+        self._fast: Engine | None = None
 
     @property
     def engine(self) -> Engine:
         if self._engine is None or self._pid != os.getpid():
+            self._fast = None
             self._engine = self._make_engine()
             self._sessions = sessionmaker(self._engine, expire_on_commit=False)
             self._pid = os.getpid()
@@ -52,10 +54,13 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    def _driver_url(self) -> str:
+        if self.url.startswith("postgresql://"):
+            return "postgresql+psycopg://" + self.url[len("postgresql://") :]
+        return self.url
+
     def _make_engine(self) -> Engine:
-        url = self.url
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        url = self._driver_url()
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 30})
             _sqlite_setup(engine)
@@ -83,14 +88,32 @@ class Database:
             yield conn
 
     @contextmanager
-    def autocommit(self) -> Iterator[Connection]:
-        """A connection where each statement commits by itself: one round trip per statement,
-        for single-statement units of work."""
-        with self.engine.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+    def driver(self) -> Iterator[Any]:
+        """A pooled psycopg connection in autocommit mode, for the per-task single-statement
+        units of work on PostgreSQL (SQLAlchemy's execution layer cost more than the SQL).
+        A connection that failed is invalidated rather than returned to the pool."""
+        if self._fast is None or self._pid != os.getpid():
+            self.engine  # noqa: B018 - resets per-process state after a fork
+            self._fast = create_engine(
+                self._driver_url(),
+                isolation_level="AUTOCOMMIT",
+                pool_size=self.pool_size,
+                max_overflow=self.pool_size,
+                pool_reset_on_return=None,
+            )
+        raw = self._fast.raw_connection()
+        try:
+            yield raw.driver_connection
+        finally:
+            if raw.driver_connection.broken:
+                raw.invalidate()
+            raw.close()
 
     def dispose(self) -> None:
-        if self._engine is not None and self._pid == os.getpid():
-            self._engine.dispose()
+        if self._pid == os.getpid():
+            for engine in (self._engine, self._fast):
+                if engine is not None:
+                    engine.dispose()
         self._engine = None
+        self._fast = None
         self._sessions = None

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -33,6 +34,10 @@ from omoi.models.types import JsonDoc, TextList, UTCDateTime, utcnow
 def one_of(column: str, enum: type[StrEnum], name: str) -> CheckConstraint:
     values = ", ".join(f"'{v}'" for v in enum)
     return CheckConstraint(f"{column} IN ({values})", name=name)
+
+
+def partial(where: str) -> dict[str, Any]:
+    return {"postgresql_where": text(where), "sqlite_where": text(where)}
 
 
 class Base(DeclarativeBase):
@@ -74,8 +79,10 @@ class Task(Base):
         one_of("priority", Priority, "ck_tasks_priority"),
         one_of("phase", Phase, "ck_tasks_phase"),
         Index("uq_tasks_ticket_key", "ticket_id", "key", unique=True),
-        Index("ix_tasks_ticket_status", "ticket_id", "status"),
-        Index("ix_tasks_status_queued_at", "status", "queued_at"),
+        # Partial indexes: a task's two updates per attempt leave them untouched, and each
+        # holds only the rows its query looks for (dependents waiting; the outbox).
+        Index("ix_tasks_pending", "ticket_id", **partial("status = 'pending'")),
+        Index("ix_tasks_queued", "queued_at", **partial("status = 'queued'")),
         Index(
             "ix_tasks_dependencies",
             "dependencies",

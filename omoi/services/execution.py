@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import Any, TypeVar
 
+import psycopg
 import structlog
 from sqlalchemy import Connection, bindparam, case, select, update
 from sqlalchemy.exc import DBAPIError
@@ -118,10 +119,13 @@ def retry_db(fn: Callable[[], T], attempts: int = 5) -> T:
     for n in range(attempts):
         try:
             return fn()
-        except DBAPIError as exc:
-            retryable = exc.connection_invalidated or (
-                getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
-            )
+        except (DBAPIError, psycopg.OperationalError) as exc:
+            if isinstance(exc, DBAPIError):
+                retryable = exc.connection_invalidated or (
+                    getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+                )
+            else:  # raw driver: a broken connection, deadlock or serialization failure
+                retryable = True
             if not retryable or n == attempts - 1:
                 raise
             time.sleep(0.01 * (n + 1))
@@ -197,7 +201,7 @@ def claim(
     now = utcnow()
 
     def postgres() -> Any:
-        with db.autocommit() as conn:
+        with db.driver() as pg:
             params = {
                 "id": task_id,
                 "attempt": attempt,
@@ -205,7 +209,7 @@ def claim(
                 "now": now,
                 "message": message_id,
             }
-            return conn.execute(fastpath.CLAIM, params).one_or_none()
+            return fastpath.claim(pg, params)
 
     def portable() -> Any:
         with db.connect() as conn:
@@ -338,8 +342,8 @@ def succeed(db: Database, c: Claim, result: Any) -> tuple[bool, list[Dispatch]]:
             "now": utcnow(),
             "needle": {"depends_on": [str(c.task_id)]},
         }
-        with db.autocommit() as conn:
-            rows = conn.execute(fastpath.SUCCEED, params).all()
+        with db.driver() as pg:
+            rows = fastpath.succeed(pg, params)
         if not rows[0].landed:
             return False, []
         if rows[0].open_tasks == 0:

@@ -8,65 +8,81 @@ tests run this form on PostgreSQL and the portable one on the embedded default.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from typing import Any
+
+from psycopg.rows import namedtuple_row
+from psycopg.types.json import Jsonb
 
 from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
 
 EVENT_COLUMNS = "type, entity_type, entity_id, ticket_id, payload, created_at"
 
-CLAIM = text(f"""
+CLAIM = f"""
 WITH claimed AS (
     UPDATE tasks
-       SET status = '{TaskStatus.RUNNING}', lease_token = :lease, started_at = :now,
-           celery_id = :message
-     WHERE id = :id AND status = '{TaskStatus.QUEUED}' AND attempt = :attempt
+       SET status = '{TaskStatus.RUNNING}', lease_token = %(lease)s, started_at = %(now)s,
+           celery_id = %(message)s
+     WHERE id = %(id)s AND status = '{TaskStatus.QUEUED}' AND attempt = %(attempt)s
  RETURNING id, ticket_id, key, task_type, payload, timeout_seconds, dependencies
 ), started AS (
     INSERT INTO events ({EVENT_COLUMNS})
     SELECT '{EventType.TASK_STARTED}', 'task', id, ticket_id,
-           jsonb_build_object('attempt', :attempt), :now
+           jsonb_build_object('attempt', %(attempt)s), %(now)s
       FROM claimed
 )
 SELECT ticket_id, key, task_type, payload, timeout_seconds, dependencies FROM claimed
-""")
+"""
 
-SUCCEED = text(f"""
+SUCCEED = f"""
 WITH finished AS (
     UPDATE tasks
-       SET status = '{TaskStatus.SUCCEEDED}', result = :result, error = NULL,
-           finished_at = :now, lease_token = NULL
-     WHERE id = :id AND status = '{TaskStatus.RUNNING}' AND lease_token = :lease
+       SET status = '{TaskStatus.SUCCEEDED}', result = %(result)s, error = NULL,
+           finished_at = %(now)s, lease_token = NULL
+     WHERE id = %(id)s AND status = '{TaskStatus.RUNNING}' AND lease_token = %(lease)s
  RETURNING id
 ), released AS (
     UPDATE tasks
        SET unmet_dependencies = unmet_dependencies - 1,
            status = CASE WHEN unmet_dependencies = 1 THEN '{TaskStatus.QUEUED}' ELSE status END,
            attempt = CASE WHEN unmet_dependencies = 1 THEN attempt + 1 ELSE attempt END,
-           queued_at = CASE WHEN unmet_dependencies = 1 THEN :now ELSE queued_at END
-     WHERE ticket_id = :ticket AND status = '{TaskStatus.PENDING}'
-       AND dependencies @> :needle AND EXISTS (SELECT 1 FROM finished)
+           queued_at = CASE WHEN unmet_dependencies = 1 THEN %(now)s ELSE queued_at END
+     WHERE ticket_id = %(ticket)s AND status = '{TaskStatus.PENDING}'
+       AND dependencies @> %(needle)s AND EXISTS (SELECT 1 FROM finished)
  RETURNING id, status, attempt, capabilities, priority, timeout_seconds
 ), logged AS (
     INSERT INTO events ({EVENT_COLUMNS})
-    SELECT '{EventType.TASK_SUCCEEDED}', 'task', id, :ticket,
-           jsonb_build_object('attempt', :attempt), :now FROM finished
+    SELECT '{EventType.TASK_SUCCEEDED}', 'task', id, %(ticket)s,
+           jsonb_build_object('attempt', %(attempt)s), %(now)s FROM finished
     UNION ALL
-    SELECT '{EventType.TASK_QUEUED}', 'task', id, :ticket,
-           jsonb_build_object('attempt', attempt), :now
+    SELECT '{EventType.TASK_QUEUED}', 'task', id, %(ticket)s,
+           jsonb_build_object('attempt', attempt), %(now)s
       FROM released WHERE status = '{TaskStatus.QUEUED}'
     UNION ALL
-    SELECT '{EventType.TASK_SUPERSEDED}', 'task', :id, :ticket,
-           jsonb_build_object('attempt', :attempt), :now
+    SELECT '{EventType.TASK_SUPERSEDED}', 'task', %(id)s, %(ticket)s,
+           jsonb_build_object('attempt', %(attempt)s), %(now)s
      WHERE NOT EXISTS (SELECT 1 FROM finished)
 ), counted AS (
-    UPDATE tickets SET open_tasks = open_tasks - 1, updated_at = :now
-     WHERE id = :ticket AND EXISTS (SELECT 1 FROM finished)
+    UPDATE tickets SET open_tasks = open_tasks - 1, updated_at = %(now)s
+     WHERE id = %(ticket)s AND EXISTS (SELECT 1 FROM finished)
  RETURNING open_tasks
 )
 SELECT (SELECT count(*) FROM finished) AS landed,
        (SELECT open_tasks FROM counted) AS open_tasks,
        r.id, r.status, r.attempt, r.capabilities, r.priority, r.timeout_seconds
   FROM (SELECT 1) AS one LEFT JOIN released AS r ON r.status = '{TaskStatus.QUEUED}'
-""").bindparams(bindparam("result", type_=JSONB), bindparam("needle", type_=JSONB))
+"""
+
+
+def claim(pg: Any, params: dict[str, Any]) -> Any:
+    """The claimed row, or None when the task is not queued at this attempt."""
+    with pg.cursor(row_factory=namedtuple_row) as cur:
+        return cur.execute(CLAIM, params).fetchone()
+
+
+def succeed(pg: Any, params: dict[str, Any]) -> list[Any]:
+    """One row per dependent made ready (``id`` NULL when none), each carrying ``landed`` and
+    the ticket's remaining ``open_tasks``."""
+    params = {**params, "result": Jsonb(params["result"]), "needle": Jsonb(params["needle"])}
+    with pg.cursor(row_factory=namedtuple_row) as cur:
+        return cur.execute(SUCCEED, params).fetchall()
