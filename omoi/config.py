@@ -34,6 +34,7 @@ class Settings:
     db_pool_size: int = 10
     api_host: str = "127.0.0.1"
     api_port: int = 5000
+    log_level: str = "INFO"
 
     @property
     def embedded(self) -> bool:

@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 from omoi.api import errors, guards, health, tasks, tickets
 from omoi.api.runtime import Runtime
 from omoi.config import Settings
+from omoi.logs import configure as configure_logs
 from omoi.models import Database
 from omoi.services.dispatcher import Dispatcher
 from omoi.transport import CeleryDispatcher, make_celery
@@ -28,6 +29,7 @@ def create_app(
     dispatcher: Dispatcher | None = None,
 ) -> Flask:
     settings = settings or Settings.from_env()
+    configure_logs(settings.log_level)
     app = Flask("omoi")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

@@ -10,6 +10,7 @@ import uuid
 from celery import Celery
 
 from omoi.config import Settings
+from omoi.logs import configure as configure_logs
 from omoi.models import Database
 from omoi.services import execution, outbox
 from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery
@@ -19,6 +20,7 @@ CONTROL_QUEUE = "omoi.control"
 
 
 def create_worker_app(settings: Settings) -> Celery:
+    configure_logs(settings.log_level)
     app = make_celery(settings)
     db = Database(settings.database_url, pool_size=2, pre_ping=False)
     dispatcher = CeleryDispatcher(app, settings.time_limit_grace)
