@@ -54,10 +54,6 @@ def _settings() -> Settings:
     return settings
 
 
-def _api_url(settings: Settings) -> str:
-    return os.environ.get("OMOI_API_URL", f"http://{settings.api_host}:{settings.api_port}")
-
-
 def _request(url: str, body: Any = None, method: str | None = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(
@@ -204,7 +200,7 @@ def up() -> None:
     """Run API, worker and beat together (embedded SQLite by default). Ctrl-C stops them."""
     settings = _settings()
     procs = _spawn_stack(settings, quiet=False)
-    url = _api_url(settings)
+    url = settings.client_url
     try:
         _wait_ready(url, procs)
         click.echo(f"omoi is up: API {url}/api/v1, OpenAPI {url}/api/v1/openapi.json")
@@ -251,7 +247,7 @@ def follow(url: str, ticket_id: str, timeout: float) -> dict[str, Any]:
 @click.option("--idempotency-key", default=None)
 def submit(path: Path, wait: bool, idempotency_key: str | None) -> None:
     """Submit a ticket from a YAML or JSON file."""
-    url = _api_url(_settings())
+    url = _settings().client_url
     body = yaml.safe_load(path.read_text())
     req = urllib.request.Request(
         f"{url}/api/v1/tickets",
@@ -276,7 +272,7 @@ def submit(path: Path, wait: bool, idempotency_key: str | None) -> None:
 @click.option("--timeout", type=float, default=3600)
 def status(ticket_id: str, timeout: float) -> None:
     """Show a ticket's progress until it finishes."""
-    ticket = follow(_api_url(_settings()), ticket_id, timeout)
+    ticket = follow(_settings().client_url, ticket_id, timeout)
     click.echo(f"ticket {ticket_id}: {ticket['status']} ({ticket['phase']})")
 
 
@@ -285,7 +281,7 @@ def status(ticket_id: str, timeout: float) -> None:
 def demo(timeout: float) -> None:
     """Start the embedded stack, push a sample ticket through it, show it finishing, stop."""
     settings = _settings()
-    url = _api_url(settings)
+    url = settings.client_url
     click.echo(f"starting API, worker and beat (data in {settings.data_dir}) ...")
     procs = _spawn_stack(settings, quiet=True)
     try:

@@ -34,7 +34,13 @@ class Settings:
     db_pool_size: int = 10
     api_host: str = "127.0.0.1"
     api_port: int = 5000
+    api_url: str = ""
     log_level: str = "INFO"
+
+    @property
+    def client_url(self) -> str:
+        """Where the CLI finds the API: ``OMOI_API_URL``, else the local host and port."""
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
 
     @property
     def embedded(self) -> bool:

@@ -1,0 +1,94 @@
+"""The CLI against a real API server (gunicorn) and prefork worker on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_embedded import free_port
+from tests.support.procs import ROOT, Proc, wait_for
+
+
+@pytest.fixture(scope="module")
+def api_server(env: dict[str, str], tmp_root: Path) -> Iterator[dict[str, str]]:
+    port = free_port()
+    server_env = {**env, "OMOI_API_PORT": str(port)}
+    proc = Proc(
+        [sys.executable, "-m", "omoi", "api", "--workers", "1"], server_env, tmp_root / "api.log"
+    )
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for(ready, timeout=60, what="the API server")
+    yield server_env
+    proc.stop()
+
+
+def omoi(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "omoi", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_submit_wait_and_status(api_server: dict[str, str], worker: Proc) -> None:
+    done = omoi(api_server, "submit", "examples/ticket.yaml", "--wait")
+    assert done.returncode == 0, done.stderr
+    ticket_id = done.stdout.split()[1]
+    assert "accepted with 4 tasks" in done.stdout
+    assert "100.0%" in done.stdout and "PHASE_DONE" in done.stdout
+    status = omoi(api_server, "status", ticket_id)
+    assert status.returncode == 0, status.stderr
+    assert f"ticket {ticket_id}: done (PHASE_DONE)" in status.stdout
+
+
+def test_example_handler_sees_dependency_results(
+    api_server: dict[str, str], worker: Proc, tmp_path: Path
+) -> None:
+    ticket = tmp_path / "t.json"
+    ticket.write_text(
+        json.dumps(
+            {
+                "title": "words",
+                "tasks": [
+                    {"key": "a", "task_type": "word-count", "payload": {"text": "one two three"}},
+                    {
+                        "key": "b",
+                        "task_type": "word-count",
+                        "depends_on": ["a"],
+                        "payload": {"text": "four five"},
+                    },
+                ],
+            }
+        )
+    )
+    done = omoi(api_server, "submit", str(ticket), "--wait")
+    assert done.returncode == 0, done.stderr
+    ticket_id = done.stdout.split()[1]
+    url = f"http://127.0.0.1:{api_server['OMOI_API_PORT']}"
+    with urllib.request.urlopen(f"{url}/api/v1/tasks?ticket_id={ticket_id}") as resp:
+        tasks = {t["key"]: t for t in json.loads(resp.read())["items"]}
+    assert tasks["b"]["result"] == {"words": 5}
+
+
+def test_submit_reports_a_rejected_ticket(api_server: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: loop\ntasks:\n  - {key: a, task_type: noop, depends_on: [a]}\n")
+    result = omoi(api_server, "submit", str(bad))
+    assert result.returncode != 0
+    assert "422" in result.stderr and "themselves: a" in result.stderr
