@@ -55,8 +55,9 @@ def summary(values: list[float]) -> str:
 
 
 class Bench:
-    def __init__(self, tasks: int) -> None:
+    def __init__(self, tasks: int, concurrency: int) -> None:
         self.n = tasks
+        self.concurrency = concurrency
         self.tmp = Path(tempfile.mkdtemp(prefix="omoi-bench-"))
         self.dbname = f"omoi_bench_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -96,7 +97,7 @@ class Bench:
                     "omoi",
                     "worker",
                     "--concurrency",
-                    "2",
+                    str(self.concurrency),
                     "--loglevel",
                     "WARNING",
                     "--name",
@@ -117,7 +118,7 @@ class Bench:
                     "-P",
                     "prefork",
                     "-c",
-                    "2",
+                    str(self.concurrency),
                     "-Q",
                     self.raw.QUEUE,
                     "--loglevel",
@@ -210,8 +211,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument(
+        "--concurrency", type=int, default=2, help="prefork children of each worker (both sides)"
+    )
     args = parser.parse_args()
-    bench = Bench(args.tasks)
+    bench = Bench(args.tasks, args.concurrency)
     try:
         bench.start_workers()
         bench.omoi_throughput(), bench.raw_throughput()  # warm up both
@@ -231,7 +235,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in results.items()}
     print(
         f"\nomoi benchmarks: {args.runs} runs, {args.tasks} tasks for throughput, "
-        f"{os.cpu_count()} cores; median (min, max)"
+        f"{os.cpu_count()} cores, {args.concurrency} prefork children per worker; "
+        "median (min, max)"
     )
     rows = [
         ("throughput omoi, tasks/s", "omoi_tps"),

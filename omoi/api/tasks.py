@@ -26,13 +26,7 @@ class Tasks(MethodView):
     @blp.response(200, TaskPage)
     def get(self, args: dict[str, Any]) -> Any:
         """List tasks in creation order; filter by ticket and status."""
-        page = queries.list_tasks(
-            runtime().db,
-            ticket_id=args.get("ticket_id"),
-            status=args.get("status"),
-            after=args.get("cursor"),
-            limit=args["limit"],
-        )
+        page = queries.list_tasks(runtime().db, **args)
         return {"items": page.items, "next_cursor": page.next_cursor}
 
 

@@ -63,14 +63,7 @@ class Tickets(MethodView):
     @blp.response(200, TicketPage)
     def get(self, args: dict[str, Any]) -> Any:
         """List tickets, newest first; pass ``next_cursor`` back as ``cursor``."""
-        page = queries.list_tickets(
-            runtime().db,
-            status=args.get("status"),
-            phase=args.get("phase"),
-            workflow=args.get("workflow"),
-            after=args.get("cursor"),
-            limit=args["limit"],
-        )
+        page = queries.list_tickets(runtime().db, **args)
         with runtime().db.session() as session:
             items = [ticket_view(t, queries.task_counts(session, t.id)) for t in page.items]
         return {"items": items, "next_cursor": page.next_cursor}

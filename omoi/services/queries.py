@@ -48,7 +48,7 @@ def list_tickets(
     status: str | None = None,
     phase: str | None = None,
     workflow: str | None = None,
-    after: uuid.UUID | None = None,
+    cursor: uuid.UUID | None = None,
     limit: int = 50,
 ) -> Page:
     """Newest first; the cursor is the last id seen (ids are time-ordered UUIDv7)."""
@@ -60,8 +60,8 @@ def list_tickets(
     ):
         if value is not None:
             query = query.where(column == value)
-    if after is not None:
-        query = query.where(Ticket.id < after)
+    if cursor is not None:
+        query = query.where(Ticket.id < cursor)
     with db.session() as session:
         rows = list(session.scalars(query))
     return _page(rows, limit)
@@ -110,7 +110,7 @@ def list_tasks(
     *,
     ticket_id: uuid.UUID | None = None,
     status: str | None = None,
-    after: uuid.UUID | None = None,
+    cursor: uuid.UUID | None = None,
     limit: int = 100,
 ) -> Page:
     query = select(Task).order_by(Task.id).limit(limit + 1)
@@ -118,8 +118,8 @@ def list_tasks(
         query = query.where(Task.ticket_id == ticket_id)
     if status is not None:
         query = query.where(Task.status == status)
-    if after is not None:
-        query = query.where(Task.id > after)
+    if cursor is not None:
+        query = query.where(Task.id > cursor)
     with db.session() as session:
         rows = list(session.scalars(query))
     return _page(rows, limit)

@@ -25,7 +25,7 @@ events = Event.__table__
 tickets = Ticket.__table__
 
 # Advisory lock keys for the periodic sweeps, so two beats never run one concurrently.
-SWEEP_LOCKS = {"outbox": 7_340_001, "settle": 7_340_002}
+SWEEP_LOCKS = {"outbox": 7_340_001}
 
 
 def dialect_of(conn: Executor) -> str:

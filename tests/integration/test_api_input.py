@@ -97,10 +97,14 @@ def test_unparseable_bodies(
     assert counts(db) == before
 
 
+def limited(settings: Settings, db: Database, **limits: int) -> Any:
+    """A client of an app with tighter limits (and no publishing)."""
+    app = create_app(dataclasses.replace(settings, **limits), db=db, dispatcher=NullDispatcher())
+    return app.test_client()
+
+
 def test_body_over_the_limit_is_413(settings: Settings, db: Database) -> None:
-    small = create_app(
-        dataclasses.replace(settings, max_body_bytes=2048), db=db, dispatcher=NullDispatcher()
-    ).test_client()
+    small = limited(settings, db, max_body_bytes=2048)
     before = counts(db)
     resp = small.post("/api/v1/tickets", json=ticket(task("a", payload={"x": "y" * 4096})))
     assert resp.status_code == 413
@@ -109,9 +113,7 @@ def test_body_over_the_limit_is_413(settings: Settings, db: Database) -> None:
 
 
 def test_too_many_tasks_is_422(settings: Settings, db: Database) -> None:
-    small = create_app(
-        dataclasses.replace(settings, max_tasks_per_ticket=3), db=db, dispatcher=NullDispatcher()
-    ).test_client()
+    small = limited(settings, db, max_tasks_per_ticket=3)
     before = counts(db)
     resp = small.post("/api/v1/tickets", json=ticket(*(task(f"t{i}") for i in range(4))))
     assert resp.status_code == 422
