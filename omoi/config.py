@@ -31,6 +31,9 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_tasks_per_ticket: int = 20_000
     default_max_retries: int = 3
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 60.0
+    retry_eta_max: float = 60.0
     db_pool_size: int = 10
     api_host: str = "127.0.0.1"
     api_port: int = 5000

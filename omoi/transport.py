@@ -43,11 +43,19 @@ class CeleryDispatcher:
                 args=(str(d.task_id), d.attempt),
                 task_id=d.message_id,
                 queue=d.queue,
+                countdown=d.countdown,
                 **time_limits(d.timeout_seconds, self.grace),
             )
             for d in batch
         ]
         group(signatures).apply_async()
+
+    def revoke(self, message_ids: Sequence[str]) -> None:
+        """Revoke with terminate: a worker discards the message if it has not started it, or
+        kills the pool process running it. The database cancel already happened; a result that
+        arrives anyway is discarded by the lease guard."""
+        if message_ids:
+            self.app.control.revoke(list(message_ids), terminate=True, signal="SIGTERM")
 
     def ping(self, timeout: float = 2.0) -> None:
         """Raise unless the broker accepts a connection."""

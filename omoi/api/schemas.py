@@ -30,6 +30,16 @@ class TaskIn(Schema):
     payload = fields.Dict(keys=fields.String(), load_default=dict)
     priority = _enum(Priority, load_default=None)
     max_retries = fields.Integer(load_default=None, validate=validate.Range(min=0, max=100))
+    retry_backoff = fields.Float(
+        load_default=None,
+        validate=validate.Range(min=0, max=86400, min_inclusive=False),
+        metadata={"description": "seconds before the first retry; doubles each retry"},
+    )
+    retry_backoff_max = fields.Float(
+        load_default=None,
+        validate=validate.Range(min=0, max=7 * 86400, min_inclusive=False),
+        metadata={"description": "the longest wait between two attempts"},
+    )
     timeout_seconds = fields.Float(
         load_default=None, validate=validate.Range(min=0, max=7 * 86400, min_inclusive=False)
     )
@@ -109,6 +119,8 @@ class TaskOut(Schema):
     attempt = fields.Integer()
     retry_count = fields.Integer()
     max_retries = fields.Integer()
+    retry_backoff = fields.Float(allow_none=True)
+    retry_backoff_max = fields.Float(allow_none=True)
     timeout_seconds = fields.Float(allow_none=True)
     resources = fields.List(fields.String())
     agent_id = fields.UUID(allow_none=True)
@@ -123,9 +135,24 @@ class TaskOut(Schema):
     next_attempt_at = fields.DateTime(allow_none=True)
 
 
+class AttemptOut(Schema):
+    attempt = fields.Integer()
+    started_at = fields.DateTime(allow_none=True)
+    ended_at = fields.DateTime(allow_none=True)
+    outcome = fields.String(allow_none=True)
+    error = fields.Dict(allow_none=True)
+
+
 class TaskDetail(TaskOut):
     blocks = fields.List(fields.UUID())
+    attempts = fields.List(fields.Nested(AttemptOut))
     timeline = fields.List(fields.Nested(EventOut))
+
+
+class CancelIn(Schema):
+    reason = fields.String(
+        load_default="cancelled by request", validate=validate.Length(min=1, max=2000)
+    )
 
 
 class TicketQuery(Schema):

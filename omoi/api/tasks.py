@@ -9,8 +9,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from omoi.api.runtime import runtime
-from omoi.api.schemas import TaskDetail, TaskPage, TaskQuery
-from omoi.services import queries
+from omoi.api.schemas import CancelIn, TaskDetail, TaskPage, TaskQuery
+from omoi.services import control, queries
 
 blp = Blueprint(
     "tasks",
@@ -36,10 +36,40 @@ class TaskById(MethodView):
     @blp.alt_response(404, description="No such task")
     def get(self, task_id: uuid.UUID) -> Any:
         """One task with ``depends_on``, the derived ``blocks`` and its event timeline."""
-        task, blocks, timeline = queries.get_task(runtime().db, task_id)
-        return {
-            **{c.key: getattr(task, c.key) for c in task.__table__.columns},
-            "depends_on": task.depends_on,
-            "blocks": blocks,
-            "timeline": timeline,
-        }
+        return task_detail(task_id)
+
+
+def task_detail(task_id: uuid.UUID) -> dict[str, Any]:
+    task, blocks, timeline = queries.get_task(runtime().db, task_id)
+    return {
+        **{c.key: getattr(task, c.key) for c in task.__table__.columns},
+        "depends_on": task.depends_on,
+        "blocks": blocks,
+        "attempts": queries.attempts_of(timeline),
+        "timeline": timeline,
+    }
+
+
+@blp.route("/<uuid:task_id>/cancel")
+class CancelTask(MethodView):
+    @blp.arguments(CancelIn)
+    @blp.response(200, TaskDetail)
+    @blp.alt_response(404, description="No such task")
+    @blp.alt_response(409, description="The task already ended")
+    def post(self, body: dict[str, Any], task_id: uuid.UUID) -> Any:
+        """Cancel a task and its dependents; a running attempt is revoked (terminated)."""
+        rt = runtime()
+        control.cancel_task(rt.db, rt.dispatcher, task_id, body["reason"])
+        return task_detail(task_id)
+
+
+@blp.route("/<uuid:task_id>/retry")
+class RetryTask(MethodView):
+    @blp.response(200, TaskDetail)
+    @blp.alt_response(404, description="No such task")
+    @blp.alt_response(409, description="The task is not failed")
+    def post(self, task_id: uuid.UUID) -> Any:
+        """Re-run a failed task with a fresh retry budget; its cancelled dependents wait again."""
+        rt = runtime()
+        control.retry_task(rt.db, rt.dispatcher, task_id)
+        return task_detail(task_id)

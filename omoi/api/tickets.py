@@ -10,10 +10,17 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from omoi.api.runtime import runtime
-from omoi.api.schemas import TicketCreated, TicketIn, TicketOut, TicketPage, TicketQuery
+from omoi.api.schemas import (
+    CancelIn,
+    TicketCreated,
+    TicketIn,
+    TicketOut,
+    TicketPage,
+    TicketQuery,
+)
 from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.models import Ticket
-from omoi.services import queries, tickets
+from omoi.services import control, queries, tickets
 from omoi.services.tickets import NewTicket
 
 blp = Blueprint(
@@ -76,3 +83,16 @@ class TicketById(MethodView):
     def get(self, ticket_id: uuid.UUID) -> Any:
         """One ticket with its task counts per status."""
         return ticket_view(*queries.get_ticket(runtime().db, ticket_id))
+
+
+@blp.route("/<uuid:ticket_id>/cancel")
+class CancelTicket(MethodView):
+    @blp.arguments(CancelIn)
+    @blp.response(200, TicketOut)
+    @blp.alt_response(404, description="No such ticket")
+    @blp.alt_response(409, description="The ticket is already done or cancelled")
+    def post(self, body: dict[str, Any], ticket_id: uuid.UUID) -> Any:
+        """Cancel the ticket and all its open tasks; running attempts are revoked."""
+        rt = runtime()
+        control.cancel_ticket(rt.db, rt.dispatcher, ticket_id, body["reason"])
+        return ticket_view(*queries.get_ticket(rt.db, ticket_id))

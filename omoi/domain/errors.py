@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 
 from omoi.domain.enums import ErrorCategory
@@ -24,11 +25,62 @@ class TaskError:
     def as_dict(self) -> dict[str, str]:
         return {"category": str(self.category), "type": self.type, "message": self.message}
 
+    @property
+    def retryable(self) -> bool:
+        return self.category in RETRYABLE
+
+
+RETRYABLE = frozenset({ErrorCategory.TRANSIENT, ErrorCategory.TIMEOUT, ErrorCategory.LOST})
+
+# Matched by class name anywhere in the exception's MRO, so the domain needs no Celery,
+# requests or marshmallow import to recognise their exceptions.
+TIMEOUT_NAMES = {
+    "SoftTimeLimitExceeded",
+    "TimeLimitExceeded",
+    "TimeoutError",
+    "Timeout",
+    "ReadTimeout",
+    "ConnectTimeout",
+    "TimeoutExpired",
+}
+PERMANENT_NAMES = {
+    "ValidationError",
+    "ValueError",
+    "TypeError",
+    "UnicodeError",
+    "NotImplementedError",
+    "PermissionError",
+    "FileNotFoundError",
+}
+TRANSIENT_NAMES = {
+    "ConnectionError",
+    "OperationalError",
+    "InterfaceError",
+    "BrokenPipeError",
+    "TooManyRequests",
+    "RateLimitError",
+    "RateLimited",
+    "ServiceUnavailable",
+}
+
+
+def _category(exc: BaseException) -> ErrorCategory:
+    if isinstance(exc, PermanentError):
+        return ErrorCategory.PERMANENT
+    if isinstance(exc, TransientError):
+        return ErrorCategory.TRANSIENT
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return ErrorCategory.TIMEOUT
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & TIMEOUT_NAMES:
+        return ErrorCategory.TIMEOUT
+    if names & TRANSIENT_NAMES or "rate limit" in str(exc).lower():
+        return ErrorCategory.TRANSIENT
+    if names & PERMANENT_NAMES:
+        return ErrorCategory.PERMANENT
+    return ErrorCategory.TRANSIENT  # unknown: worth another attempt
+
 
 def classify(exc: BaseException) -> TaskError:
-    """Category by the handler's explicit exception type first, unknown errors are transient."""
-    if isinstance(exc, PermanentError):
-        category = ErrorCategory.PERMANENT
-    else:
-        category = ErrorCategory.TRANSIENT
-    return TaskError(category, type(exc).__name__, str(exc)[:2000])
+    """The handler's explicit type first, then known types by name; unknown is transient."""
+    return TaskError(_category(exc), type(exc).__name__, str(exc)[:2000])

@@ -15,3 +15,8 @@ class EventType(StrEnum):
     TASK_CANCELLED = "task.cancelled"
     TASK_SUPERSEDED = "task.superseded"
     TASK_REPUBLISHED = "task.republished"
+    TASK_RETRY_SCHEDULED = "task.retry_scheduled"
+    TASK_TIMED_OUT = "task.timed_out"
+    TASK_RETRIED = "task.retried"
+    TICKET_CANCELLED = "ticket.cancelled"
+    TICKET_REOPENED = "ticket.reopened"

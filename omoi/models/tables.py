@@ -83,6 +83,8 @@ class Task(Base):
         # holds only the rows its query looks for (dependents waiting; the outbox).
         Index("ix_tasks_pending", "ticket_id", **partial("status = 'pending'")),
         Index("ix_tasks_queued", "queued_at", **partial("status = 'queued'")),
+        Index("ix_tasks_retrying", "next_attempt_at", **partial("status = 'retrying'")),
+        Index("ix_tasks_running", "started_at", **partial("status = 'running'")),
         Index(
             "ix_tasks_dependencies",
             "dependencies",
@@ -108,6 +110,8 @@ class Task(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     max_retries: Mapped[int] = mapped_column(Integer, default=3)
+    retry_backoff: Mapped[float | None]  # seconds before the first retry; doubles each time
+    retry_backoff_max: Mapped[float | None]  # the longest wait between attempts
     timeout_seconds: Mapped[float | None]
     resources: Mapped[list[str]] = mapped_column(TextList, default=list)
     lease_token: Mapped[uuid.UUID | None]

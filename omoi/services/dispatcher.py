@@ -20,6 +20,7 @@ class Dispatch:
     queue: str
     priority: str = Priority.MEDIUM
     timeout_seconds: float | None = None
+    countdown: float | None = None  # deliver no earlier than this many seconds from now
 
     @property
     def message_id(self) -> str:
@@ -34,8 +35,9 @@ class Dispatch:
         capabilities: Sequence[str],
         priority: str,
         timeout_seconds: float | None,
+        countdown: float | None = None,
     ) -> Dispatch:
-        return cls(task_id, attempt, queue_for(capabilities), priority, timeout_seconds)
+        return cls(task_id, attempt, queue_for(capabilities), priority, timeout_seconds, countdown)
 
 
 class Dispatcher(Protocol):
@@ -43,9 +45,16 @@ class Dispatcher(Protocol):
         """Send the batch; raise if the broker cannot take it (the outbox sweep retries)."""
         ...
 
+    def revoke(self, message_ids: Sequence[str]) -> None:
+        """Ask agents to stop these running attempts: a hint only, the database decides."""
+        ...
+
 
 class NullDispatcher:
     """Publishes nothing: rows stay in the outbox for the sweep (used by tools and tests)."""
 
     def publish(self, batch: Sequence[Dispatch]) -> None:
+        return None
+
+    def revoke(self, message_ids: Sequence[str]) -> None:
         return None

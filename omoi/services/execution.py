@@ -6,47 +6,49 @@ when its last task ends; ready dependents are published after commit."""
 from __future__ import annotations
 
 import json
-import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import Any, TypeVar
+from typing import Any
 
-import psycopg
 import structlog
-from sqlalchemy import Connection, bindparam, case, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, and_, bindparam, case, or_, select, update
 
-from omoi.domain.enums import ErrorCategory, TaskStatus
-from omoi.domain.errors import PermanentError, TaskError, classify
+from omoi.domain.enums import TaskStatus
+from omoi.domain.errors import PermanentError, classify
 from omoi.domain.events import EventType
 from omoi.models import Database
 from omoi.models.types import utcnow
 from omoi.services import fastpath
 from omoi.services.dispatcher import Dispatch, Dispatcher
+from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
 from omoi.services.records import close_tasks, record, settle_ticket, task_event
 from omoi.services.sql import (
-    depends_on_any,
     depends_on_one,
     depends_on_params,
     dialect_of,
+    retry_db,
     tasks,
     tickets,
 )
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
-RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 
 CLAIM = (
     update(tasks)
     .where(
         tasks.c.id == bindparam("b_id"),
-        tasks.c.status == TaskStatus.QUEUED,
         tasks.c.attempt == bindparam("b_attempt"),
+        or_(
+            tasks.c.status == TaskStatus.QUEUED,
+            and_(
+                tasks.c.status == TaskStatus.RETRYING,
+                tasks.c.next_attempt_at <= bindparam("b_now"),
+            ),
+        ),
     )
     .values(
         status=TaskStatus.RUNNING,
@@ -113,25 +115,6 @@ def release_statement(dialect: str) -> Any:
     )
 
 
-def retry_db(fn: Callable[[], T], attempts: int = 5) -> T:
-    """Re-run a transaction that lost a deadlock or serialization race, or whose pooled
-    connection had died (workers skip the pre-ping round trip and reconnect on failure)."""
-    for n in range(attempts):
-        try:
-            return fn()
-        except (DBAPIError, psycopg.OperationalError) as exc:
-            if isinstance(exc, DBAPIError):
-                retryable = exc.connection_invalidated or (
-                    getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
-                )
-            else:  # raw driver: a broken connection, deadlock or serialization failure
-                retryable = True
-            if not retryable or n == attempts - 1:
-                raise
-            time.sleep(0.01 * (n + 1))
-    raise AssertionError("unreachable")
-
-
 @dataclass
 class TaskContext:
     """What a handler sees of its task. Handlers return a JSON-serializable result.
@@ -196,7 +179,8 @@ class Claim:
 def claim(
     db: Database, task_id: uuid.UUID, attempt: int, message_id: str | None = None
 ) -> tuple[Claim, TaskContext] | None:
-    """queued → running under a new lease. ``None`` when the message is a duplicate or stale."""
+    """queued (or retrying, once its wait is over) → running under a new lease. ``None`` when
+    the message is a duplicate, stale, early or for a cancelled task."""
     lease = uuid.uuid4()
     now = utcnow()
 
@@ -295,39 +279,6 @@ def _dispatch(row: Any) -> Dispatch:
     return Dispatch.of(row.id, row.attempt, row.capabilities, row.priority, row.timeout_seconds)
 
 
-def _cancel_downstream(
-    conn: Connection, ticket_id: uuid.UUID, roots: Sequence[uuid.UUID], reason: str
-) -> int:
-    """Cancel every pending task downstream of ``roots``, level by level."""
-    now = utcnow()
-    dialect = dialect_of(conn)
-    frontier, total = list(roots), 0
-    error = TaskError(ErrorCategory.UPSTREAM_FAILED, "UpstreamFailed", reason).as_dict()
-    while frontier:
-        cancelled = (
-            conn.execute(
-                update(tasks)
-                .where(
-                    tasks.c.ticket_id == ticket_id,
-                    tasks.c.status == TaskStatus.PENDING,
-                    depends_on_any(dialect, frontier),
-                )
-                .values(status=TaskStatus.CANCELLED, error=error, finished_at=now)
-                .returning(tasks.c.id),
-                depends_on_params(dialect, frontier),
-            )
-            .scalars()
-            .all()
-        )
-        record(
-            conn,
-            (task_event(EventType.TASK_CANCELLED, t, ticket_id, error, now) for t in cancelled),
-        )
-        total += len(cancelled)
-        frontier = list(cancelled)
-    return total
-
-
 def succeed(db: Database, c: Claim, result: Any) -> tuple[bool, list[Dispatch]]:
     """Store the result under the lease guard, release dependents, count the task as ended.
     Returns whether the result landed and the dependents that became ready."""
@@ -366,34 +317,10 @@ def succeed(db: Database, c: Claim, result: Any) -> tuple[bool, list[Dispatch]]:
     return retry_db(postgres if db.dialect == "postgresql" else portable)
 
 
-def fail(db: Database, c: Claim, error: TaskError, trace: str | None = None) -> bool:
-    def tx() -> bool:
-        with db.connect() as conn:
-            if not _finish(conn, c, TaskStatus.FAILED, error=error.as_dict()):
-                return False
-            record(
-                conn,
-                [
-                    task_event(
-                        EventType.TASK_FAILED,
-                        c.task_id,
-                        c.ticket_id,
-                        {"attempt": c.attempt, **error.as_dict(), "traceback": trace},
-                    )
-                ],
-            )
-            cancelled = _cancel_downstream(
-                conn, c.ticket_id, [c.task_id], f"dependency {c.task_id} failed"
-            )
-            close_tasks(conn, c.ticket_id, 1 + cancelled)
-            return True
-
-    return retry_db(tx)
-
-
 def run_attempt(
     db: Database,
     dispatcher: Dispatcher,
+    policy: RetryPolicy,
     resolve: Callable[[str], Handler | None],
     task_id: uuid.UUID,
     attempt: int,
@@ -413,8 +340,11 @@ def run_attempt(
         json.dumps(result)  # a result must be storable; fail here, not in the commit
     except Exception as exc:
         error = classify(exc)
-        log.warning("task_failed", task_id=str(task_id), attempt=attempt, **error.as_dict())
-        fail(db, c, error, traceback.format_exc())
+        log.warning("attempt_failed", task_id=str(task_id), attempt=attempt, **error.as_dict())
+        retry = fail_attempt(
+            db, policy, c.task_id, c.attempt, error, lease=c.lease, trace=traceback.format_exc()
+        )
+        publish(db, dispatcher, retry)
         return "failed"
     landed, ready = succeed(db, c, result)
     if not landed:

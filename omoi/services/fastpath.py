@@ -23,7 +23,9 @@ WITH claimed AS (
     UPDATE tasks
        SET status = '{TaskStatus.RUNNING}', lease_token = %(lease)s, started_at = %(now)s,
            celery_id = %(message)s
-     WHERE id = %(id)s AND status = '{TaskStatus.QUEUED}' AND attempt = %(attempt)s
+     WHERE id = %(id)s AND attempt = %(attempt)s
+       AND (status = '{TaskStatus.QUEUED}'
+            OR (status = '{TaskStatus.RETRYING}' AND next_attempt_at <= %(now)s))
  RETURNING id, ticket_id, key, task_type, payload, timeout_seconds, dependencies
 ), started AS (
     INSERT INTO events ({EVENT_COLUMNS})

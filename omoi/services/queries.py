@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from omoi.domain.events import EventType
 from omoi.models import Database, Event, Task, Ticket
 from omoi.services.errors import NotFound
 from omoi.services.sql import depends_on_one, depends_on_params, dialect_of, tasks
@@ -71,6 +73,43 @@ def _page(rows: list[Any], limit: int) -> Page:
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, str(rows[-1].id) if more and rows else None)
+
+
+@dataclass
+class Attempt:
+    attempt: int
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    outcome: str | None = None
+    error: dict[str, Any] | None = None
+
+
+OUTCOMES = {
+    EventType.TASK_SUCCEEDED: "succeeded",
+    EventType.TASK_FAILED: "failed",
+    EventType.TASK_RETRY_SCHEDULED: "retry_scheduled",
+    EventType.TASK_CANCELLED: "cancelled",
+    EventType.TASK_SUPERSEDED: "superseded",
+}
+
+
+def attempts_of(timeline: list[Event]) -> list[Attempt]:
+    """Each attempt's start and outcome, read from the task's events."""
+    attempts: dict[int, Attempt] = {}
+    current: Attempt | None = None
+    for event in timeline:
+        number = event.payload.get("attempt")
+        if event.type == EventType.TASK_STARTED and number is not None:
+            current = attempts.setdefault(number, Attempt(number))
+            current.started_at = event.created_at
+        elif event.type in OUTCOMES and current is not None and current.outcome is None:
+            if number is not None and number != current.attempt:
+                continue
+            current.outcome = OUTCOMES[EventType(event.type)]
+            current.ended_at = event.created_at
+            if "category" in event.payload and event.type != EventType.TASK_SUCCEEDED:
+                current.error = {k: event.payload.get(k) for k in ("category", "type", "message")}
+    return sorted(attempts.values(), key=lambda a: a.attempt)
 
 
 def get_task(db: Database, task_id: uuid.UUID) -> tuple[Task, list[uuid.UUID], list[Event]]:

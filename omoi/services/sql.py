@@ -6,15 +6,18 @@ per task cost more than running them.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, or_, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from omoi.models import Event, Task, Ticket
@@ -25,7 +28,9 @@ events = Event.__table__
 tickets = Ticket.__table__
 
 # Advisory lock keys for the periodic sweeps, so two beats never run one concurrently.
-SWEEP_LOCKS = {"outbox": 7_340_001}
+SWEEP_LOCKS = {"outbox": 7_340_001, "retries": 7_340_002, "deadlines": 7_340_003}
+RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+T = TypeVar("T")
 
 
 def dialect_of(conn: Executor) -> str:
@@ -90,3 +95,22 @@ def sweep_lock(conn: Executor, name: str) -> Iterator[bool]:
         text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SWEEP_LOCKS[name]}
     ).scalar_one()
     yield bool(got)
+
+
+def retry_db(fn: Callable[[], T], attempts: int = 5) -> T:
+    """Re-run a transaction that lost a deadlock or serialization race, or whose pooled
+    connection had died (workers skip the pre-ping round trip and reconnect on failure)."""
+    for n in range(attempts):
+        try:
+            return fn()
+        except (DBAPIError, psycopg.OperationalError) as exc:
+            if isinstance(exc, DBAPIError):
+                retryable = exc.connection_invalidated or (
+                    getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+                )
+            else:  # raw driver: a broken connection, deadlock or serialization failure
+                retryable = True
+            if not retryable or n == attempts - 1:
+                raise
+            time.sleep(0.01 * (n + 1))
+    raise AssertionError("unreachable")

@@ -38,6 +38,8 @@ class NewTask:
     payload: dict[str, Any] = field(default_factory=dict)
     priority: str | None = None
     max_retries: int | None = None
+    retry_backoff: float | None = None
+    retry_backoff_max: float | None = None
     timeout_seconds: float | None = None
     resources: list[str] = field(default_factory=list)
 
@@ -137,6 +139,8 @@ def create_ticket(
                 "attempt": 1 if is_ready else 0,
                 "retry_count": 0,
                 "max_retries": default_max_retries if t.max_retries is None else t.max_retries,
+                "retry_backoff": t.retry_backoff,
+                "retry_backoff_max": t.retry_backoff_max,
                 "timeout_seconds": t.timeout_seconds,
                 "resources": t.resources,
                 "created_at": now,

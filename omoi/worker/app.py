@@ -6,13 +6,18 @@ Jobs are thin: ids in, one service call. Engines are built per process after for
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import TimeLimitExceeded
 
 from omoi.config import Settings
+from omoi.domain.enums import ErrorCategory
+from omoi.domain.errors import TaskError
 from omoi.logs import configure as configure_logs
 from omoi.models import Database
-from omoi.services import execution, outbox
+from omoi.services import execution, failures, outbox
+from omoi.services.failures import RetryPolicy
 from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery
 from omoi.worker.handlers import registry
 
@@ -24,24 +29,50 @@ def create_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
     db = Database(settings.database_url, pool_size=2, pre_ping=False)
     dispatcher = CeleryDispatcher(app, settings.time_limit_grace)
+    policy = RetryPolicy(settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max)
     registry.load(settings.handlers)
+    every = {
+        "schedule": settings.sweep_interval,
+        "options": {"queue": CONTROL_QUEUE, "expires": settings.sweep_interval},
+    }
     app.conf.beat_schedule = {
-        "sweep-outbox": {
-            "task": "omoi.sweep_outbox",
-            "schedule": settings.sweep_interval,
-            "options": {"queue": CONTROL_QUEUE, "expires": settings.sweep_interval},
-        },
+        name: {"task": f"omoi.{name.replace('-', '_')}", **every}
+        for name in ("sweep-outbox", "wake-retries", "expire-deadlines")
     }
 
-    @app.task(name=RUN_TASK, bind=True)
+    class RunTask(Task):  # type: ignore[misc]
+        def on_failure(
+            self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any
+        ) -> None:
+            """Runs in the worker's main process when the hard time limit killed the child:
+            record the timeout (then retry or fail) for that attempt."""
+            if isinstance(exc, TimeLimitExceeded):
+                error = TaskError(
+                    ErrorCategory.TIMEOUT,
+                    "TimeLimitExceeded",
+                    f"hard time limit exceeded ({exc}); the process was killed",
+                )
+                retry = failures.fail_attempt(db, policy, uuid.UUID(args[0]), args[1], error)
+                outbox.publish(db, dispatcher, retry)
+
+    @app.task(name=RUN_TASK, bind=True, base=RunTask)
     def run_task(self, task_id: str, attempt: int) -> str:  # type: ignore[no-untyped-def]
         return execution.run_attempt(
-            db, dispatcher, registry.get, uuid.UUID(task_id), attempt, self.request.id
+            db, dispatcher, policy, registry.get, uuid.UUID(task_id), attempt, self.request.id
         )
 
     @app.task(name="omoi.sweep_outbox")
     def sweep_outbox() -> int:
         return outbox.sweep(db, dispatcher, settings.outbox_republish_age, settings.outbox_lost_age)
+
+    @app.task(name="omoi.wake_retries")
+    def wake_retries() -> int:
+        return failures.wake_retries(db, dispatcher)
+
+    @app.task(name="omoi.expire_deadlines")
+    def expire_deadlines() -> int:
+        slack = settings.time_limit_grace + 2 * settings.sweep_interval
+        return failures.expire_deadlines(db, dispatcher, policy, slack)
 
     return app
 

@@ -1,0 +1,272 @@
+"""What people do to running work: cancel a task or a ticket, re-run a failed task.
+
+Each change commits first; revoking the Celery message comes after, as a hint. A cancelled task
+never starts (claims require queued or retrying), and a result that arrives after the cancel is
+discarded by the lease guard.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+
+from omoi.domain.enums import (
+    OPEN_TASK_STATUSES,
+    TERMINAL_TASK_STATUSES,
+    ErrorCategory,
+    Phase,
+    TaskStatus,
+    TicketStatus,
+)
+from omoi.domain.errors import TaskError
+from omoi.domain.events import EventType
+from omoi.models import Database
+from omoi.models.types import utcnow
+from omoi.services.dispatcher import Dispatch, Dispatcher
+from omoi.services.errors import Conflict, NotFound
+from omoi.services.failures import cancel_downstream
+from omoi.services.outbox import publish
+from omoi.services.records import close_tasks, event_row, move_ticket, record, task_event
+from omoi.services.sql import (
+    depends_on_any,
+    depends_on_params,
+    dialect_of,
+    retry_db,
+    tasks,
+    tickets,
+)
+
+
+def _lock_ticket(conn: Connection, ticket_id: uuid.UUID) -> Any:
+    ticket = conn.execute(
+        select(tickets.c.id, tickets.c.status, tickets.c.phase, tickets.c.previous_phase)
+        .where(tickets.c.id == ticket_id)
+        .with_for_update()
+    ).one_or_none()
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id} not found", {"ticket_id": str(ticket_id)})
+    return ticket
+
+
+def _lock_task(conn: Connection, task_id: uuid.UUID) -> tuple[Any, Any]:
+    """The task and its ticket, both locked (ticket first, as the ticket-wide actions do)."""
+    ticket_id = conn.execute(
+        select(tasks.c.ticket_id).where(tasks.c.id == task_id)
+    ).scalar_one_or_none()
+    if ticket_id is None:
+        raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
+    ticket = _lock_ticket(conn, ticket_id)
+    task = conn.execute(select(tasks).where(tasks.c.id == task_id).with_for_update()).one()
+    return task, ticket
+
+
+def _cancel_rows(conn: Connection, ticket_id: uuid.UUID, where: Any, reason: str) -> list[Any]:
+    """Mark open tasks cancelled; returns ``(id, status, celery_id)`` as they were."""
+    now = utcnow()
+    error = TaskError(ErrorCategory.CANCELLED, "Cancelled", reason).as_dict()
+    before = conn.execute(
+        select(tasks.c.id, tasks.c.status, tasks.c.celery_id).where(where).with_for_update()
+    ).all()
+    if before:
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id.in_([r.id for r in before]))
+            .values(
+                status=TaskStatus.CANCELLED,
+                error=error,
+                lease_token=None,
+                finished_at=now,
+                next_attempt_at=None,
+            )
+        )
+        record(
+            conn,
+            (
+                task_event(
+                    EventType.TASK_CANCELLED, r.id, ticket_id, {**error, "was": r.status}, now
+                )
+                for r in before
+            ),
+        )
+    return before
+
+
+def _revoke(dispatcher: Dispatcher, rows: list[Any]) -> None:
+    running = [r.celery_id for r in rows if r.status == TaskStatus.RUNNING and r.celery_id]
+    dispatcher.revoke(running)
+
+
+def cancel_task(db: Database, dispatcher: Dispatcher, task_id: uuid.UUID, reason: str) -> None:
+    """Cancel one task and everything downstream of it."""
+
+    def tx() -> list[Any]:
+        with db.connect() as conn:
+            task, _ = _lock_task(conn, task_id)
+            if task.status in TERMINAL_TASK_STATUSES:
+                raise Conflict(
+                    f"task {task_id} already ended ({task.status}); nothing to cancel",
+                    {"task_id": str(task_id), "status": task.status},
+                )
+            rows = _cancel_rows(conn, task.ticket_id, tasks.c.id == task_id, reason)
+            downstream = cancel_downstream(
+                conn, task.ticket_id, [task_id], f"dependency {task_id} was cancelled"
+            )
+            close_tasks(conn, task.ticket_id, 1 + downstream)
+            return rows
+
+    _revoke(dispatcher, retry_db(tx))
+
+
+def cancel_ticket(db: Database, dispatcher: Dispatcher, ticket_id: uuid.UUID, reason: str) -> None:
+    """Cancel a ticket and all its open tasks."""
+    _revoke(dispatcher, retry_db(lambda: _cancel_ticket_tx(db, ticket_id, reason)))
+
+
+def _cancel_ticket_tx(db: Database, ticket_id: uuid.UUID, reason: str) -> list[Any]:
+    with db.connect() as conn:
+        ticket = _lock_ticket(conn, ticket_id)
+        if ticket.status in (TicketStatus.DONE, TicketStatus.CANCELLED):
+            raise Conflict(
+                f"ticket {ticket_id} is already {ticket.status}",
+                {"ticket_id": str(ticket_id), "status": ticket.status},
+            )
+        rows = _cancel_rows(
+            conn,
+            ticket_id,
+            (tasks.c.ticket_id == ticket_id) & tasks.c.status.in_(list(OPEN_TASK_STATUSES)),
+            reason,
+        )
+        conn.execute(
+            update(tickets)
+            .where(tickets.c.id == ticket_id)
+            .values(status=TicketStatus.CANCELLED, open_tasks=0, updated_at=utcnow())
+        )
+        record(
+            conn,
+            [
+                event_row(
+                    EventType.TICKET_CANCELLED,
+                    "ticket",
+                    ticket_id,
+                    ticket_id,
+                    {"reason": reason, "tasks_cancelled": len(rows)},
+                )
+            ],
+        )
+        return rows
+
+
+def _reopen_downstream(conn: Connection, ticket_id: uuid.UUID, root: uuid.UUID) -> int:
+    """Put tasks cancelled because ``root`` failed back to pending, with their counters."""
+    dialect = dialect_of(conn)
+    frontier, reopened = [root], 0
+    while frontier:
+        rows = conn.execute(
+            select(tasks.c.id, tasks.c.dependencies, tasks.c.error).where(
+                tasks.c.ticket_id == ticket_id,
+                tasks.c.status == TaskStatus.CANCELLED,
+                depends_on_any(dialect, frontier),
+            ),
+            depends_on_params(dialect, frontier),
+        ).all()
+        frontier = [
+            r.id for r in rows if (r.error or {}).get("category") == ErrorCategory.UPSTREAM_FAILED
+        ]
+        for r in rows:
+            if r.id not in frontier:
+                continue
+            deps = [uuid.UUID(d) for d in r.dependencies.get("depends_on", [])]
+            succeeded = conn.execute(
+                select(func.count()).where(
+                    tasks.c.id.in_(deps), tasks.c.status == TaskStatus.SUCCEEDED
+                )
+            ).scalar_one()
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == r.id)
+                .values(
+                    status=TaskStatus.PENDING,
+                    error=None,
+                    finished_at=None,
+                    unmet_dependencies=len(deps) - succeeded,
+                )
+            )
+        reopened += len(frontier)
+    return reopened
+
+
+def retry_task(db: Database, dispatcher: Dispatcher, task_id: uuid.UUID) -> None:
+    """Re-run a failed task with a fresh retry budget; its cancelled dependents wait again."""
+    task = retry_db(lambda: _retry_tx(db, task_id))
+    publish(
+        db,
+        dispatcher,
+        [
+            Dispatch.of(
+                task_id, task.attempt + 1, task.capabilities, task.priority, task.timeout_seconds
+            )
+        ],
+    )
+
+
+def _retry_tx(db: Database, task_id: uuid.UUID) -> Any:
+    now = utcnow()
+    with db.connect() as conn:
+        task, ticket = _lock_task(conn, task_id)
+        if task.status != TaskStatus.FAILED:
+            raise Conflict(
+                f"only a failed task can be retried; task {task_id} is {task.status}",
+                {"task_id": str(task_id), "status": task.status},
+            )
+        if ticket.status == TicketStatus.CANCELLED:
+            raise Conflict(
+                f"ticket {task.ticket_id} is cancelled", {"ticket_id": str(task.ticket_id)}
+            )
+        attempt = task.attempt + 1
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(
+                status=TaskStatus.QUEUED,
+                attempt=attempt,
+                retry_count=0,
+                error=None,
+                result=None,
+                next_attempt_at=None,
+                started_at=None,
+                finished_at=None,
+                queued_at=now,
+                published_at=None,
+                lease_token=None,
+            )
+        )
+        reopened = _reopen_downstream(conn, task.ticket_id, task_id)
+        conn.execute(
+            update(tickets)
+            .where(tickets.c.id == task.ticket_id)
+            .values(open_tasks=tickets.c.open_tasks + 1 + reopened)
+        )
+        record(
+            conn,
+            [
+                task_event(
+                    EventType.TASK_RETRIED,
+                    task_id,
+                    task.ticket_id,
+                    {"attempt": attempt, "reopened": reopened},
+                    now,
+                )
+            ],
+        )
+        if ticket.status == TicketStatus.BLOCKED:
+            move_ticket(
+                conn,
+                task.ticket_id,
+                ticket.phase,
+                Phase(ticket.previous_phase or Phase.RUN),
+                TicketStatus.ACTIVE,
+                f"task {task.key} retried",
+            )
+        return task

@@ -1,0 +1,275 @@
+"""When an attempt does not succeed: retry it with backoff, or fail the task and cancel what
+depends on it. Also the sweeps that wake retries held in PostgreSQL and fail attempts whose
+deadline passed with nobody reporting."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, select, update
+
+from omoi.domain.backoff import retry_delay
+from omoi.domain.enums import ErrorCategory, TaskStatus
+from omoi.domain.errors import TaskError
+from omoi.domain.events import EventType
+from omoi.models import Database
+from omoi.models.types import utcnow
+from omoi.services.dispatcher import Dispatch, Dispatcher
+from omoi.services.outbox import publish
+from omoi.services.records import close_tasks, record, task_event
+from omoi.services.sql import (
+    depends_on_any,
+    depends_on_params,
+    dialect_of,
+    retry_db,
+    sweep_lock,
+    tasks,
+)
+
+log = structlog.get_logger(__name__)
+
+FAILURE_COLUMNS = (
+    tasks.c.id,
+    tasks.c.ticket_id,
+    tasks.c.attempt,
+    tasks.c.retry_count,
+    tasks.c.max_retries,
+    tasks.c.retry_backoff,
+    tasks.c.retry_backoff_max,
+    tasks.c.capabilities,
+    tasks.c.priority,
+    tasks.c.timeout_seconds,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Defaults for tasks that set no backoff of their own."""
+
+    backoff: float = 1.0
+    backoff_max: float = 60.0
+    eta_max: float = 60.0  # longer waits are held in PostgreSQL and woken by the sweep
+
+
+def cancel_downstream(
+    conn: Connection, ticket_id: uuid.UUID, roots: Sequence[uuid.UUID], reason: str
+) -> int:
+    """Cancel every pending task downstream of ``roots`` (``upstream_failed``), level by level."""
+    now = utcnow()
+    dialect = dialect_of(conn)
+    frontier, total = list(roots), 0
+    error = TaskError(ErrorCategory.UPSTREAM_FAILED, "UpstreamFailed", reason).as_dict()
+    while frontier:
+        statement = (
+            update(tasks)
+            .where(
+                tasks.c.ticket_id == ticket_id,
+                tasks.c.status == TaskStatus.PENDING,
+                depends_on_any(dialect, frontier),
+            )
+            .values(status=TaskStatus.CANCELLED, error=error, finished_at=now)
+            .returning(tasks.c.id)
+        )
+        cancelled = list(conn.execute(statement, depends_on_params(dialect, frontier)).scalars())
+        record(
+            conn,
+            (task_event(EventType.TASK_CANCELLED, t, ticket_id, error, now) for t in cancelled),
+        )
+        total += len(cancelled)
+        frontier = cancelled
+    return total
+
+
+def apply_failure(
+    conn: Connection, policy: RetryPolicy, row: Any, error: TaskError, trace: str | None
+) -> list[Dispatch]:
+    """Retry the task if its error allows and retries remain, else fail it for good. Returns the
+    retry's delayed message when the wait is short enough to leave with the broker."""
+    now = utcnow()
+    detail = {"attempt": row.attempt, **error.as_dict(), "traceback": trace}
+    if error.category == ErrorCategory.TIMEOUT:
+        record(conn, [task_event(EventType.TASK_TIMED_OUT, row.id, row.ticket_id, detail, now)])
+    if error.retryable and row.retry_count < row.max_retries:
+        delay = retry_delay(
+            row.retry_count,
+            row.retry_backoff or policy.backoff,
+            row.retry_backoff_max or policy.backoff_max,
+        )
+        next_at = now + timedelta(seconds=delay)
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == row.id)
+            .values(
+                status=TaskStatus.RETRYING,
+                attempt=row.attempt + 1,
+                retry_count=row.retry_count + 1,
+                next_attempt_at=next_at,
+                error=error.as_dict(),
+                lease_token=None,
+                published_at=None,
+            )
+        )
+        scheduled = {
+            **detail,
+            "retry": row.retry_count + 1,
+            "delay": round(delay, 3),
+            "next_attempt_at": next_at.isoformat(),
+        }
+        record(
+            conn,
+            [task_event(EventType.TASK_RETRY_SCHEDULED, row.id, row.ticket_id, scheduled, now)],
+        )
+        if delay > policy.eta_max:
+            return []  # woken by the retry sweep, not held as a long countdown in Redis
+        return [
+            Dispatch.of(
+                row.id,
+                row.attempt + 1,
+                row.capabilities,
+                row.priority,
+                row.timeout_seconds,
+                countdown=delay,
+            )
+        ]
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == row.id)
+        .values(
+            status=TaskStatus.FAILED,
+            error=error.as_dict(),
+            lease_token=None,
+            finished_at=now,
+            next_attempt_at=None,
+        )
+    )
+    record(conn, [task_event(EventType.TASK_FAILED, row.id, row.ticket_id, detail, now)])
+    cancelled = cancel_downstream(conn, row.ticket_id, [row.id], f"dependency {row.id} failed")
+    close_tasks(conn, row.ticket_id, 1 + cancelled)
+    return []
+
+
+def fail_attempt(
+    db: Database,
+    policy: RetryPolicy,
+    task_id: uuid.UUID,
+    attempt: int,
+    error: TaskError,
+    *,
+    lease: uuid.UUID | None = None,
+    trace: str | None = None,
+) -> list[Dispatch]:
+    """Record that attempt ``attempt`` failed. Guarded like a success: only the attempt that
+    still owns the row (same attempt number, and same lease when the caller knows it) counts;
+    anything else is logged as superseded. Publish what it returns after it returns."""
+
+    def tx() -> list[Dispatch]:
+        with db.connect() as conn:
+            guard = [
+                tasks.c.id == task_id,
+                tasks.c.status == TaskStatus.RUNNING,
+                tasks.c.attempt == attempt,
+            ]
+            if lease is not None:
+                guard.append(tasks.c.lease_token == lease)
+            row = conn.execute(
+                select(*FAILURE_COLUMNS).where(*guard).with_for_update()
+            ).one_or_none()
+            if row is None:
+                ticket_id = conn.execute(
+                    select(tasks.c.ticket_id).where(tasks.c.id == task_id)
+                ).scalar_one_or_none()
+                record(
+                    conn,
+                    [
+                        task_event(
+                            EventType.TASK_SUPERSEDED,
+                            task_id,
+                            ticket_id,
+                            {"attempt": attempt, **error.as_dict()},
+                        )
+                    ],
+                )
+                return []
+            return apply_failure(conn, policy, row, error, trace)
+
+    return retry_db(tx)
+
+
+def wake_retries(
+    db: Database, dispatcher: Dispatcher, grace: float = 1.0, limit: int = 1000
+) -> int:
+    """Queue retrying tasks whose wait is over and that no delayed message claimed (waits
+    longer than ``eta_max``, or a message that was lost)."""
+    now = utcnow()
+    with db.connect() as conn, sweep_lock(conn, "retries") as got:
+        if not got:
+            return 0
+        due = (
+            select(tasks.c.id)
+            .where(
+                tasks.c.status == TaskStatus.RETRYING,
+                tasks.c.next_attempt_at <= now - timedelta(seconds=grace),
+            )
+            .order_by(tasks.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = conn.execute(
+            update(tasks)
+            .where(tasks.c.id.in_(due.scalar_subquery()))
+            .values(status=TaskStatus.QUEUED, queued_at=now, published_at=None)
+            .returning(*FAILURE_COLUMNS)
+        ).all()
+        record(
+            conn,
+            (
+                task_event(
+                    EventType.TASK_QUEUED,
+                    r.id,
+                    r.ticket_id,
+                    {"attempt": r.attempt, "woken": True},
+                    now,
+                )
+                for r in rows
+            ),
+        )
+    publish(
+        db,
+        dispatcher,
+        [Dispatch.of(r.id, r.attempt, r.capabilities, r.priority, r.timeout_seconds) for r in rows],
+    )
+    return len(rows)
+
+
+def expire_deadlines(
+    db: Database, dispatcher: Dispatcher, policy: RetryPolicy, slack: float
+) -> int:
+    """Fail (or retry) running attempts past ``started_at + timeout + slack``: the hard time
+    limit would have killed them, so their worker is gone or wedged."""
+    now = utcnow()
+    with db.connect() as conn, sweep_lock(conn, "deadlines") as got:
+        if not got:
+            return 0
+        running = conn.execute(
+            select(tasks.c.id, tasks.c.attempt, tasks.c.started_at, tasks.c.timeout_seconds).where(
+                tasks.c.status == TaskStatus.RUNNING, tasks.c.timeout_seconds.is_not(None)
+            )
+        ).all()
+    overdue = [
+        r for r in running if r.started_at + timedelta(seconds=r.timeout_seconds + slack) < now
+    ]
+    for r in overdue:
+        error = TaskError(
+            ErrorCategory.TIMEOUT,
+            "DeadlineExceeded",
+            f"still running {r.timeout_seconds + slack:.0f} s after it started; "
+            "its worker vanished",
+        )
+        log.warning("deadline_expired", task_id=str(r.id), attempt=r.attempt)
+        publish(db, dispatcher, fail_attempt(db, policy, r.id, r.attempt, error))
+    return len(overdue)
