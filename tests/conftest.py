@@ -30,6 +30,7 @@ TEST_ENV = {
     "OMOI_OUTBOX_REPUBLISH_AGE": "2",
     "OMOI_VISIBILITY_TIMEOUT": "60",
     "OMOI_TIME_LIMIT_GRACE": "2",
+    "OMOI_RETRY_ETA_MAX": "2",
     "OMOI_HANDLERS": "tests.support.handlers,examples.handlers",
 }
 

@@ -11,8 +11,9 @@ import time
 from typing import Any
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 
-from omoi.domain.errors import PermanentError
+from omoi.domain.errors import PermanentError, TransientError
 from omoi.worker.handlers import TaskContext, handler
 
 _client: redis.Redis | None = None
@@ -38,3 +39,35 @@ def effect(ctx: TaskContext) -> dict[str, Any]:
 @handler("explode")
 def explode(ctx: TaskContext) -> None:
     raise PermanentError(ctx.payload.get("message", "exploded on purpose"))
+
+
+@handler("flaky")
+def flaky(ctx: TaskContext) -> dict[str, int]:
+    """Fails transiently on its first ``payload.fail_times`` attempts."""
+    if ctx.attempt <= int(ctx.payload.get("fail_times", 1)):
+        raise TransientError(f"flaky failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+CLEANUP_KEY = "omoi-test:cleanup:{}"
+
+
+@handler("soft-aware")
+def soft_aware(ctx: TaskContext) -> None:
+    """Sleeps past its soft limit, cleans up when told, and gives up."""
+    try:
+        time.sleep(float(ctx.payload.get("seconds", 30)))
+    except SoftTimeLimitExceeded:
+        effects().set(CLEANUP_KEY.format(ctx.task_id), "done")
+        raise
+
+
+@handler("stubborn")
+def stubborn(ctx: TaskContext) -> None:
+    """Ignores the soft limit: only the hard limit can stop it."""
+    deadline = time.monotonic() + float(ctx.payload.get("seconds", 30))
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.1)
+        except SoftTimeLimitExceeded:
+            effects().set(CLEANUP_KEY.format(ctx.task_id), "ignored")
