@@ -31,6 +31,8 @@ TEST_ENV = {
     "OMOI_VISIBILITY_TIMEOUT": "60",
     "OMOI_TIME_LIMIT_GRACE": "2",
     "OMOI_RETRY_ETA_MAX": "2",
+    "OMOI_HEARTBEAT_INTERVAL": "1",
+    "OMOI_HEARTBEAT_TIMEOUT": "4",
     "OMOI_HANDLERS": "tests.support.handlers,examples.handlers",
 }
 

@@ -6,12 +6,13 @@ from flask import Flask
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
-from omoi.api import errors, guards, health, tasks, tickets
+from omoi.api import agents, errors, guards, health, tasks, tickets
 from omoi.api.runtime import Runtime
 from omoi.config import Settings
 from omoi.logs import configure as configure_logs
 from omoi.models import Database
 from omoi.services.dispatcher import Dispatcher
+from omoi.services.failures import RetryPolicy
 from omoi.transport import CeleryDispatcher, make_celery
 
 
@@ -45,11 +46,15 @@ def create_app(
         settings=settings,
         db=db or Database(settings.database_url, settings.db_pool_size),
         dispatcher=dispatcher or producer,
+        policy=RetryPolicy(
+            settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max
+        ),
         broker_ping=producer.ping,
     )
     api = OmoiApi(app)
     api.register_blueprint(tickets.blp)
     api.register_blueprint(tasks.blp)
+    api.register_blueprint(agents.blp)
     app.register_blueprint(health.blp)
     errors.register(app)
     guards.register(app)

@@ -10,6 +10,7 @@ from flask import current_app
 from omoi.config import Settings
 from omoi.models import Database
 from omoi.services.dispatcher import Dispatcher
+from omoi.services.failures import RetryPolicy
 
 
 @dataclass
@@ -17,6 +18,7 @@ class Runtime:
     settings: Settings
     db: Database
     dispatcher: Dispatcher
+    policy: RetryPolicy
     broker_ping: Callable[[], None]
 
 

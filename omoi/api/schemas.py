@@ -7,7 +7,15 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
-from omoi.domain.enums import Phase, Priority, TaskStatus, TicketStatus
+from omoi.domain.enums import (
+    AgentKind,
+    AgentStatus,
+    ErrorCategory,
+    Phase,
+    Priority,
+    TaskStatus,
+    TicketStatus,
+)
 from omoi.domain.routing import normalize_capabilities
 from omoi.services.tickets import NewTask, NewTicket
 
@@ -45,6 +53,10 @@ class TaskIn(Schema):
     )
     resources = fields.List(
         fields.String(validate=validate.Length(min=1, max=200)), load_default=list
+    )
+    external = fields.Boolean(
+        load_default=False,
+        metadata={"description": "only external agents claim it; never sent to Celery"},
     )
 
     @validates("capabilities")
@@ -123,6 +135,7 @@ class TaskOut(Schema):
     retry_backoff_max = fields.Float(allow_none=True)
     timeout_seconds = fields.Float(allow_none=True)
     resources = fields.List(fields.String())
+    external = fields.Boolean()
     agent_id = fields.UUID(allow_none=True)
     celery_id = fields.String(allow_none=True)
     result = fields.Raw(allow_none=True)
@@ -178,3 +191,111 @@ class TicketPage(Schema):
 class TaskPage(Schema):
     items = fields.List(fields.Nested(TaskOut))
     next_cursor = fields.String(allow_none=True)
+
+
+class AgentRegisterIn(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    capabilities = fields.List(
+        fields.String(validate=TOKEN), required=True, validate=validate.Length(min=1, max=32)
+    )
+    capacity = fields.Integer(load_default=1, validate=validate.Range(min=1, max=10_000))
+    version = fields.String(load_default=None, validate=validate.Length(max=64))
+    hostname = fields.String(load_default=None, validate=validate.Length(max=255))
+    pid = fields.Integer(load_default=None, validate=validate.Range(min=0))
+
+
+class AgentOut(Schema):
+    id = fields.UUID()
+    name = fields.String()
+    kind = _enum(AgentKind)
+    capabilities = fields.List(fields.String())
+    capacity = fields.Integer()
+    status = _enum(AgentStatus)
+    last_heartbeat = fields.DateTime(allow_none=True)
+    version = fields.String(allow_none=True)
+    hostname = fields.String(allow_none=True)
+    pid = fields.Integer(allow_none=True)
+    registered_at = fields.DateTime()
+    running_tasks = fields.Integer()
+    free_capacity = fields.Integer()
+
+
+class AgentList(Schema):
+    items = fields.List(fields.Nested(AgentOut))
+
+
+class AgentQuery(Schema):
+    capability = fields.String(validate=TOKEN)
+    status = _enum(AgentStatus)
+    kind = _enum(AgentKind)
+
+
+class BestFitQuery(Schema):
+    capabilities = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=2000),
+        metadata={"description": "comma-separated, e.g. python,review"},
+    )
+
+
+class AgentHealth(Schema):
+    agent_id = fields.UUID()
+    status = _enum(AgentStatus)
+    healthy = fields.Boolean()
+    last_heartbeat = fields.DateTime(allow_none=True)
+    seconds_since_heartbeat = fields.Float(allow_none=True)
+    heartbeat_timeout = fields.Float()
+    running_tasks = fields.Integer()
+    capacity = fields.Integer()
+    free_capacity = fields.Integer()
+
+
+class AgentStats(Schema):
+    agents = fields.Integer()
+    by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
+    by_kind = fields.Dict(keys=fields.String(), values=fields.Integer())
+    live_capacity = fields.Integer()
+    running_tasks = fields.Integer()
+    utilisation = fields.Float()
+
+
+class HeartbeatOut(Schema):
+    agent_id = fields.UUID()
+    status = _enum(AgentStatus)
+
+
+class ClaimOut(Schema):
+    task_id = fields.UUID()
+    ticket_id = fields.UUID()
+    key = fields.String()
+    task_type = fields.String()
+    attempt = fields.Integer()
+    lease_token = fields.UUID()
+    payload = fields.Dict()
+    timeout_seconds = fields.Float(allow_none=True)
+    dependency_results = fields.Dict()
+    ticket_context = fields.Dict()
+
+
+class CompleteIn(Schema):
+    lease_token = fields.UUID(required=True)
+    result = fields.Raw(load_default=None, allow_none=True)
+
+
+class ReportedError(Schema):
+    message = fields.String(required=True, validate=validate.Length(max=5000))
+    type = fields.String(load_default="ExternalError", validate=validate.Length(min=1, max=200))
+    category = fields.String(
+        load_default=str(ErrorCategory.TRANSIENT),
+        validate=validate.OneOf(
+            [
+                str(c)
+                for c in (ErrorCategory.TRANSIENT, ErrorCategory.PERMANENT, ErrorCategory.TIMEOUT)
+            ]
+        ),
+    )
+
+
+class FailIn(Schema):
+    lease_token = fields.UUID(required=True)
+    error = fields.Nested(ReportedError, required=True)

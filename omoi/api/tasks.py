@@ -9,8 +9,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from omoi.api.runtime import runtime
-from omoi.api.schemas import CancelIn, TaskDetail, TaskPage, TaskQuery
-from omoi.services import control, queries
+from omoi.api.schemas import CancelIn, CompleteIn, FailIn, TaskDetail, TaskPage, TaskQuery
+from omoi.domain.enums import ErrorCategory
+from omoi.domain.errors import TaskError
+from omoi.services import agents, control, queries
 
 blp = Blueprint(
     "tasks",
@@ -72,4 +74,34 @@ class RetryTask(MethodView):
         """Re-run a failed task with a fresh retry budget; its cancelled dependents wait again."""
         rt = runtime()
         control.retry_task(rt.db, rt.dispatcher, task_id)
+        return task_detail(task_id)
+
+
+@blp.route("/<uuid:task_id>/complete")
+class CompleteTask(MethodView):
+    @blp.arguments(CompleteIn)
+    @blp.response(200, TaskDetail)
+    @blp.alt_response(404, description="No such task")
+    @blp.alt_response(409, description="The lease no longer holds the task")
+    def post(self, body: dict[str, Any], task_id: uuid.UUID) -> Any:
+        """An external agent reports success with the lease token it claimed the task with."""
+        rt = runtime()
+        agents.complete(rt.db, rt.dispatcher, task_id, body["lease_token"], body["result"])
+        return task_detail(task_id)
+
+
+@blp.route("/<uuid:task_id>/fail")
+class FailTask(MethodView):
+    @blp.arguments(FailIn)
+    @blp.response(200, TaskDetail)
+    @blp.alt_response(404, description="No such task")
+    @blp.alt_response(409, description="The lease no longer holds the task")
+    def post(self, body: dict[str, Any], task_id: uuid.UUID) -> Any:
+        """An external agent reports failure; transient and timeout errors are retried."""
+        rt = runtime()
+        reported = body["error"]
+        error = TaskError(
+            ErrorCategory(reported["category"]), reported["type"], reported["message"]
+        )
+        agents.fail(rt.db, rt.dispatcher, rt.policy, task_id, body["lease_token"], error)
         return task_detail(task_id)

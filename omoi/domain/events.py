@@ -20,3 +20,7 @@ class EventType(StrEnum):
     TASK_RETRIED = "task.retried"
     TICKET_CANCELLED = "ticket.cancelled"
     TICKET_REOPENED = "ticket.reopened"
+    AGENT_REGISTERED = "agent.registered"
+    AGENT_STALE = "agent.stale"
+    AGENT_REVIVED = "agent.revived"
+    AGENT_OFFLINE = "agent.offline"

@@ -9,12 +9,14 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -38,6 +40,13 @@ def one_of(column: str, enum: type[StrEnum], name: str) -> CheckConstraint:
 
 def partial(where: str) -> dict[str, Any]:
     return {"postgresql_where": text(where), "sqlite_where": text(where)}
+
+
+# Claim order: priority first (CRITICAL before LOW), then age. The claim query orders by this
+# very text, so PostgreSQL matches it to the expression index (migration 0003 spells it out).
+PRIORITY_RANK = text(
+    "(CASE priority " + " ".join(f"WHEN '{p.value}' THEN {p.rank}" for p in Priority) + " END)"
+)
 
 
 class Base(DeclarativeBase):
@@ -85,6 +94,8 @@ class Task(Base):
         Index("ix_tasks_queued", "queued_at", **partial("status = 'queued'")),
         Index("ix_tasks_retrying", "next_attempt_at", **partial("status = 'retrying'")),
         Index("ix_tasks_running", "started_at", **partial("status = 'running'")),
+        Index("ix_tasks_agent", "agent_id", **partial("status = 'running'")),
+        Index("ix_tasks_claimable", PRIORITY_RANK, "queued_at", **partial("status = 'queued'")),
         Index(
             "ix_tasks_dependencies",
             "dependencies",
@@ -114,6 +125,8 @@ class Task(Base):
     retry_backoff_max: Mapped[float | None]  # the longest wait between attempts
     timeout_seconds: Mapped[float | None]
     resources: Mapped[list[str]] = mapped_column(TextList, default=list)
+    # Only external agents claim it (over HTTP); omoi never publishes it to Celery.
+    external: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     lease_token: Mapped[uuid.UUID | None]
     agent_id: Mapped[uuid.UUID | None]
     celery_id: Mapped[str | None] = mapped_column(String(80))
@@ -136,6 +149,7 @@ class Agent(Base):
     __table_args__ = (
         one_of("kind", AgentKind, "ck_agents_kind"),
         one_of("status", AgentStatus, "ck_agents_status"),
+        Index("ix_agents_status", "status", "kind"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

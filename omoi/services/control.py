@@ -200,15 +200,7 @@ def _reopen_downstream(conn: Connection, ticket_id: uuid.UUID, root: uuid.UUID) 
 def retry_task(db: Database, dispatcher: Dispatcher, task_id: uuid.UUID) -> None:
     """Re-run a failed task with a fresh retry budget; its cancelled dependents wait again."""
     task = retry_db(lambda: _retry_tx(db, task_id))
-    publish(
-        db,
-        dispatcher,
-        [
-            Dispatch.of(
-                task_id, task.attempt + 1, task.capabilities, task.priority, task.timeout_seconds
-            )
-        ],
-    )
+    publish(db, dispatcher, [Dispatch.of_row(task, attempt=task.attempt + 1)])
 
 
 def _retry_tx(db: Database, task_id: uuid.UUID) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from omoi.domain.enums import Priority
 from omoi.domain.routing import queue_for
@@ -21,6 +21,7 @@ class Dispatch:
     priority: str = Priority.MEDIUM
     timeout_seconds: float | None = None
     countdown: float | None = None  # deliver no earlier than this many seconds from now
+    external: bool = False  # claimed over HTTP by an external agent, never published
 
     @property
     def message_id(self) -> str:
@@ -28,16 +29,19 @@ class Dispatch:
         return f"{self.task_id}:{self.attempt}"
 
     @classmethod
-    def of(
-        cls,
-        task_id: uuid.UUID,
-        attempt: int,
-        capabilities: Sequence[str],
-        priority: str,
-        timeout_seconds: float | None,
-        countdown: float | None = None,
+    def of_row(
+        cls, row: Any, attempt: int | None = None, countdown: float | None = None
     ) -> Dispatch:
-        return cls(task_id, attempt, queue_for(capabilities), priority, timeout_seconds, countdown)
+        """From a task row (id, attempt, capabilities, priority, timeout_seconds, external)."""
+        return cls(
+            row.id,
+            row.attempt if attempt is None else attempt,
+            queue_for(row.capabilities),
+            row.priority,
+            row.timeout_seconds,
+            countdown,
+            row.external,
+        )
 
 
 class Dispatcher(Protocol):

@@ -55,6 +55,7 @@ CLAIM = (
         lease_token=bindparam("b_lease"),
         started_at=bindparam("b_now"),
         celery_id=bindparam("b_message"),
+        agent_id=bindparam("b_agent"),
     )
     .returning(
         tasks.c.ticket_id,
@@ -83,6 +84,7 @@ FINISH = (
 )
 READY_COLUMNS = (
     tasks.c.id,
+    tasks.c.external,
     tasks.c.status,
     tasks.c.attempt,
     tasks.c.capabilities,
@@ -156,6 +158,11 @@ class TaskContext:
                 ).scalar_one()
             )
 
+    @property
+    def lease(self) -> uuid.UUID | None:
+        """The lease this attempt holds; external agents report results with it."""
+        return self._lease
+
     def should_cancel(self) -> bool:
         """True once this attempt no longer owns the task (cancelled, or superseded)."""
         if self._db is None:
@@ -177,7 +184,11 @@ class Claim:
 
 
 def claim(
-    db: Database, task_id: uuid.UUID, attempt: int, message_id: str | None = None
+    db: Database,
+    task_id: uuid.UUID,
+    attempt: int,
+    message_id: str | None = None,
+    agent_id: uuid.UUID | None = None,
 ) -> tuple[Claim, TaskContext] | None:
     """queued (or retrying, once its wait is over) → running under a new lease. ``None`` when
     the message is a duplicate, stale, early or for a cancelled task."""
@@ -192,6 +203,7 @@ def claim(
                 "lease": lease,
                 "now": now,
                 "message": message_id,
+                "agent": agent_id,
             }
             return fastpath.claim(pg, params)
 
@@ -203,6 +215,7 @@ def claim(
                 "b_lease": lease,
                 "b_now": now,
                 "b_message": message_id,
+                "b_agent": agent_id,
             }
             row = conn.execute(CLAIM, params).one_or_none()
             if row is not None:
@@ -272,11 +285,7 @@ def _release_dependents(conn: Connection, c: Claim) -> list[Dispatch]:
             for r in ready
         ),
     )
-    return [_dispatch(r) for r in ready]
-
-
-def _dispatch(row: Any) -> Dispatch:
-    return Dispatch.of(row.id, row.attempt, row.capabilities, row.priority, row.timeout_seconds)
+    return [Dispatch.of_row(r) for r in ready]
 
 
 def succeed(db: Database, c: Claim, result: Any) -> tuple[bool, list[Dispatch]]:
@@ -300,7 +309,7 @@ def succeed(db: Database, c: Claim, result: Any) -> tuple[bool, list[Dispatch]]:
         if rows[0].open_tasks == 0:
             with db.connect() as conn:
                 settle_ticket(conn, c.ticket_id)
-        return True, [_dispatch(r) for r in rows if r.id is not None]
+        return True, [Dispatch.of_row(r) for r in rows if r.id is not None]
 
     def portable() -> tuple[bool, list[Dispatch]]:
         with db.connect() as conn:
@@ -325,9 +334,10 @@ def run_attempt(
     task_id: uuid.UUID,
     attempt: int,
     message_id: str | None = None,
+    agent_id: uuid.UUID | None = None,
 ) -> str:
     """One delivery of ``run_task``; returns what happened (for logs and the job's result)."""
-    claimed = claim(db, task_id, attempt, message_id)
+    claimed = claim(db, task_id, attempt, message_id, agent_id)
     if claimed is None:
         log.info("duplicate_delivery_ignored", task_id=str(task_id), attempt=attempt)
         return "duplicate"
@@ -341,7 +351,7 @@ def run_attempt(
     except Exception as exc:
         error = classify(exc)
         log.warning("attempt_failed", task_id=str(task_id), attempt=attempt, **error.as_dict())
-        retry = fail_attempt(
+        _, retry = fail_attempt(
             db, policy, c.task_id, c.attempt, error, lease=c.lease, trace=traceback.format_exc()
         )
         publish(db, dispatcher, retry)

@@ -44,6 +44,7 @@ FAILURE_COLUMNS = (
     tasks.c.capabilities,
     tasks.c.priority,
     tasks.c.timeout_seconds,
+    tasks.c.external,
 )
 
 
@@ -126,16 +127,7 @@ def apply_failure(
         )
         if delay > policy.eta_max:
             return []  # woken by the retry sweep, not held as a long countdown in Redis
-        return [
-            Dispatch.of(
-                row.id,
-                row.attempt + 1,
-                row.capabilities,
-                row.priority,
-                row.timeout_seconds,
-                countdown=delay,
-            )
-        ]
+        return [Dispatch.of_row(row, attempt=row.attempt + 1, countdown=delay)]
     conn.execute(
         update(tasks)
         .where(tasks.c.id == row.id)
@@ -162,12 +154,13 @@ def fail_attempt(
     *,
     lease: uuid.UUID | None = None,
     trace: str | None = None,
-) -> list[Dispatch]:
+) -> tuple[bool, list[Dispatch]]:
     """Record that attempt ``attempt`` failed. Guarded like a success: only the attempt that
     still owns the row (same attempt number, and same lease when the caller knows it) counts;
-    anything else is logged as superseded. Publish what it returns after it returns."""
+    anything else is logged as superseded. Returns whether it counted and the retry to publish
+    once this returns."""
 
-    def tx() -> list[Dispatch]:
+    def tx() -> tuple[bool, list[Dispatch]]:
         with db.connect() as conn:
             guard = [
                 tasks.c.id == task_id,
@@ -194,8 +187,8 @@ def fail_attempt(
                         )
                     ],
                 )
-                return []
-            return apply_failure(conn, policy, row, error, trace)
+                return False, []
+            return True, apply_failure(conn, policy, row, error, trace)
 
     return retry_db(tx)
 
@@ -241,7 +234,7 @@ def wake_retries(
     publish(
         db,
         dispatcher,
-        [Dispatch.of(r.id, r.attempt, r.capabilities, r.priority, r.timeout_seconds) for r in rows],
+        [Dispatch.of_row(r) for r in rows],
     )
     return len(rows)
 
@@ -271,5 +264,5 @@ def expire_deadlines(
             "its worker vanished",
         )
         log.warning("deadline_expired", task_id=str(r.id), attempt=r.attempt)
-        publish(db, dispatcher, fail_attempt(db, policy, r.id, r.attempt, error))
+        publish(db, dispatcher, fail_attempt(db, policy, r.id, r.attempt, error)[1])
     return len(overdue)

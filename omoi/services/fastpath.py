@@ -22,7 +22,7 @@ CLAIM = f"""
 WITH claimed AS (
     UPDATE tasks
        SET status = '{TaskStatus.RUNNING}', lease_token = %(lease)s, started_at = %(now)s,
-           celery_id = %(message)s
+           celery_id = %(message)s, agent_id = %(agent)s
      WHERE id = %(id)s AND attempt = %(attempt)s
        AND (status = '{TaskStatus.QUEUED}'
             OR (status = '{TaskStatus.RETRYING}' AND next_attempt_at <= %(now)s))
@@ -51,7 +51,7 @@ WITH finished AS (
            queued_at = CASE WHEN unmet_dependencies = 1 THEN %(now)s ELSE queued_at END
      WHERE ticket_id = %(ticket)s AND status = '{TaskStatus.PENDING}'
        AND dependencies @> %(needle)s AND EXISTS (SELECT 1 FROM finished)
- RETURNING id, status, attempt, capabilities, priority, timeout_seconds
+ RETURNING id, status, attempt, capabilities, priority, timeout_seconds, external
 ), logged AS (
     INSERT INTO events ({EVENT_COLUMNS})
     SELECT '{EventType.TASK_SUCCEEDED}', 'task', id, %(ticket)s,
@@ -71,7 +71,7 @@ WITH finished AS (
 )
 SELECT (SELECT count(*) FROM finished) AS landed,
        (SELECT open_tasks FROM counted) AS open_tasks,
-       r.id, r.status, r.attempt, r.capabilities, r.priority, r.timeout_seconds
+       r.id, r.status, r.attempt, r.capabilities, r.priority, r.timeout_seconds, r.external
   FROM (SELECT 1) AS one LEFT JOIN released AS r ON r.status = '{TaskStatus.QUEUED}'
 """
 

@@ -22,7 +22,9 @@ log = structlog.get_logger(__name__)
 
 def publish(db: Database, dispatcher: Dispatcher, batch: Sequence[Dispatch]) -> bool:
     """Publish a committed batch and stamp ``published_at``; on broker failure leave it for the
-    sweep and return False (the rows are safe in Postgres)."""
+    sweep and return False (the rows are safe in Postgres). External agents' tasks are left
+    for them to claim over HTTP."""
+    batch = [d for d in batch if not d.external]
     if not batch:
         return True
     try:
@@ -69,9 +71,11 @@ def sweep(
                 Task.capabilities,
                 Task.priority,
                 Task.timeout_seconds,
+                Task.external,
             )
             .where(
                 Task.status == TaskStatus.QUEUED,
+                Task.external.is_(False),
                 or_(
                     and_(
                         Task.published_at.is_(None),
@@ -86,10 +90,7 @@ def sweep(
         ).all()
         if not rows:
             return 0
-        batch = [
-            Dispatch.of(r.id, r.attempt, r.capabilities, r.priority, r.timeout_seconds)
-            for r in rows
-        ]
+        batch = [Dispatch.of_row(r) for r in rows]
         dispatcher.publish(batch)
         session.execute(
             update(Task)

@@ -16,7 +16,7 @@ from omoi.domain import dag
 from omoi.domain.enums import Phase, Priority, TaskStatus, TicketStatus
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
-from omoi.domain.routing import normalize_capabilities
+from omoi.domain.routing import normalize_capabilities, queue_for
 from omoi.models import Database
 from omoi.models.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
@@ -42,6 +42,7 @@ class NewTask:
     retry_backoff_max: float | None = None
     timeout_seconds: float | None = None
     resources: list[str] = field(default_factory=list)
+    external: bool = False
 
 
 @dataclass
@@ -143,12 +144,17 @@ def create_ticket(
                 "retry_backoff_max": t.retry_backoff_max,
                 "timeout_seconds": t.timeout_seconds,
                 "resources": t.resources,
+                "external": t.external,
                 "created_at": now,
                 "queued_at": now if is_ready else None,
             }
         )
         if is_ready:
-            ready.append(Dispatch.of(ids[t.key], 1, caps, priority, t.timeout_seconds))
+            ready.append(
+                Dispatch(
+                    ids[t.key], 1, queue_for(caps), priority, t.timeout_seconds, external=t.external
+                )
+            )
     try:
         with db.connect() as conn:
             conn.execute(

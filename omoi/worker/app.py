@@ -16,9 +16,10 @@ from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
 from omoi.logs import configure as configure_logs
 from omoi.models import Database
-from omoi.services import execution, failures, outbox
+from omoi.services import agents, execution, failures, outbox
 from omoi.services.failures import RetryPolicy
 from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery
+from omoi.worker.agent import WorkerAgent
 from omoi.worker.handlers import registry
 
 CONTROL_QUEUE = "omoi.control"
@@ -31,13 +32,15 @@ def create_worker_app(settings: Settings) -> Celery:
     dispatcher = CeleryDispatcher(app, settings.time_limit_grace)
     policy = RetryPolicy(settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max)
     registry.load(settings.handlers)
+    agent = WorkerAgent(db, settings.heartbeat_interval)
+    agent.connect_signals()
     every = {
         "schedule": settings.sweep_interval,
         "options": {"queue": CONTROL_QUEUE, "expires": settings.sweep_interval},
     }
     app.conf.beat_schedule = {
         name: {"task": f"omoi.{name.replace('-', '_')}", **every}
-        for name in ("sweep-outbox", "wake-retries", "expire-deadlines")
+        for name in ("sweep-outbox", "wake-retries", "expire-deadlines", "sweep-agents")
     }
 
     class RunTask(Task):  # type: ignore[misc]
@@ -52,13 +55,20 @@ def create_worker_app(settings: Settings) -> Celery:
                     "TimeLimitExceeded",
                     f"hard time limit exceeded ({exc}); the process was killed",
                 )
-                retry = failures.fail_attempt(db, policy, uuid.UUID(args[0]), args[1], error)
+                _, retry = failures.fail_attempt(db, policy, uuid.UUID(args[0]), args[1], error)
                 outbox.publish(db, dispatcher, retry)
 
     @app.task(name=RUN_TASK, bind=True, base=RunTask)
     def run_task(self, task_id: str, attempt: int) -> str:  # type: ignore[no-untyped-def]
         return execution.run_attempt(
-            db, dispatcher, policy, registry.get, uuid.UUID(task_id), attempt, self.request.id
+            db,
+            dispatcher,
+            policy,
+            registry.get,
+            uuid.UUID(task_id),
+            attempt,
+            self.request.id,
+            agent.id,
         )
 
     @app.task(name="omoi.sweep_outbox")
@@ -73,6 +83,10 @@ def create_worker_app(settings: Settings) -> Celery:
     def expire_deadlines() -> int:
         slack = settings.time_limit_grace + 2 * settings.sweep_interval
         return failures.expire_deadlines(db, dispatcher, policy, slack)
+
+    @app.task(name="omoi.sweep_agents")
+    def sweep_agents() -> int:
+        return agents.sweep_stale(db, dispatcher, policy, settings.heartbeat_timeout)
 
     return app
 

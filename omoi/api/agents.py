@@ -1,0 +1,142 @@
+"""Agent endpoints: discovery and health for everyone, the pull protocol for external agents."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Response
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+
+from omoi.api.runtime import runtime
+from omoi.api.schemas import (
+    AgentHealth,
+    AgentList,
+    AgentOut,
+    AgentQuery,
+    AgentRegisterIn,
+    AgentStats,
+    BestFitQuery,
+    ClaimOut,
+    HeartbeatOut,
+)
+from omoi.domain.enums import AgentKind
+from omoi.services import agents
+from omoi.services.agents import AgentView
+
+blp = Blueprint(
+    "agents",
+    __name__,
+    url_prefix="/api/v1/agents",
+    description="Agents: registry, health, and the pull protocol for external agents",
+)
+
+
+def agent_view(view: AgentView) -> dict[str, Any]:
+    return {
+        **view.agent._asdict(),
+        "running_tasks": view.running,
+        "free_capacity": view.free_capacity,
+    }
+
+
+@blp.route("/register")
+class Register(MethodView):
+    @blp.arguments(AgentRegisterIn)
+    @blp.response(201, AgentOut)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Register an external agent; heartbeat at least every OMOI_HEARTBEAT_INTERVAL."""
+        db = runtime().db
+        agent_id = agents.register(db, kind=AgentKind.EXTERNAL, **body)
+        return agent_view(agents.get_agent(db, agent_id))
+
+
+@blp.route("")
+class Agents(MethodView):
+    @blp.arguments(AgentQuery, location="query")
+    @blp.response(200, AgentList)
+    def get(self, args: dict[str, Any]) -> Any:
+        """Agents, newest first; filter by capability, status and kind."""
+        return {"items": [agent_view(v) for v in agents.list_agents(runtime().db, **args)]}
+
+
+@blp.route("/best-fit")
+class BestFit(MethodView):
+    @blp.arguments(BestFitQuery, location="query")
+    @blp.response(200, AgentOut)
+    @blp.alt_response(404, description="No agent has any of these capabilities")
+    def get(self, args: dict[str, Any]) -> Any:
+        """The agent that covers most of the capabilities, then idle, healthy, free."""
+        view = agents.best_fit(runtime().db, args["capabilities"].split(","))
+        if view is None:
+            abort(404, message=f"no agent has any of {args['capabilities']}")
+        return agent_view(view)
+
+
+@blp.route("/stale")
+class Stale(MethodView):
+    @blp.response(200, AgentList)
+    def get(self) -> Any:
+        """Agents that stopped heartbeating (marked stale, or overdue)."""
+        rt = runtime()
+        views = agents.stale(rt.db, rt.settings.heartbeat_timeout)
+        return {"items": [agent_view(v) for v in views]}
+
+
+@blp.route("/stats")
+class Stats(MethodView):
+    @blp.response(200, AgentStats)
+    def get(self) -> Any:
+        """Counts by status and kind, live capacity and its use."""
+        return agents.statistics(runtime().db)
+
+
+@blp.route("/<uuid:agent_id>")
+class AgentById(MethodView):
+    @blp.response(200, AgentOut)
+    @blp.alt_response(404, description="No such agent")
+    def get(self, agent_id: uuid.UUID) -> Any:
+        return agent_view(agents.get_agent(runtime().db, agent_id))
+
+
+@blp.route("/<uuid:agent_id>/health")
+class Health(MethodView):
+    @blp.response(200, AgentHealth)
+    @blp.alt_response(404, description="No such agent")
+    def get(self, agent_id: uuid.UUID) -> Any:
+        rt = runtime()
+        return agents.health(rt.db, agent_id, rt.settings.heartbeat_timeout)
+
+
+@blp.route("/<uuid:agent_id>/heartbeat")
+class Heartbeat(MethodView):
+    @blp.response(200, HeartbeatOut)
+    @blp.alt_response(404, description="No such agent")
+    def post(self, agent_id: uuid.UUID) -> Any:
+        """Liveness; keeps this agent's running tasks from being recovered as lost."""
+        return {"agent_id": agent_id, "status": agents.heartbeat(runtime().db, agent_id)}
+
+
+@blp.route("/<uuid:agent_id>/claim")
+class Claim(MethodView):
+    @blp.response(200, ClaimOut)
+    @blp.alt_response(204, description="Nothing to do")
+    @blp.alt_response(404, description="No such agent")
+    def post(self, agent_id: uuid.UUID) -> Any:
+        """The next queued task this agent may run, under a lease token to report with."""
+        ctx = agents.claim_next(runtime().db, agent_id)
+        if ctx is None:
+            return Response(status=204)
+        return {
+            "task_id": ctx.task_id,
+            "ticket_id": ctx.ticket_id,
+            "key": ctx.key,
+            "task_type": ctx.task_type,
+            "attempt": ctx.attempt,
+            "lease_token": ctx.lease,
+            "payload": ctx.payload,
+            "timeout_seconds": ctx.timeout_seconds,
+            "dependency_results": ctx.dependency_results,
+            "ticket_context": ctx.ticket_context,
+        }

@@ -1,0 +1,448 @@
+"""Agents: who is alive, what they can do, and how their work is recovered when they die.
+
+Celery workers register themselves when they start and heartbeat from their main process;
+external agents do the same over HTTP and pull tasks with ``claim_next``. An agent that misses
+heartbeats for ``timeout`` seconds is stale, and its running attempts are recovered as ``lost``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, and_, func, not_, or_, select, update
+
+from omoi.domain.enums import AgentKind, AgentStatus, ErrorCategory, TaskStatus
+from omoi.domain.errors import TaskError
+from omoi.domain.events import EventType
+from omoi.domain.ids import new_id
+from omoi.domain.routing import DEFAULT_CAPABILITY, normalize_capabilities
+from omoi.models import Agent, Database
+from omoi.models.tables import PRIORITY_RANK
+from omoi.models.types import utcnow
+from omoi.services.dispatcher import Dispatcher
+from omoi.services.errors import Conflict, NotFound
+from omoi.services.execution import CLAIM, Claim, TaskContext, succeed
+from omoi.services.failures import RetryPolicy, fail_attempt
+from omoi.services.outbox import publish
+from omoi.services.records import event_row, record, task_event
+from omoi.services.sql import dialect_of, retry_db, sweep_lock, tasks
+
+log = structlog.get_logger(__name__)
+agents = Agent.__table__
+LIVE = (AgentStatus.IDLE, AgentStatus.BUSY)
+
+
+def register(
+    db: Database,
+    *,
+    name: str,
+    kind: AgentKind,
+    capabilities: Sequence[str],
+    capacity: int = 1,
+    version: str | None = None,
+    hostname: str | None = None,
+    pid: int | None = None,
+    agent_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """A new agent row (one per process lifetime: a restarted worker is a new agent, so the
+    old incarnation's attempts are recovered rather than inherited)."""
+    now = utcnow()
+    agent_id = agent_id or new_id()
+    with db.connect() as conn:
+        conn.execute(
+            agents.insert().values(
+                id=agent_id,
+                name=name,
+                kind=kind,
+                capabilities=normalize_capabilities(capabilities),
+                capacity=capacity,
+                status=AgentStatus.IDLE,
+                last_heartbeat=now,
+                version=version,
+                hostname=hostname,
+                pid=pid,
+                registered_at=now,
+            )
+        )
+        record(
+            conn,
+            [
+                event_row(
+                    EventType.AGENT_REGISTERED,
+                    "agent",
+                    agent_id,
+                    None,
+                    {"name": name, "kind": str(kind)},
+                    now,
+                )
+            ],
+        )
+    return agent_id
+
+
+def _running_count(agent_id: Any) -> Any:
+    return (
+        select(func.count())
+        .where(tasks.c.agent_id == agent_id, tasks.c.status == TaskStatus.RUNNING)
+        .scalar_subquery()
+    )
+
+
+def heartbeat(db: Database, agent_id: uuid.UUID) -> str:
+    """Record liveness; a stale or offline agent that beats again is alive again. Returns the
+    new status (busy while it runs attempts)."""
+    now = utcnow()
+    with db.connect() as conn:
+        row = conn.execute(
+            select(agents.c.status).where(agents.c.id == agent_id).with_for_update()
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"agent {agent_id} not found", {"agent_id": str(agent_id)})
+        running = conn.execute(select(_running_count(agent_id))).scalar_one()
+        status = AgentStatus.BUSY if running else AgentStatus.IDLE
+        conn.execute(
+            update(agents).where(agents.c.id == agent_id).values(last_heartbeat=now, status=status)
+        )
+        if row.status not in LIVE:
+            record(
+                conn,
+                [
+                    event_row(
+                        EventType.AGENT_REVIVED, "agent", agent_id, None, {"was": row.status}, now
+                    )
+                ],
+            )
+    return status
+
+
+def go_offline(db: Database, agent_id: uuid.UUID) -> None:
+    with db.connect() as conn:
+        conn.execute(
+            update(agents).where(agents.c.id == agent_id).values(status=AgentStatus.OFFLINE)
+        )
+        record(conn, [event_row(EventType.AGENT_OFFLINE, "agent", agent_id, None)])
+
+
+@dataclass
+class AgentView:
+    agent: Any
+    running: int
+
+    @property
+    def free_capacity(self) -> int:
+        return max(0, self.agent.capacity - self.running)
+
+
+def _views(conn: Connection, query: Any) -> list[AgentView]:
+    query = query.add_columns(_running_count(agents.c.id).label("running"))
+    return [AgentView(row, row.running) for row in conn.execute(query)]
+
+
+def list_agents(
+    db: Database, capability: str | None = None, status: str | None = None, kind: str | None = None
+) -> list[AgentView]:
+    query = select(agents).order_by(agents.c.registered_at.desc())
+    if status is not None:
+        query = query.where(agents.c.status == status)
+    if kind is not None:
+        query = query.where(agents.c.kind == kind)
+    with db.connect() as conn:
+        views = _views(conn, query)
+    if capability is not None:
+        views = [v for v in views if capability.lower() in v.agent.capabilities]
+    return views
+
+
+def get_agent(db: Database, agent_id: uuid.UUID) -> AgentView:
+    with db.connect() as conn:
+        views = _views(conn, select(agents).where(agents.c.id == agent_id))
+    if not views:
+        raise NotFound(f"agent {agent_id} not found", {"agent_id": str(agent_id)})
+    return views[0]
+
+
+def health(db: Database, agent_id: uuid.UUID, timeout: float) -> dict[str, Any]:
+    view = get_agent(db, agent_id)
+    last = view.agent.last_heartbeat
+    age = (utcnow() - last).total_seconds() if last else None
+    return {
+        "agent_id": agent_id,
+        "status": view.agent.status,
+        "healthy": view.agent.status in LIVE and age is not None and age <= timeout,
+        "last_heartbeat": last,
+        "seconds_since_heartbeat": age,
+        "heartbeat_timeout": timeout,
+        "running_tasks": view.running,
+        "capacity": view.agent.capacity,
+        "free_capacity": view.free_capacity,
+    }
+
+
+def _overdue(timeout: float, now: datetime) -> Any:
+    cutoff = now - timedelta(seconds=timeout)
+    return func.coalesce(agents.c.last_heartbeat, agents.c.registered_at) < cutoff
+
+
+def stale(db: Database, timeout: float) -> list[AgentView]:
+    """Agents marked stale, and live ones already overdue that the next sweep will mark."""
+    query = select(agents).where(
+        or_(
+            agents.c.status == AgentStatus.STALE,
+            and_(agents.c.status.in_(LIVE), _overdue(timeout, utcnow())),
+        )
+    )
+    with db.connect() as conn:
+        return _views(conn, query.order_by(agents.c.last_heartbeat))
+
+
+def best_fit(db: Database, capabilities: Sequence[str]) -> AgentView | None:
+    """Capability coverage first, then idle before busy, healthy before stale, then free
+    capacity. Offline agents and agents covering none of the capabilities never win."""
+    wanted = set(normalize_capabilities(capabilities))
+    candidates = [
+        v
+        for v in list_agents(db)
+        if v.agent.status != AgentStatus.OFFLINE and wanted & set(v.agent.capabilities)
+    ]
+    if not candidates:
+        return None
+
+    def rank(v: AgentView) -> tuple[int, int, int, int]:
+        return (
+            len(wanted & set(v.agent.capabilities)),
+            v.agent.status == AgentStatus.IDLE,
+            v.agent.status in LIVE,
+            v.free_capacity,
+        )
+
+    return max(candidates, key=rank)
+
+
+def statistics(db: Database) -> dict[str, Any]:
+    with db.connect() as conn:
+        by = conn.execute(
+            select(
+                agents.c.kind, agents.c.status, func.count(), func.sum(agents.c.capacity)
+            ).group_by(agents.c.kind, agents.c.status)
+        ).all()
+        running = conn.execute(
+            select(func.count()).where(
+                tasks.c.status == TaskStatus.RUNNING, tasks.c.agent_id.is_not(None)
+            )
+        ).scalar_one()
+    live_capacity = sum(cap or 0 for _, status, _, cap in by if status in LIVE)
+    return {
+        "agents": sum(n for _, _, n, _ in by),
+        "by_status": _sum_by(by, 1),
+        "by_kind": _sum_by(by, 0),
+        "live_capacity": live_capacity,
+        "running_tasks": running,
+        "utilisation": round(running / live_capacity, 4) if live_capacity else 0.0,
+    }
+
+
+def _sum_by(rows: Sequence[Any], index: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for row in rows:
+        out[row[index]] = out.get(row[index], 0) + row[2]
+    return out
+
+
+def sweep_stale(db: Database, dispatcher: Dispatcher, policy: RetryPolicy, timeout: float) -> int:
+    """Mark agents stale after ``timeout`` seconds without a heartbeat (one that never beat
+    counts from its registration) and recover the running attempts of every agent that is not
+    alive: each is failed as ``lost`` and retried under a new lease."""
+    now = utcnow()
+    with db.connect() as conn, sweep_lock(conn, "agents") as got:
+        if not got:
+            return 0
+        marked = list(
+            conn.execute(
+                update(agents)
+                .where(agents.c.status.in_(LIVE), _overdue(timeout, now))
+                .values(status=AgentStatus.STALE)
+                .returning(agents.c.id)
+            ).scalars()
+        )
+        record(conn, (event_row(EventType.AGENT_STALE, "agent", a, None, {}, now) for a in marked))
+        orphans = conn.execute(
+            select(tasks.c.id, tasks.c.attempt, tasks.c.agent_id)
+            .join(agents, agents.c.id == tasks.c.agent_id)
+            .where(tasks.c.status == TaskStatus.RUNNING, not_(agents.c.status.in_(LIVE)))
+        ).all()
+    for task in orphans:
+        error = TaskError(
+            ErrorCategory.LOST, "AgentLost", f"agent {task.agent_id} stopped heartbeating"
+        )
+        log.warning(
+            "attempt_lost", task_id=str(task.id), attempt=task.attempt, agent_id=str(task.agent_id)
+        )
+        publish(db, dispatcher, fail_attempt(db, policy, task.id, task.attempt, error)[1])
+    return len(orphans)
+
+
+# -- external agents: pull protocol ---------------------------------------------------------
+
+
+def _celery_capabilities(conn: Connection) -> set[str]:
+    rows = list(
+        conn.execute(
+            select(agents.c.capabilities).where(
+                agents.c.kind == AgentKind.CELERY, agents.c.status.in_(LIVE)
+            )
+        ).scalars()
+    )
+    served = {DEFAULT_CAPABILITY} if rows else set()  # every omoi worker serves cap.default
+    for caps in rows:
+        served.update(caps)
+    return served
+
+
+def _claimable(task: Any, caps: set[str], celery: set[str]) -> bool:
+    """The rule: an external agent may take a queued task whose capabilities it all has, if
+    the task is marked external or no live Celery worker serves its queue."""
+    first = task.capabilities[0] if task.capabilities else DEFAULT_CAPABILITY
+    return set(task.capabilities) <= caps and (task.external or first not in celery)
+
+
+def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
+    """The next queued task for this agent, by priority then age, under a fresh lease; locked
+    with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers never get the same task."""
+
+    def tx() -> Any:
+        now = utcnow()
+        with db.connect() as conn:
+            agent = conn.execute(
+                select(agents.c.capabilities, agents.c.status).where(agents.c.id == agent_id)
+            ).one_or_none()
+            if agent is None:
+                raise NotFound(f"agent {agent_id} not found", {"agent_id": str(agent_id)})
+            if agent.status == AgentStatus.OFFLINE:
+                raise Conflict(
+                    f"agent {agent_id} is offline; register again", {"agent_id": str(agent_id)}
+                )
+            caps, celery = set(agent.capabilities), _celery_capabilities(conn)
+            picked = _pick(conn, caps, celery)
+            if picked is None:
+                return None
+            lease = uuid.uuid4()
+            row = conn.execute(
+                CLAIM,
+                {
+                    "b_id": picked.id,
+                    "b_attempt": picked.attempt,
+                    "b_lease": lease,
+                    "b_now": now,
+                    "b_agent": agent_id,
+                    "b_message": None,
+                },
+            ).one()
+            record(
+                conn,
+                [
+                    task_event(
+                        EventType.TASK_STARTED,
+                        picked.id,
+                        row.ticket_id,
+                        {"attempt": picked.attempt, "agent_id": str(agent_id)},
+                        now,
+                    )
+                ],
+            )
+            conn.execute(
+                update(agents)
+                .where(agents.c.id == agent_id)
+                .values(last_heartbeat=now, status=AgentStatus.BUSY)
+            )
+            return picked, row, lease
+
+    claimed = retry_db(tx)
+    if claimed is None:
+        return None
+    picked, row, lease = claimed
+    return TaskContext(
+        task_id=picked.id,
+        ticket_id=row.ticket_id,
+        key=row.key,
+        task_type=row.task_type,
+        attempt=picked.attempt,
+        payload=row.payload,
+        timeout_seconds=row.timeout_seconds,
+        depends_on=row.dependencies.get("depends_on", []),
+        _db=db,
+        _lease=lease,
+    )
+
+
+def _pick(conn: Connection, caps: set[str], celery: set[str]) -> Any:
+    base = (
+        select(tasks.c.id, tasks.c.attempt, tasks.c.capabilities, tasks.c.external)
+        .where(tasks.c.status == TaskStatus.QUEUED)
+        .order_by(PRIORITY_RANK, tasks.c.queued_at)
+    )
+    if dialect_of(conn) == "postgresql":
+        first = func.coalesce(tasks.c.capabilities[1], DEFAULT_CAPABILITY)
+        query = (
+            base.where(
+                tasks.c.capabilities.op("<@")(sorted(caps)),
+                or_(tasks.c.external, not_(first.in_(sorted(celery)))),
+            )
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        return conn.execute(query).one_or_none()
+    # SQLite: no array operators; BEGIN IMMEDIATE already serializes claimers
+    for task in conn.execute(base.limit(500)):
+        if _claimable(task, caps, celery):
+            return task
+    return None
+
+
+def _attempt_of(db: Database, task_id: uuid.UUID) -> Any:
+    with db.connect() as conn:
+        row = conn.execute(
+            select(tasks.c.ticket_id, tasks.c.attempt).where(tasks.c.id == task_id)
+        ).one_or_none()
+    if row is None:
+        raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
+    return row
+
+
+def _superseded(task_id: uuid.UUID) -> Conflict:
+    return Conflict(
+        f"the lease no longer holds task {task_id}: it was cancelled, timed out or given to "
+        "another agent, and this result was discarded",
+        {"task_id": str(task_id)},
+    )
+
+
+def complete(
+    db: Database, dispatcher: Dispatcher, task_id: uuid.UUID, lease: uuid.UUID, result: Any
+) -> None:
+    """An external agent reports success under its lease."""
+    row = _attempt_of(db, task_id)
+    landed, ready = succeed(db, Claim(task_id, row.ticket_id, row.attempt, lease), result)
+    if not landed:
+        raise _superseded(task_id)
+    publish(db, dispatcher, ready)
+
+
+def fail(
+    db: Database,
+    dispatcher: Dispatcher,
+    policy: RetryPolicy,
+    task_id: uuid.UUID,
+    lease: uuid.UUID,
+    error: TaskError,
+) -> None:
+    """An external agent reports failure under its lease; retried like any other."""
+    row = _attempt_of(db, task_id)
+    counted, retry = fail_attempt(db, policy, task_id, row.attempt, error, lease=lease)
+    if not counted:
+        raise _superseded(task_id)
+    publish(db, dispatcher, retry)
