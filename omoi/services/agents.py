@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, func, not_, or_, select, update
+from sqlalchemy import Connection, and_, func, literal_column, not_, or_, select, update
 
 from omoi.domain.enums import AgentKind, AgentStatus, ErrorCategory, TaskStatus
 from omoi.domain.errors import TaskError
@@ -386,7 +386,7 @@ def _pick(conn: Connection, caps: set[str], celery: set[str]) -> Any:
         .order_by(PRIORITY_RANK, tasks.c.queued_at)
     )
     if dialect_of(conn) == "postgresql":
-        first = func.coalesce(tasks.c.capabilities[1], DEFAULT_CAPABILITY)
+        first = func.coalesce(literal_column("tasks.capabilities[1]"), DEFAULT_CAPABILITY)
         query = (
             base.where(
                 tasks.c.capabilities.op("<@")(sorted(caps)),

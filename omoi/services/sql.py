@@ -28,7 +28,12 @@ events = Event.__table__
 tickets = Ticket.__table__
 
 # Advisory lock keys for the periodic sweeps, so two beats never run one concurrently.
-SWEEP_LOCKS = {"outbox": 7_340_001, "retries": 7_340_002, "deadlines": 7_340_003}
+SWEEP_LOCKS = {
+    "outbox": 7_340_001,
+    "retries": 7_340_002,
+    "deadlines": 7_340_003,
+    "agents": 7_340_004,
+}
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 T = TypeVar("T")
 

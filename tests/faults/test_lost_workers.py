@@ -1,0 +1,127 @@
+"""A worker that dies or freezes mid-task: its attempt is recovered as ``lost`` within the
+heartbeat timeout plus a sweep, finishes on another worker, and a late result is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.support.api import submit, wait_finished
+from tests.support.handlers import EFFECT_KEY
+from tests.support.procs import Proc, start_beat, start_worker, wait_for
+
+HEARTBEAT_TIMEOUT, SWEEP = 4, 1  # tests/conftest.py TEST_ENV
+
+
+@pytest.fixture()
+def beat(env: dict[str, str], tmp_path: Path) -> Iterator[Proc]:
+    proc = start_beat(env, tmp_path)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture()
+def victims(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, list[Proc]]]:
+    """Two one-process workers that alone serve a fresh capability."""
+    capability = f"victim{uuid.uuid4().hex[:8]}"
+    procs = [
+        start_worker(env, tmp_path, concurrency=1, capabilities=capability)[0] for _ in range(2)
+    ]
+    yield capability, procs
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGCONT)
+        proc.stop()
+
+
+def running_on(client: Any, task_id: str, procs: list[Proc]) -> Proc:
+    """The worker process whose agent holds the task's running attempt."""
+
+    def holder() -> Proc | None:
+        task = client.get(f"/api/v1/tasks/{task_id}").get_json()
+        if task["status"] != "running" or task["agent_id"] is None:
+            return None
+        pid = client.get(f"/api/v1/agents/{task['agent_id']}").get_json()["pid"]
+        return next((p for p in procs if p.pid == pid), None)
+
+    return wait_for(holder, timeout=30, what="the task to run on a victim")
+
+
+def test_kill_9_mid_task_finishes_exactly_once_elsewhere(
+    client: Any, beat: Proc, victims: tuple[str, list[Proc]], redis_client: redis.Redis
+) -> None:
+    capability, procs = victims
+    ticket = submit(
+        client,
+        [
+            {
+                "key": "work",
+                "task_type": "effect",
+                "capabilities": [capability],
+                "payload": {"seconds": 3},
+            }
+        ],
+    )
+    task_id = ticket["tasks"][0]["id"]
+    doomed = running_on(client, task_id, procs)
+    os.killpg(doomed.pid, signal.SIGKILL)  # main process and pool children, mid-sleep
+    killed_at = time.monotonic()
+    assert wait_finished(client, ticket["id"], timeout=60)["status"] == "done"
+    recovery = time.monotonic() - killed_at
+    task = client.get(f"/api/v1/tasks/{task_id}").get_json()
+    assert [a["outcome"] for a in task["attempts"]] == ["retry_scheduled", "succeeded"]
+    assert task["attempts"][0]["error"]["category"] == "lost"
+    survivor = next(p for p in procs if p is not doomed)
+    assert client.get(f"/api/v1/agents/{task['agent_id']}").get_json()["pid"] == survivor.pid
+    assert int(redis_client.get(EFFECT_KEY.format(task_id))) == 1  # killed before its effect
+    # lost within timeout + sweep, then the retry's backoff (≤ 1.25 s) and the 3 s run
+    assert recovery < HEARTBEAT_TIMEOUT + SWEEP + 1.25 + 3 + 5, recovery
+
+
+def test_a_frozen_worker_loses_its_task_and_its_late_result_is_refused(
+    client: Any, beat: Proc, victims: tuple[str, list[Proc]]
+) -> None:
+    capability, procs = victims
+    ticket = submit(
+        client,
+        [
+            {
+                "key": "work",
+                "task_type": "effect",
+                "capabilities": [capability],
+                "payload": {"seconds": 2},
+            }
+        ],
+    )
+    task_id = ticket["tasks"][0]["id"]
+    frozen = running_on(client, task_id, procs)
+    frozen_agent = client.get(f"/api/v1/tasks/{task_id}").get_json()["agent_id"]
+    os.killpg(frozen.pid, signal.SIGSTOP)
+    assert wait_finished(client, ticket["id"], timeout=60)["status"] == "done"
+    assert client.get(f"/api/v1/agents/{frozen_agent}").get_json()["status"] == "stale"
+    os.killpg(frozen.pid, signal.SIGCONT)
+
+    def superseded() -> bool:
+        task = client.get(f"/api/v1/tasks/{task_id}").get_json()
+        return "task.superseded" in [e["type"] for e in task["timeline"]]
+
+    wait_for(superseded, timeout=30, what="the frozen attempt's late result to be refused")
+    task = client.get(f"/api/v1/tasks/{task_id}").get_json()
+    kinds = [e["type"] for e in task["timeline"]]
+    assert kinds.count("task.succeeded") == 1
+    assert (task["status"], task["attempt"]) == ("succeeded", 2)
+    assert task["agent_id"] != frozen_agent
+    wait_for(
+        lambda: (
+            client.get(f"/api/v1/agents/{frozen_agent}").get_json()["status"] in ("idle", "busy")
+        ),
+        timeout=15,
+        what="the thawed agent's heartbeat to revive it",
+    )

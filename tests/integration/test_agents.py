@@ -1,0 +1,290 @@
+"""Agents: Celery workers registering and heartbeating, discovery, capability routing, and the
+pull protocol external agents speak over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from omoi.models import Agent, Database
+from omoi.models.types import utcnow
+from omoi.services import agents
+from omoi.services.dispatcher import NullDispatcher
+from omoi.services.failures import RetryPolicy
+from tests.support.api import submit, wait_finished
+from tests.support.procs import ROOT, Proc, start_worker, wait_for
+
+
+def register(client: Any, caps: list[str], name: str = "ext", capacity: int = 1) -> str:
+    resp = client.post(
+        "/api/v1/agents/register", json={"name": name, "capabilities": caps, "capacity": capacity}
+    )
+    assert resp.status_code == 201, resp.get_json()
+    return str(resp.get_json()["id"])
+
+
+def cap() -> str:
+    """A capability no other test uses."""
+    return f"c{uuid.uuid4().hex[:10]}"
+
+
+def test_a_celery_worker_registers_and_heartbeats(client: Any, worker: Proc) -> None:
+    mine = [
+        a
+        for a in client.get("/api/v1/agents?kind=celery").get_json()["items"]
+        if a["pid"] == worker.pid
+    ]
+    assert len(mine) == 1
+    agent = mine[0]
+    assert (agent["capabilities"], agent["capacity"]) == (["default"], 2)
+    assert agent["status"] in ("idle", "busy")
+    first = agent["last_heartbeat"]
+    wait_for(
+        lambda: client.get(f"/api/v1/agents/{agent['id']}").get_json()["last_heartbeat"] != first,
+        timeout=10,
+        what="a heartbeat",
+    )
+    health = client.get(f"/api/v1/agents/{agent['id']}/health").get_json()
+    assert health["healthy"] and health["heartbeat_timeout"] == 4
+
+
+def test_a_clean_shutdown_marks_the_agent_offline(
+    client: Any, env: dict[str, str], tmp_path: Path
+) -> None:
+    proc, _ = start_worker(env, tmp_path, concurrency=1, capabilities=cap())
+    agent_id = wait_for(
+        lambda: next(
+            (
+                a["id"]
+                for a in client.get("/api/v1/agents?kind=celery").get_json()["items"]
+                if a["pid"] == proc.pid
+            ),
+            None,
+        ),
+        what="the worker's agent row",
+    )
+    proc.stop()
+    assert client.get(f"/api/v1/agents/{agent_id}").get_json()["status"] == "offline"
+
+
+def test_tasks_run_only_on_workers_with_their_capability(
+    client: Any, env: dict[str, str], tmp_path: Path
+) -> None:
+    gpu = cap()
+    proc, _ = start_worker(env, tmp_path, concurrency=1, capabilities=gpu)
+    try:
+        gpu_agent = wait_for(
+            lambda: next(
+                (
+                    a["id"]
+                    for a in client.get(f"/api/v1/agents?capability={gpu}").get_json()["items"]
+                ),
+                None,
+            ),
+            what="the gpu worker's agent",
+        )
+        ticket = submit(
+            client,
+            [{"key": f"g{i}", "task_type": "effect", "capabilities": [gpu]} for i in range(4)]
+            + [{"key": "plain", "task_type": "effect"}],
+        )
+        assert wait_finished(client, ticket["id"])["status"] == "done"
+        tasks = client.get(f"/api/v1/tasks?ticket_id={ticket['id']}").get_json()["items"]
+        ran_on = {t["key"]: t["agent_id"] for t in tasks}
+        assert all(ran_on[f"g{i}"] == gpu_agent for i in range(4))
+        assert ran_on["plain"] is not None
+    finally:
+        proc.stop()
+
+
+def test_discovery_best_fit_and_statistics(api_client: Any) -> None:
+    a, b, c = cap(), cap(), cap()
+    both = register(api_client, [a, b], "both")
+    only_a = register(api_client, [a], "only-a", capacity=8)
+    register(api_client, [c], "other")
+    fit = api_client.get(f"/api/v1/agents/best-fit?capabilities={a},{b}").get_json()
+    assert fit["id"] == both  # coverage before free capacity
+    fit = api_client.get(f"/api/v1/agents/best-fit?capabilities={a}").get_json()
+    assert fit["id"] == only_a  # equal coverage: more free capacity wins
+    missing = api_client.get(f"/api/v1/agents/best-fit?capabilities={cap()}")
+    assert missing.status_code == 404
+    assert missing.get_json()["error"]["code"] == "not_found"
+    listed = api_client.get(f"/api/v1/agents?capability={a}").get_json()["items"]
+    assert {x["id"] for x in listed} == {both, only_a}
+    stats = api_client.get("/api/v1/agents/stats").get_json()
+    assert stats["by_kind"]["external"] >= 3 and stats["live_capacity"] >= 10
+    bad = api_client.post("/api/v1/agents/register", json={"name": "x", "capabilities": []})
+    assert bad.status_code == 422
+    assert api_client.get(f"/api/v1/agents/{uuid.uuid4()}").status_code == 404
+    assert api_client.post(f"/api/v1/agents/{uuid.uuid4()}/heartbeat").status_code == 404
+
+
+def test_a_stale_agent_is_listed_and_its_heartbeat_revives_it(
+    api_client: Any, db: Database
+) -> None:
+    agent_id = register(api_client, [cap()])
+    with db.session() as session:  # it last beat a minute ago
+        session.execute(
+            update(Agent)
+            .where(Agent.id == uuid.UUID(agent_id))
+            .values(last_heartbeat=utcnow() - timedelta(seconds=60))
+        )
+    agents.sweep_stale(db, NullDispatcher(), RetryPolicy(), timeout=4)
+    assert api_client.get(f"/api/v1/agents/{agent_id}").get_json()["status"] == "stale"
+    stale = api_client.get("/api/v1/agents/stale").get_json()["items"]
+    assert agent_id in {a["id"] for a in stale}
+    assert not api_client.get(f"/api/v1/agents/{agent_id}/health").get_json()["healthy"]
+    beat = api_client.post(f"/api/v1/agents/{agent_id}/heartbeat").get_json()
+    assert beat["status"] == "idle"
+    assert api_client.get(f"/api/v1/agents/{agent_id}/health").get_json()["healthy"]
+
+
+def test_external_agent_pull_protocol(api_client: Any) -> None:
+    ext = cap()
+    agent_id = register(api_client, [ext, "extra"])
+    ticket = api_client.post(
+        "/api/v1/tickets",
+        json={
+            "title": "ext",
+            "tasks": [
+                {
+                    "key": "low",
+                    "task_type": "scan",
+                    "capabilities": [ext],
+                    "external": True,
+                    "priority": "LOW",
+                    "payload": {"n": 1},
+                },
+                {
+                    "key": "urgent",
+                    "task_type": "scan",
+                    "capabilities": [ext],
+                    "external": True,
+                    "priority": "CRITICAL",
+                    "payload": {"n": 2},
+                },
+                {
+                    "key": "after",
+                    "task_type": "scan",
+                    "capabilities": [ext],
+                    "external": True,
+                    "depends_on": ["urgent"],
+                },
+            ],
+        },
+    ).get_json()
+    first = api_client.post(f"/api/v1/agents/{agent_id}/claim")
+    assert first.status_code == 200
+    claimed = first.get_json()
+    assert (claimed["key"], claimed["payload"], claimed["attempt"]) == ("urgent", {"n": 2}, 1)
+    assert api_client.get(f"/api/v1/agents/{agent_id}").get_json()["status"] == "busy"
+
+    wrong = api_client.post(
+        f"/api/v1/tasks/{claimed['task_id']}/complete",
+        json={"lease_token": str(uuid.uuid4()), "result": {"x": 1}},
+    )
+    assert wrong.status_code == 409
+    done = api_client.post(
+        f"/api/v1/tasks/{claimed['task_id']}/complete",
+        json={"lease_token": claimed["lease_token"], "result": {"found": 3}},
+    )
+    assert done.status_code == 200 and done.get_json()["status"] == "succeeded"
+    assert done.get_json()["agent_id"] == agent_id
+
+    second = api_client.post(f"/api/v1/agents/{agent_id}/claim").get_json()
+    assert second["key"] == "after"  # MEDIUM (the ticket's) before LOW, though queued later
+    assert second["dependency_results"] == {"urgent": {"found": 3}}
+    third = api_client.post(f"/api/v1/agents/{agent_id}/claim").get_json()
+    assert third["key"] == "low"
+    assert api_client.post(f"/api/v1/agents/{agent_id}/claim").status_code == 204
+
+    failed = api_client.post(
+        f"/api/v1/tasks/{second['task_id']}/fail",
+        json={
+            "lease_token": second["lease_token"],
+            "error": {"message": "scanner crashed", "category": "permanent"},
+        },
+    )
+    assert failed.get_json()["status"] == "failed"
+    assert failed.get_json()["error"]["message"] == "scanner crashed"
+    retried = api_client.post(
+        f"/api/v1/tasks/{third['task_id']}/fail",
+        json={"lease_token": third["lease_token"], "error": {"message": "busy, try later"}},
+    )
+    assert (retried.get_json()["status"], retried.get_json()["retry_count"]) == ("retrying", 1)
+    late = api_client.post(
+        f"/api/v1/tasks/{third['task_id']}/complete",
+        json={"lease_token": third["lease_token"], "result": None},
+    )
+    assert late.status_code == 409
+    ticket_now = api_client.get(f"/api/v1/tickets/{ticket['id']}").get_json()
+    assert ticket_now["task_counts"] == {"succeeded": 1, "failed": 1, "retrying": 1}
+
+
+def test_celery_served_tasks_are_not_offered_to_external_agents(
+    api_client: Any, worker: Proc
+) -> None:
+    """The session worker serves cap.default, so an unmarked task without capabilities is
+    Celery's; marked external, it is the external agent's."""
+    agent_id = register(api_client, ["default"])
+    api_client.post(
+        "/api/v1/tickets",
+        json={
+            "title": "mixed",
+            "tasks": [
+                {"key": "celery", "task_type": "noop"},
+                {"key": "mine", "task_type": "noop", "external": True},
+            ],
+        },
+    )
+    claimed = api_client.post(f"/api/v1/agents/{agent_id}/claim").get_json()
+    assert claimed["key"] == "mine"
+    assert api_client.post(f"/api/v1/agents/{agent_id}/claim").status_code == 204
+
+
+def test_concurrent_claimers_get_each_task_exactly_once(
+    api_client: Any, db: Database, env: dict[str, str]
+) -> None:
+    """Two processes of eight threads each drain 1,000 tasks; no task is claimed twice."""
+    ext = cap()
+    api_client.post(
+        "/api/v1/tickets",
+        json={
+            "title": "bulk",
+            "tasks": [
+                {"key": f"t{i}", "task_type": "noop", "capabilities": [ext], "external": True}
+                for i in range(1000)
+            ],
+        },
+    )
+    agent_ids = [register(api_client, [ext], f"claimer-{n}") for n in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.support.claimer", agent_id, "8"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for agent_id in agent_ids
+    ]
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    claimed = [line for out in outputs for line in out.split()]
+    assert len(claimed) == 1000
+    assert len(set(claimed)) == 1000
+    per_process = [len(out.split()) for out in outputs]
+    assert min(per_process) > 0, per_process  # both really competed
+
+
+@pytest.mark.parametrize("path", ["/claim", "/heartbeat", "/health", ""])
+def test_unknown_agent_is_404(api_client: Any, path: str) -> None:
+    method = api_client.post if path in ("/claim", "/heartbeat") else api_client.get
+    assert method(f"/api/v1/agents/{uuid.uuid4()}{path}").status_code == 404
