@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import redis
 from celery import chain, group
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from omoi.api import create_app
 from omoi.config import Settings
@@ -206,6 +206,52 @@ class Bench:
         self.submit(tasks, quiet=True)
         return (time.perf_counter() - start) * 1000
 
+    def seed_finished(self, count: int) -> None:
+        """``count`` succeeded tasks (one ticket), so claims run against a grown table."""
+        ticket = self.submit([], quiet=True)
+        with self.db.connect() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO tasks (id, ticket_id, phase, key, task_type, description,"
+                    " capabilities, payload, priority, dependencies, unmet_dependencies, status,"
+                    " attempt, retry_count, max_retries, resources, external, created_at,"
+                    " queued_at, started_at, finished_at, result)"
+                    " SELECT gen_random_uuid(), :t, 'PHASE_RUN', 'seed' || g, 'noop', '',"
+                    " ARRAY['default'], '{}', 'MEDIUM', '{\"depends_on\": []}', 0, 'succeeded',"
+                    " 1, 0, 3, '{}', false, now(), now(), now(), now(), '{\"ok\": true}'"
+                    " FROM generate_series(1, :n) AS g"
+                ),
+                {"t": uuid.UUID(ticket), "n": count},
+            )
+            conn.execute(text("ANALYZE tasks"))
+
+    def claims(self, count: int = 1000) -> tuple[float, list[float]]:
+        """An external agent claiming and completing ``count`` tasks through the API (in
+        process): round trips per second and each claim's latency in ms."""
+        skill = f"bench{uuid.uuid4().hex[:6]}"
+        self.submit(
+            [
+                {"key": f"e{i}", "task_type": "noop", "capabilities": [skill], "external": True}
+                for i in range(count)
+            ],
+            quiet=True,
+        )
+        agent = self.quiet_app.post(
+            "/api/v1/agents/register", json={"name": "bench", "capabilities": [skill]}
+        ).get_json()["id"]
+        latencies = []
+        start = time.perf_counter()
+        for _ in range(count):
+            t0 = time.perf_counter()
+            task = self.quiet_app.post(f"/api/v1/agents/{agent}/claim").get_json()
+            latencies.append((time.perf_counter() - t0) * 1000)
+            done = self.quiet_app.post(
+                f"/api/v1/tasks/{task['task_id']}/complete",
+                json={"lease_token": task["lease_token"], "result": {"ok": True}},
+            )
+            assert done.status_code == 200
+        return count / (time.perf_counter() - start), latencies
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -230,6 +276,12 @@ def main() -> None:
             results.setdefault("raw_hop_p99", []).append(percentile(raw_hops, 99))
             results.setdefault("accept_1k_ms", []).append(bench.acceptance(1_000))
             results.setdefault("accept_10k_ms", []).append(bench.acceptance(10_000))
+        bench.seed_finished(100_000)
+        for _ in range(args.runs):
+            rate, latencies = bench.claims()
+            results.setdefault("claim_rate", []).append(rate)
+            results.setdefault("claim_p50", []).append(percentile(latencies, 50))
+            results.setdefault("claim_p99", []).append(percentile(latencies, 99))
     finally:
         bench.stop()
     med = {k: statistics.median(v) for k, v in results.items()}
@@ -247,11 +299,15 @@ def main() -> None:
         ("chain hop p99 raw Celery, ms", "raw_hop_p99"),
         ("accept 1,000-task ticket, ms", "accept_1k_ms"),
         ("accept 10,000-task ticket, ms", "accept_10k_ms"),
+        ("claim+complete round trips/s *", "claim_rate"),
+        ("claim latency p50, ms *", "claim_p50"),
+        ("claim latency p99, ms *", "claim_p99"),
     ]
     for label, key in rows:
         print(f"  {label:<34}{summary(results[key])}")
     print(f"  {'throughput ratio omoi/raw':<34}{med['omoi_tps'] / med['raw_tps']:10.2f}")
     print(f"  {'hop p50 ratio omoi/raw':<34}{med['omoi_hop_p50'] / med['raw_hop_p50']:10.2f}")
+    print("  * external agent through the API in process, 100,000 finished tasks in the table")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, func, literal_column, not_, or_, select, update
+from sqlalchemy import Connection, and_, func, not_, or_, select, update
 
 from omoi.domain.enums import AgentKind, AgentStatus, ErrorCategory, TaskStatus
 from omoi.domain.errors import TaskError
@@ -24,13 +25,14 @@ from omoi.domain.routing import DEFAULT_CAPABILITY, normalize_capabilities
 from omoi.models import Agent, Database
 from omoi.models.tables import PRIORITY_RANK
 from omoi.models.types import utcnow
+from omoi.services import fastpath
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, NotFound
 from omoi.services.execution import CLAIM, Claim, TaskContext, succeed
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
 from omoi.services.records import event_row, record, task_event
-from omoi.services.sql import dialect_of, retry_db, sweep_lock, tasks
+from omoi.services.sql import retry_db, sweep_lock, tasks
 
 log = structlog.get_logger(__name__)
 agents = Agent.__table__
@@ -313,24 +315,24 @@ def _claimable(task: Any, caps: set[str], celery: set[str]) -> bool:
 def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
     """The next queued task for this agent, by priority then age, under a fresh lease; locked
     with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers never get the same task."""
+    lease, now = uuid.uuid4(), utcnow()
 
-    def tx() -> Any:
-        now = utcnow()
+    def postgres() -> Any:
+        with db.driver() as pg:
+            row = fastpath.claim_next(pg, {"agent": agent_id, "lease": lease, "now": now})
+        _check_agent(agent_id, row.agent_status)
+        return row if row.id is not None else None
+
+    def portable() -> Any:
         with db.connect() as conn:
             agent = conn.execute(
                 select(agents.c.capabilities, agents.c.status).where(agents.c.id == agent_id)
             ).one_or_none()
-            if agent is None:
-                raise NotFound(f"agent {agent_id} not found", {"agent_id": str(agent_id)})
-            if agent.status == AgentStatus.OFFLINE:
-                raise Conflict(
-                    f"agent {agent_id} is offline; register again", {"agent_id": str(agent_id)}
-                )
-            caps, celery = set(agent.capabilities), _celery_capabilities(conn)
-            picked = _pick(conn, caps, celery)
+            _check_agent(agent_id, agent.status if agent else None)
+            assert agent is not None
+            picked = _pick(conn, set(agent.capabilities), _celery_capabilities(conn))
             if picked is None:
                 return None
-            lease = uuid.uuid4()
             row = conn.execute(
                 CLAIM,
                 {
@@ -359,18 +361,17 @@ def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
                 .where(agents.c.id == agent_id)
                 .values(last_heartbeat=now, status=AgentStatus.BUSY)
             )
-            return picked, row, lease
+            return SimpleNamespace(id=picked.id, attempt=picked.attempt, **row._asdict())
 
-    claimed = retry_db(tx)
-    if claimed is None:
+    row = retry_db(postgres if db.dialect == "postgresql" else portable)
+    if row is None:
         return None
-    picked, row, lease = claimed
     return TaskContext(
-        task_id=picked.id,
+        task_id=row.id,
         ticket_id=row.ticket_id,
         key=row.key,
         task_type=row.task_type,
-        attempt=picked.attempt,
+        attempt=row.attempt,
         payload=row.payload,
         timeout_seconds=row.timeout_seconds,
         depends_on=row.dependencies.get("depends_on", []),
@@ -379,25 +380,22 @@ def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
     )
 
 
+def _check_agent(agent_id: uuid.UUID, status: str | None) -> None:
+    if status is None:
+        raise NotFound(f"agent {agent_id} not found", {"agent_id": str(agent_id)})
+    if status == AgentStatus.OFFLINE:
+        raise Conflict(f"agent {agent_id} is offline; register again", {"agent_id": str(agent_id)})
+
+
 def _pick(conn: Connection, caps: set[str], celery: set[str]) -> Any:
-    base = (
+    """SQLite's claim choice (PostgreSQL does the same in ``fastpath.CLAIM_NEXT``)."""
+    query = (
         select(tasks.c.id, tasks.c.attempt, tasks.c.capabilities, tasks.c.external)
         .where(tasks.c.status == TaskStatus.QUEUED)
         .order_by(PRIORITY_RANK, tasks.c.queued_at)
+        .limit(500)
     )
-    if dialect_of(conn) == "postgresql":
-        first = func.coalesce(literal_column("tasks.capabilities[1]"), DEFAULT_CAPABILITY)
-        query = (
-            base.where(
-                tasks.c.capabilities.op("<@")(sorted(caps)),
-                or_(tasks.c.external, not_(first.in_(sorted(celery)))),
-            )
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        return conn.execute(query).one_or_none()
-    # SQLite: no array operators; BEGIN IMMEDIATE already serializes claimers
-    for task in conn.execute(base.limit(500)):
+    for task in conn.execute(query):
         if _claimable(task, caps, celery):
             return task
     return None

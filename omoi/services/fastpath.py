@@ -13,10 +13,13 @@ from typing import Any
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import Jsonb
 
-from omoi.domain.enums import TaskStatus
+from omoi.domain.enums import AgentKind, AgentStatus, TaskStatus
 from omoi.domain.events import EventType
+from omoi.domain.routing import DEFAULT_CAPABILITY
+from omoi.models.tables import PRIORITY_RANK
 
 EVENT_COLUMNS = "type, entity_type, entity_id, ticket_id, payload, created_at"
+LIVE_STATUSES = f"('{AgentStatus.IDLE}', '{AgentStatus.BUSY}')"
 
 CLAIM = f"""
 WITH claimed AS (
@@ -88,3 +91,47 @@ def succeed(pg: Any, params: dict[str, Any]) -> list[Any]:
     params = {**params, "result": Jsonb(params["result"]), "needle": Jsonb(params["needle"])}
     with pg.cursor(row_factory=namedtuple_row) as cur:
         return cur.execute(SUCCEED, params).fetchall()
+
+
+CLAIM_NEXT = f"""
+WITH me AS (
+    SELECT capabilities, status FROM agents WHERE id = %(agent)s
+), celery AS (
+    SELECT coalesce(array_agg(DISTINCT c), '{{}}') AS caps
+      FROM agents AS a, unnest(a.capabilities || ARRAY['{DEFAULT_CAPABILITY}']) AS c
+     WHERE a.kind = '{AgentKind.CELERY}' AND a.status IN {LIVE_STATUSES}
+), picked AS (
+    SELECT t.id FROM tasks AS t, me, celery
+     WHERE t.status = '{TaskStatus.QUEUED}' AND me.status <> '{AgentStatus.OFFLINE}'
+       AND t.capabilities <@ me.capabilities
+       AND (t.external
+            OR NOT coalesce(t.capabilities[1], '{DEFAULT_CAPABILITY}') = ANY (celery.caps))
+     ORDER BY {PRIORITY_RANK}, t.queued_at
+     LIMIT 1
+       FOR UPDATE OF t SKIP LOCKED
+), claimed AS (
+    UPDATE tasks
+       SET status = '{TaskStatus.RUNNING}', lease_token = %(lease)s, started_at = %(now)s,
+           agent_id = %(agent)s, celery_id = NULL
+      FROM picked WHERE tasks.id = picked.id
+ RETURNING tasks.id, tasks.ticket_id, tasks.key, tasks.task_type, tasks.payload,
+           tasks.timeout_seconds, tasks.dependencies, tasks.attempt
+), started AS (
+    INSERT INTO events ({EVENT_COLUMNS})
+    SELECT '{EventType.TASK_STARTED}', 'task', id, ticket_id,
+           jsonb_build_object('attempt', attempt, 'agent_id', %(agent)s::text), %(now)s
+      FROM claimed
+), busy AS (
+    UPDATE agents SET last_heartbeat = %(now)s, status = '{AgentStatus.BUSY}'
+     WHERE id = %(agent)s AND EXISTS (SELECT 1 FROM claimed)
+)
+SELECT (SELECT status FROM me) AS agent_status, c.*
+  FROM (SELECT 1) AS one LEFT JOIN claimed AS c ON true
+"""
+
+
+def claim_next(pg: Any, params: dict[str, Any]) -> Any:
+    """One row: ``agent_status`` (NULL for an unknown agent) and the claimed task's columns
+    (NULL when nothing is claimable)."""
+    with pg.cursor(row_factory=namedtuple_row) as cur:
+        return cur.execute(CLAIM_NEXT, params).fetchone()

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +93,63 @@ def test_submit_reports_a_rejected_ticket(api_server: dict[str, str], tmp_path: 
     result = omoi(api_server, "submit", str(bad))
     assert result.returncode != 0
     assert "422" in result.stderr and "themselves: a" in result.stderr
+
+
+def test_example_external_agent_drains_its_tasks(api_server: dict[str, str]) -> None:
+    url = f"http://127.0.0.1:{api_server['OMOI_API_PORT']}"
+    skill = f"translate-{uuid.uuid4().hex[:6]}"
+    body = json.dumps(
+        {
+            "title": "words",
+            "tasks": [
+                {
+                    "key": "hello",
+                    "task_type": "upper",
+                    "capabilities": [skill],
+                    "external": True,
+                    "payload": {"text": "hello"},
+                },
+                {
+                    "key": "world",
+                    "task_type": "upper",
+                    "capabilities": [skill],
+                    "external": True,
+                    "depends_on": ["hello"],
+                    "payload": {"text": "world"},
+                },
+                {
+                    "key": "bad",
+                    "task_type": "upper",
+                    "capabilities": [skill],
+                    "external": True,
+                    "payload": {"text": 7},
+                },
+            ],
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{url}/api/v1/tickets", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request) as resp:
+        ticket = json.loads(resp.read())
+    agent = subprocess.run(
+        [
+            sys.executable,
+            "examples/external_agent.py",
+            "--api",
+            url,
+            "--capabilities",
+            skill,
+            "--once",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert agent.returncode == 0, agent.stderr
+    assert "completed hello" in agent.stdout and "completed world" in agent.stdout
+    with urllib.request.urlopen(f"{url}/api/v1/tasks?ticket_id={ticket['id']}") as resp:
+        tasks = {t["key"]: t for t in json.loads(resp.read())["items"]}
+    assert tasks["world"]["result"] == {"text": "WORLD", "inputs": ["hello"]}
+    assert (tasks["bad"]["status"], tasks["bad"]["error"]["category"]) == ("failed", "permanent")
