@@ -1,4 +1,4 @@
-"""retries: per-task backoff, indexes for the retry wake-up and deadline sweeps
+"""retries: per-task backoff, index for the retry wake-up sweep
 
 Revision ID: 0002
 Revises: 0001
@@ -20,21 +20,16 @@ def upgrade() -> None:
     with op.batch_alter_table("tasks") as batch:
         batch.add_column(sa.Column("retry_backoff", sa.Double(), nullable=True))
         batch.add_column(sa.Column("retry_backoff_max", sa.Double(), nullable=True))
-    for name, column, status in (
-        ("ix_tasks_retrying", "next_attempt_at", "retrying"),
-        ("ix_tasks_running", "started_at", "running"),
-    ):
-        op.create_index(
-            name,
-            "tasks",
-            [column],
-            postgresql_where=sa.text(f"status = '{status}'"),
-            sqlite_where=sa.text(f"status = '{status}'"),
-        )
+    op.create_index(
+        "ix_tasks_retrying",
+        "tasks",
+        ["next_attempt_at"],
+        postgresql_where=sa.text("status = 'retrying'"),
+        sqlite_where=sa.text("status = 'retrying'"),
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_tasks_running", table_name="tasks")
     op.drop_index("ix_tasks_retrying", table_name="tasks")
     with op.batch_alter_table("tasks") as batch:
         batch.drop_column("retry_backoff_max")

@@ -93,7 +93,7 @@ class Task(Base):
         Index("ix_tasks_pending", "ticket_id", **partial("status = 'pending'")),
         Index("ix_tasks_queued", "queued_at", **partial("status = 'queued'")),
         Index("ix_tasks_retrying", "next_attempt_at", **partial("status = 'retrying'")),
-        Index("ix_tasks_running", "started_at", **partial("status = 'running'")),
+        # Running attempts, by agent: the lost-agent and deadline sweeps read only these.
         Index("ix_tasks_agent", "agent_id", **partial("status = 'running'")),
         Index("ix_tasks_claimable", PRIORITY_RANK, "queued_at", **partial("status = 'queued'")),
         Index(
