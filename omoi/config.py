@@ -39,6 +39,8 @@ class Settings:
     api_port: int = 5000
     api_url: str = ""
     log_level: str = "INFO"
+    workflows_dir: str = ""
+    context_budget: int = 4000
 
     @property
     def client_url(self) -> str:

@@ -7,10 +7,12 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from omoi.api import agents, errors, guards, health, tasks, tickets
+from omoi.api import workflows as workflow_api
 from omoi.api.runtime import Runtime
 from omoi.config import Settings
 from omoi.logs import configure as configure_logs
 from omoi.models import Database
+from omoi.services import workflows
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.failures import RetryPolicy
 from omoi.transport import CeleryDispatcher, make_celery
@@ -31,6 +33,7 @@ def create_app(
 ) -> Flask:
     settings = settings or Settings.from_env()
     configure_logs(settings.log_level)
+    workflows.configure(settings.workflows_dir or None)  # a bad workflow file stops start-up
     app = Flask("omoi")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -55,6 +58,7 @@ def create_app(
     api.register_blueprint(tickets.blp)
     api.register_blueprint(tasks.blp)
     api.register_blueprint(agents.blp)
+    api.register_blueprint(workflow_api.blp)
     app.register_blueprint(health.blp)
     errors.register(app)
     guards.register(app)

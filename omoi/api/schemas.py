@@ -17,10 +17,14 @@ from omoi.domain.enums import (
     TicketStatus,
 )
 from omoi.domain.routing import normalize_capabilities
-from omoi.services.tickets import NewTask, NewTicket
+from omoi.services.phases import NewTask
+from omoi.services.tickets import NewTicket
 
 TOKEN = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", error="must be a short token")
-KEY = validate.Length(min=1, max=200)
+KEY = validate.And(
+    validate.Length(min=1, max=200),
+    validate.Regexp(r"^[^#]+$", error="may not contain '#' (omoi marks repeated phases with it)"),
+)
 
 
 def _enum(enum: type, **kw: Any) -> fields.String:
@@ -53,6 +57,11 @@ class TaskIn(Schema):
     )
     resources = fields.List(
         fields.String(validate=validate.Length(min=1, max=200)), load_default=list
+    )
+    phase = _enum(
+        Phase,
+        load_default=None,
+        metadata={"description": "the workflow phase it belongs to (default: first)"},
     )
     external = fields.Boolean(
         load_default=False,
@@ -299,3 +308,73 @@ class ReportedError(Schema):
 class FailIn(Schema):
     lease_token = fields.UUID(required=True)
     error = fields.Nested(ReportedError, required=True)
+
+
+class TransitionIn(Schema):
+    to_phase = _enum(Phase, required=True)
+    reason = fields.String(load_default="moved by hand", validate=validate.Length(max=2000))
+    force = fields.Boolean(load_default=False)
+    by = fields.String(load_default="api", validate=validate.Length(min=1, max=200))
+
+
+class ValidTransitions(Schema):
+    ticket_id = fields.UUID()
+    workflow = fields.String()
+    phase = _enum(Phase)
+    status = _enum(TicketStatus)
+    allowed = fields.List(fields.String())
+
+
+class HistoryOut(Schema):
+    id = fields.Integer()
+    from_phase = fields.String(allow_none=True)
+    to_phase = fields.String()
+    reason = fields.String()
+    by = fields.String()
+    created_at = fields.DateTime()
+
+
+class HistoryList(Schema):
+    items = fields.List(fields.Nested(HistoryOut))
+
+
+class GateStatus(Schema):
+    ticket_id = fields.UUID()
+    phase = fields.String(allow_none=True)
+    status = _enum(TicketStatus)
+    requires = fields.Dict(allow_none=True)
+    latest = fields.Dict(allow_none=True)
+
+
+class ArtifactIn(Schema):
+    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    content = fields.Raw(required=True)
+    path = fields.String(load_default=None, validate=validate.Length(max=1000))
+    phase = _enum(Phase, load_default=None)
+
+
+class ArtifactCreated(Schema):
+    id = fields.Integer()
+
+
+class ApproveIn(Schema):
+    by = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    comment = fields.String(load_default="", validate=validate.Length(max=5000))
+    phase = _enum(Phase, load_default=None)
+
+
+class ContextOut(Schema):
+    ticket_id = fields.UUID()
+    summary = fields.String(allow_none=True)
+    phases = fields.Dict()
+
+
+class WorkflowOut(Schema):
+    name = fields.String()
+    description = fields.String()
+    phases = fields.List(fields.String())
+    transitions = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+
+
+class WorkflowList(Schema):
+    items = fields.List(fields.Nested(WorkflowOut))

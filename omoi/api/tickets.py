@@ -11,16 +11,24 @@ from flask_smorest import Blueprint
 
 from omoi.api.runtime import runtime
 from omoi.api.schemas import (
+    ApproveIn,
+    ArtifactCreated,
+    ArtifactIn,
     CancelIn,
+    ContextOut,
+    GateStatus,
+    HistoryList,
     TicketCreated,
     TicketIn,
     TicketOut,
     TicketPage,
     TicketQuery,
+    TransitionIn,
+    ValidTransitions,
 )
 from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.models import Ticket
-from omoi.services import control, queries, tickets
+from omoi.services import control, phases, queries, tickets
 from omoi.services.tickets import NewTicket
 
 blp = Blueprint(
@@ -57,6 +65,7 @@ class Tickets(MethodView):
             request_fingerprint=tickets.fingerprint(request.get_json()) if key else None,
             max_tasks=rt.settings.max_tasks_per_ticket,
             default_max_retries=rt.settings.default_max_retries,
+            context_budget=rt.settings.context_budget,
         )
         ticket, counts = queries.get_ticket(rt.db, submitted.ticket_id)
         body = ticket_view(ticket, counts)
@@ -95,4 +104,92 @@ class CancelTicket(MethodView):
         """Cancel the ticket and all its open tasks; running attempts are revoked."""
         rt = runtime()
         control.cancel_ticket(rt.db, rt.dispatcher, ticket_id, body["reason"])
+        return ticket_view(*queries.get_ticket(rt.db, ticket_id))
+
+
+@blp.route("/<uuid:ticket_id>/transition")
+class Transition(MethodView):
+    @blp.arguments(TransitionIn)
+    @blp.response(200, TicketOut)
+    @blp.alt_response(409, description="Not an allowed transition; the message lists those")
+    def post(self, body: dict[str, Any], ticket_id: uuid.UUID) -> Any:
+        """Move a ticket to another phase (``force`` skips the transition table)."""
+        rt = runtime()
+        phases.move(
+            rt.db,
+            rt.dispatcher,
+            ticket_id,
+            body["to_phase"],
+            body["reason"],
+            body["by"],
+            body["force"],
+        )
+        return ticket_view(*queries.get_ticket(rt.db, ticket_id))
+
+
+@blp.route("/<uuid:ticket_id>/valid-transitions")
+class ValidTransitionsView(MethodView):
+    @blp.response(200, ValidTransitions)
+    def get(self, ticket_id: uuid.UUID) -> Any:
+        return phases.valid_transitions(runtime().db, ticket_id)
+
+
+@blp.route("/<uuid:ticket_id>/phase-history")
+class PhaseHistoryView(MethodView):
+    @blp.response(200, HistoryList)
+    def get(self, ticket_id: uuid.UUID) -> Any:
+        queries.get_ticket(runtime().db, ticket_id)  # 404 for an unknown ticket
+        return {"items": phases.history_of(runtime().db, ticket_id)}
+
+
+@blp.route("/<uuid:ticket_id>/gate-status")
+class GateStatusView(MethodView):
+    @blp.response(200, GateStatus)
+    def get(self, ticket_id: uuid.UUID) -> Any:
+        """What the current phase's gate requires and its latest judgement."""
+        return phases.gate_status(runtime().db, ticket_id)
+
+
+@blp.route("/<uuid:ticket_id>/context")
+class ContextView(MethodView):
+    @blp.response(200, ContextOut)
+    def get(self, ticket_id: uuid.UUID) -> Any:
+        """Finished phases aggregated, and their summary within the context budget."""
+        ticket, _ = queries.get_ticket(runtime().db, ticket_id)
+        return {
+            "ticket_id": ticket_id,
+            "summary": ticket.context.get("summary"),
+            "phases": ticket.context.get("phases", {}),
+        }
+
+
+@blp.route("/<uuid:ticket_id>/artifacts")
+class Artifacts(MethodView):
+    @blp.arguments(ArtifactIn)
+    @blp.response(201, ArtifactCreated)
+    def post(self, body: dict[str, Any], ticket_id: uuid.UUID) -> Any:
+        """Add an artifact to the ticket's phase; a gate waiting for it is judged again."""
+        rt = runtime()
+        artifact_id = phases.add(
+            rt.db,
+            rt.dispatcher,
+            ticket_id,
+            body["type"],
+            body["content"],
+            body["path"],
+            body["phase"],
+        )
+        return {"id": artifact_id}
+
+
+@blp.route("/<uuid:ticket_id>/approve")
+class Approve(MethodView):
+    @blp.arguments(ApproveIn)
+    @blp.response(201, TicketOut)
+    def post(self, body: dict[str, Any], ticket_id: uuid.UUID) -> Any:
+        """Approve the phase's gate (for gates that require a human)."""
+        rt = runtime()
+        phases.give_approval(
+            rt.db, rt.dispatcher, ticket_id, body["by"], body["comment"], body["phase"]
+        )
         return ticket_view(*queries.get_ticket(rt.db, ticket_id))

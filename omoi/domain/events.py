@@ -24,3 +24,7 @@ class EventType(StrEnum):
     AGENT_STALE = "agent.stale"
     AGENT_REVIVED = "agent.revived"
     AGENT_OFFLINE = "agent.offline"
+    GATE_PASSED = "gate.passed"
+    GATE_FAILED = "gate.failed"
+    GATE_APPROVED = "gate.approved"
+    ARTIFACT_ADDED = "artifact.added"

@@ -1,6 +1,27 @@
 """SQLAlchemy models and the engine/session factory."""
 
 from omoi.models.db import Database
-from omoi.models.tables import Agent, Base, Event, PhaseHistory, Task, Ticket
+from omoi.models.tables import (
+    Agent,
+    Approval,
+    Artifact,
+    Base,
+    Event,
+    GateResult,
+    PhaseHistory,
+    Task,
+    Ticket,
+)
 
-__all__ = ["Agent", "Base", "Database", "Event", "PhaseHistory", "Task", "Ticket"]
+__all__ = [
+    "Agent",
+    "Approval",
+    "Artifact",
+    "Base",
+    "Database",
+    "Event",
+    "GateResult",
+    "PhaseHistory",
+    "Task",
+    "Ticket",
+]

@@ -199,3 +199,50 @@ class PhaseHistory(Base):
     by: Mapped[str] = mapped_column(String(200), default="system")
     artifacts: Mapped[list[Any]] = mapped_column(JsonDoc, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Artifact(Base):
+    """Something a phase produced: a document, a report, code. Gates judge these."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (Index("ix_artifacts_ticket_phase", "ticket_id", "phase", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    phase: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[Any] = mapped_column(JsonDoc)
+    task_id: Mapped[uuid.UUID | None]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GateResult(Base):
+    __tablename__ = "gate_results"
+    __table_args__ = (Index("ix_gate_results_ticket", "ticket_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    phase: Mapped[str] = mapped_column(String(32))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    missing: Mapped[list[str]] = mapped_column(JsonDoc, default=list)
+    reasons: Mapped[list[str]] = mapped_column(JsonDoc, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Approval(Base):
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_ticket_phase", "ticket_id", "phase"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    phase: Mapped[str] = mapped_column(String(32))
+    by: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

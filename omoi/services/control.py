@@ -20,7 +20,6 @@ from omoi.domain.enums import (
     TaskStatus,
     TicketStatus,
 )
-from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
 from omoi.models import Database
 from omoi.models.types import utcnow
@@ -28,7 +27,8 @@ from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.errors import Conflict, NotFound
 from omoi.services.failures import cancel_downstream
 from omoi.services.outbox import publish
-from omoi.services.records import close_tasks, event_row, move_ticket, record, task_event
+from omoi.services.phases import close_tasks
+from omoi.services.records import cancel_rows, event_row, move_ticket, record, task_event
 from omoi.services.sql import (
     depends_on_any,
     depends_on_params,
@@ -62,37 +62,6 @@ def _lock_task(conn: Connection, task_id: uuid.UUID) -> tuple[Any, Any]:
     return task, ticket
 
 
-def _cancel_rows(conn: Connection, ticket_id: uuid.UUID, where: Any, reason: str) -> list[Any]:
-    """Mark open tasks cancelled; returns ``(id, status, celery_id)`` as they were."""
-    now = utcnow()
-    error = TaskError(ErrorCategory.CANCELLED, "Cancelled", reason).as_dict()
-    before = conn.execute(
-        select(tasks.c.id, tasks.c.status, tasks.c.celery_id).where(where).with_for_update()
-    ).all()
-    if before:
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id.in_([r.id for r in before]))
-            .values(
-                status=TaskStatus.CANCELLED,
-                error=error,
-                lease_token=None,
-                finished_at=now,
-                next_attempt_at=None,
-            )
-        )
-        record(
-            conn,
-            (
-                task_event(
-                    EventType.TASK_CANCELLED, r.id, ticket_id, {**error, "was": r.status}, now
-                )
-                for r in before
-            ),
-        )
-    return before
-
-
 def _revoke(dispatcher: Dispatcher, rows: list[Any]) -> None:
     running = [r.celery_id for r in rows if r.status == TaskStatus.RUNNING and r.celery_id]
     dispatcher.revoke(running)
@@ -101,7 +70,7 @@ def _revoke(dispatcher: Dispatcher, rows: list[Any]) -> None:
 def cancel_task(db: Database, dispatcher: Dispatcher, task_id: uuid.UUID, reason: str) -> None:
     """Cancel one task and everything downstream of it."""
 
-    def tx() -> list[Any]:
+    def tx() -> tuple[list[Any], list[Dispatch]]:
         with db.connect() as conn:
             task, _ = _lock_task(conn, task_id)
             if task.status in TERMINAL_TASK_STATUSES:
@@ -109,14 +78,15 @@ def cancel_task(db: Database, dispatcher: Dispatcher, task_id: uuid.UUID, reason
                     f"task {task_id} already ended ({task.status}); nothing to cancel",
                     {"task_id": str(task_id), "status": task.status},
                 )
-            rows = _cancel_rows(conn, task.ticket_id, tasks.c.id == task_id, reason)
+            rows = cancel_rows(conn, task.ticket_id, tasks.c.id == task_id, reason)
             downstream = cancel_downstream(
                 conn, task.ticket_id, [task_id], f"dependency {task_id} was cancelled"
             )
-            close_tasks(conn, task.ticket_id, 1 + downstream)
-            return rows
+            return rows, close_tasks(conn, task.ticket_id, 1 + downstream)
 
-    _revoke(dispatcher, retry_db(tx))
+    rows, next_phase = retry_db(tx)
+    _revoke(dispatcher, rows)
+    publish(db, dispatcher, next_phase)
 
 
 def cancel_ticket(db: Database, dispatcher: Dispatcher, ticket_id: uuid.UUID, reason: str) -> None:
@@ -132,7 +102,7 @@ def _cancel_ticket_tx(db: Database, ticket_id: uuid.UUID, reason: str) -> list[A
                 f"ticket {ticket_id} is already {ticket.status}",
                 {"ticket_id": str(ticket_id), "status": ticket.status},
             )
-        rows = _cancel_rows(
+        rows = cancel_rows(
             conn,
             ticket_id,
             (tasks.c.ticket_id == ticket_id) & tasks.c.status.in_(list(OPEN_TASK_STATUSES)),

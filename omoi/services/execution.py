@@ -25,7 +25,8 @@ from omoi.services import fastpath
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
-from omoi.services.records import close_tasks, record, settle_ticket, task_event
+from omoi.services.phases import close_tasks, emit_artifact, judge
+from omoi.services.records import record, task_event
 from omoi.services.sql import (
     depends_on_one,
     depends_on_params,
@@ -157,6 +158,14 @@ class TaskContext:
                     select(tickets.c.context).where(tickets.c.id == self.ticket_id)
                 ).scalar_one()
             )
+
+    def emit_artifact(self, kind: str, content: Any, path: str | None = None) -> bool:
+        """Attach an artifact (a document, a report) to this task's phase for its gate to
+        judge. Stored only while this attempt still holds the task; returns whether it was."""
+        if self._db is None or self._lease is None:
+            return False
+        with self._db.connect() as conn:
+            return emit_artifact(conn, self.task_id, self._lease, kind, content, path)
 
     @property
     def lease(self) -> uuid.UUID | None:
@@ -302,14 +311,18 @@ def succeed(db: Database, c: Claim, result: Any) -> tuple[bool, list[Dispatch]]:
             "now": utcnow(),
             "needle": {"depends_on": [str(c.task_id)]},
         }
-        with db.driver() as pg:
-            rows = fastpath.succeed(pg, params)
+
+        def statement() -> list[Any]:
+            with db.driver() as pg:
+                return fastpath.succeed(pg, params)
+
+        rows = retry_db(statement)
         if not rows[0].landed:
             return False, []
-        if rows[0].open_tasks == 0:
-            with db.connect() as conn:
-                settle_ticket(conn, c.ticket_id)
-        return True, [Dispatch.of_row(r) for r in rows if r.id is not None]
+        ready = [Dispatch.of_row(r) for r in rows if r.id is not None]
+        if rows[0].open_tasks == 0:  # the phase's last task: judge its gate (beat re-checks
+            ready += retry_db(lambda: judge_gate(db, c.ticket_id))  # if we die right here)
+        return True, ready
 
     def portable() -> tuple[bool, list[Dispatch]]:
         with db.connect() as conn:
@@ -320,10 +333,17 @@ def succeed(db: Database, c: Claim, result: Any) -> tuple[bool, list[Dispatch]]:
             )
             record(conn, [event])
             ready = _release_dependents(conn, c)
-            close_tasks(conn, c.ticket_id, 1)
+            ready += close_tasks(conn, c.ticket_id, 1)
             return True, ready
 
-    return retry_db(postgres if db.dialect == "postgresql" else portable)
+    if db.dialect == "postgresql":
+        return postgres()  # its single statement retries itself; the gate check too
+    return retry_db(portable)
+
+
+def judge_gate(db: Database, ticket_id: uuid.UUID) -> list[Dispatch]:
+    with db.connect() as conn:
+        return judge(conn, ticket_id)
 
 
 def run_attempt(

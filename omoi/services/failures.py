@@ -21,7 +21,8 @@ from omoi.models import Database
 from omoi.models.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.outbox import publish
-from omoi.services.records import close_tasks, record, task_event
+from omoi.services.phases import close_tasks
+from omoi.services.records import record, task_event
 from omoi.services.sql import (
     depends_on_any,
     depends_on_params,
@@ -141,8 +142,7 @@ def apply_failure(
     )
     record(conn, [task_event(EventType.TASK_FAILED, row.id, row.ticket_id, detail, now)])
     cancelled = cancel_downstream(conn, row.ticket_id, [row.id], f"dependency {row.id} failed")
-    close_tasks(conn, row.ticket_id, 1 + cancelled)
-    return []
+    return close_tasks(conn, row.ticket_id, 1 + cancelled)  # the next phase's tasks, if any
 
 
 def fail_attempt(

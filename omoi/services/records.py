@@ -1,5 +1,4 @@
-"""The records every state change leaves: the event log, phase history, and settling a ticket
-whose last task ended."""
+"""The records every state change leaves: the event log, phase history, cancelled tasks."""
 
 from __future__ import annotations
 
@@ -8,9 +7,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
-from omoi.domain.enums import Phase, TaskStatus, TicketStatus
+from omoi.domain.enums import ErrorCategory, Phase, TaskStatus, TicketStatus
+from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
 from omoi.models import PhaseHistory
 from omoi.models.types import utcnow
@@ -91,47 +91,32 @@ def move_ticket(
     )
 
 
-def close_tasks(conn: Executor, ticket_id: uuid.UUID, count: int) -> bool:
-    """Count ``count`` tasks of the ticket as ended; the call that reaches zero settles the
-    ticket in the same transaction (the counter's row lock orders concurrent callers).
-    Call it last in the transaction: the lock is then held only until commit."""
-    row = conn.execute(
-        update(tickets)
-        .where(tickets.c.id == ticket_id)
-        .values(open_tasks=tickets.c.open_tasks - count, updated_at=utcnow())
-        .returning(tickets.c.open_tasks)
-    ).one()
-    return row.open_tasks <= 0 and settle_ticket(conn, ticket_id)
-
-
-def settle_ticket(conn: Executor, ticket_id: uuid.UUID) -> bool:
-    """Move a ticket whose tasks have all ended on: all succeeded → done, else blocked.
-    Does nothing to a ticket that is no longer active."""
-    ticket = conn.execute(
-        select(tickets.c.phase, tickets.c.status).where(tickets.c.id == ticket_id)
-    ).one()
-    if ticket.status != TicketStatus.ACTIVE:
-        return False
-    unsuccessful = dict(
+def cancel_rows(conn: Connection, ticket_id: uuid.UUID, where: Any, reason: str) -> list[Any]:
+    """Mark open tasks cancelled; returns ``(id, status, celery_id)`` as they were."""
+    now = utcnow()
+    error = TaskError(ErrorCategory.CANCELLED, "Cancelled", reason).as_dict()
+    before = conn.execute(
+        select(tasks.c.id, tasks.c.status, tasks.c.celery_id).where(where).with_for_update()
+    ).all()
+    if before:
         conn.execute(
-            select(tasks.c.status, func.count())
-            .where(tasks.c.ticket_id == ticket_id, tasks.c.status != TaskStatus.SUCCEEDED)
-            .group_by(tasks.c.status)
-        ).all()
-    )
-    if not unsuccessful:
-        move_ticket(
-            conn, ticket_id, ticket.phase, Phase.DONE, TicketStatus.DONE, "all tasks succeeded"
+            update(tasks)
+            .where(tasks.c.id.in_([r.id for r in before]))
+            .values(
+                status=TaskStatus.CANCELLED,
+                error=error,
+                lease_token=None,
+                finished_at=now,
+                next_attempt_at=None,
+            )
         )
-        record(conn, [event_row(EventType.TICKET_COMPLETED, "ticket", ticket_id, ticket_id)])
-        return True
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(unsuccessful.items()))
-    move_ticket(
-        conn,
-        ticket_id,
-        ticket.phase,
-        Phase.BLOCKED,
-        TicketStatus.BLOCKED,
-        f"not every task succeeded: {counts}",
-    )
-    return True
+        record(
+            conn,
+            (
+                task_event(
+                    EventType.TASK_CANCELLED, r.id, ticket_id, {**error, "was": r.status}, now
+                )
+                for r in before
+            ),
+        )
+    return before

@@ -33,6 +33,7 @@ SWEEP_LOCKS = {
     "retries": 7_340_002,
     "deadlines": 7_340_003,
     "agents": 7_340_004,
+    "gates": 7_340_005,
 }
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 T = TypeVar("T")

@@ -6,43 +6,24 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from omoi.domain import dag
-from omoi.domain.enums import Phase, Priority, TaskStatus, TicketStatus
+from omoi.domain.enums import Phase, Priority, TicketStatus
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
-from omoi.domain.routing import normalize_capabilities, queue_for
 from omoi.models import Database
 from omoi.models.types import utcnow
-from omoi.services.dispatcher import Dispatch, Dispatcher
+from omoi.services import workflows
+from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, Invalid
 from omoi.services.outbox import publish
-from omoi.services.records import event_row, record, settle_ticket
-from omoi.services.sql import bulk_insert, tasks, tickets
-
-WORKFLOW_FIRST_PHASE = {"dag": Phase.RUN}
-
-
-@dataclass
-class NewTask:
-    key: str
-    task_type: str
-    depends_on: list[str] = field(default_factory=list)
-    description: str = ""
-    capabilities: list[str] = field(default_factory=list)
-    payload: dict[str, Any] = field(default_factory=dict)
-    priority: str | None = None
-    max_retries: int | None = None
-    retry_backoff: float | None = None
-    retry_backoff_max: float | None = None
-    timeout_seconds: float | None = None
-    resources: list[str] = field(default_factory=list)
-    external: bool = False
+from omoi.services.phases import Defaults, NewTask, check_graph, instantiate, judge, phase_tasks
+from omoi.services.records import event_row, record
+from omoi.services.sql import tickets
 
 
 @dataclass
@@ -96,65 +77,36 @@ def create_ticket(
     request_fingerprint: str | None = None,
     max_tasks: int = 20_000,
     default_max_retries: int = 3,
+    context_budget: int = 4000,
 ) -> Submitted:
-    if spec.workflow not in WORKFLOW_FIRST_PHASE:
-        raise Invalid(
-            f"unknown workflow {spec.workflow!r}",
-            {"workflow": spec.workflow, "known": sorted(WORKFLOW_FIRST_PHASE)},
-        )
+    workflow = workflows.get(spec.workflow)
     if len(spec.tasks) > max_tasks:
         raise Invalid(f"a ticket holds at most {max_tasks} tasks", {"tasks": len(spec.tasks)})
-    problems = dag.validate([(t.key, t.depends_on) for t in spec.tasks])
-    if problems:
-        raise Invalid(problems.message(), problems.as_dict())
+    by_phase: dict[Phase, list[NewTask]] = {}
+    for t in spec.tasks:
+        phase = Phase(t.phase or workflow.initial)
+        if phase not in workflow.working:
+            raise Invalid(
+                f"task {t.key!r}: {phase} is not a working phase of {workflow.name}",
+                {"task": t.key, "phases": [str(p) for p in workflow.working]},
+            )
+        by_phase.setdefault(phase, []).append(t)
+    for phase in workflow.working:
+        check_graph(phase_tasks(workflow, phase, spec.title, by_phase.get(phase, [])), phase)
     if idempotency_key is not None:
         replay = _existing(db, idempotency_key, request_fingerprint)
         if replay is not None:
             return replay
 
     now = utcnow()
-    phase = WORKFLOW_FIRST_PHASE[spec.workflow]
     ticket_id = new_id()
-    ids = {t.key: new_id() for t in spec.tasks}
-    rows: list[dict[str, Any]] = []
-    ready: list[Dispatch] = []
-    for t in spec.tasks:
-        deps = list(dict.fromkeys(t.depends_on))
-        caps = normalize_capabilities(t.capabilities)
-        priority = t.priority or spec.priority
-        is_ready = not deps
-        rows.append(
-            {
-                "id": ids[t.key],
-                "ticket_id": ticket_id,
-                "phase": phase,
-                "key": t.key,
-                "task_type": t.task_type,
-                "description": t.description,
-                "capabilities": caps,
-                "payload": t.payload,
-                "priority": priority,
-                "dependencies": {"depends_on": [str(ids[d]) for d in deps]},
-                "unmet_dependencies": len(deps),
-                "status": TaskStatus.QUEUED if is_ready else TaskStatus.PENDING,
-                "attempt": 1 if is_ready else 0,
-                "retry_count": 0,
-                "max_retries": default_max_retries if t.max_retries is None else t.max_retries,
-                "retry_backoff": t.retry_backoff,
-                "retry_backoff_max": t.retry_backoff_max,
-                "timeout_seconds": t.timeout_seconds,
-                "resources": t.resources,
-                "external": t.external,
-                "created_at": now,
-                "queued_at": now if is_ready else None,
-            }
-        )
-        if is_ready:
-            ready.append(
-                Dispatch(
-                    ids[t.key], 1, queue_for(caps), priority, t.timeout_seconds, external=t.external
-                )
-            )
+    first = workflow.initial
+    context: dict[str, Any] = {
+        "defaults": {"max_retries": default_max_retries},
+        "budget": context_budget,
+        "planned": {p: [asdict(t) for t in ts] for p, ts in by_phase.items() if p != first},
+    }
+    initial = phase_tasks(workflow, first, spec.title, by_phase.get(first, []))
     try:
         with db.connect() as conn:
             conn.execute(
@@ -166,10 +118,10 @@ def create_ticket(
                         "description": spec.description,
                         "priority": spec.priority,
                         "workflow": spec.workflow,
-                        "phase": phase,
+                        "phase": first,
                         "status": TicketStatus.ACTIVE,
-                        "context": {},
-                        "open_tasks": len(rows),
+                        "context": context,
+                        "open_tasks": 0,
                         "idempotency_key": idempotency_key,
                         "request_fingerprint": request_fingerprint,
                         "created_at": now,
@@ -177,15 +129,16 @@ def create_ticket(
                     }
                 ],
             )
-            if rows:
-                bulk_insert(conn, tasks, rows)
+            rows, ready = instantiate(
+                conn, ticket_id, first, initial, Defaults(spec.priority, default_max_retries), now
+            )
             payload = {"tasks": len(rows), "ready": len(ready), "workflow": spec.workflow}
             record(
                 conn,
                 [event_row(EventType.TICKET_CREATED, "ticket", ticket_id, ticket_id, payload, now)],
             )
             if not rows:
-                settle_ticket(conn, ticket_id)
+                ready = judge(conn, ticket_id)  # a phase without tasks is judged at once
     except IntegrityError:
         if idempotency_key is None:
             raise

@@ -16,9 +16,10 @@ from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
 from omoi.logs import configure as configure_logs
 from omoi.models import Database
-from omoi.services import agents, execution, failures, outbox
+from omoi.services import agents, execution, failures, outbox, phases, workflows
 from omoi.services.failures import RetryPolicy
 from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery
+from omoi.worker import demo  # noqa: F401 - registers the demo agents
 from omoi.worker.agent import WorkerAgent
 from omoi.worker.handlers import registry
 
@@ -31,6 +32,7 @@ def create_worker_app(settings: Settings) -> Celery:
     db = Database(settings.database_url, pool_size=2, pre_ping=False)
     dispatcher = CeleryDispatcher(app, settings.time_limit_grace)
     policy = RetryPolicy(settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max)
+    workflows.configure(settings.workflows_dir or None)  # a bad workflow file stops start-up
     registry.load(settings.handlers)
     agent = WorkerAgent(db, settings.heartbeat_interval)
     agent.connect_signals()
@@ -40,7 +42,13 @@ def create_worker_app(settings: Settings) -> Celery:
     }
     app.conf.beat_schedule = {
         name: {"task": f"omoi.{name.replace('-', '_')}", **every}
-        for name in ("sweep-outbox", "wake-retries", "expire-deadlines", "sweep-agents")
+        for name in (
+            "sweep-outbox",
+            "wake-retries",
+            "expire-deadlines",
+            "sweep-agents",
+            "sweep-gates",
+        )
     }
 
     class RunTask(Task):  # type: ignore[misc]
@@ -87,6 +95,12 @@ def create_worker_app(settings: Settings) -> Celery:
     @app.task(name="omoi.sweep_agents")
     def sweep_agents() -> int:
         return agents.sweep_stale(db, dispatcher, policy, settings.heartbeat_timeout)
+
+    @app.task(name="omoi.sweep_gates")
+    def sweep_gates() -> int:
+        ready = phases.sweep_gates(db)
+        outbox.publish(db, dispatcher, ready)
+        return len(ready)
 
     return app
 

@@ -1,0 +1,37 @@
+"""The workflows this deployment knows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from omoi.api.schemas import WorkflowList
+from omoi.services import workflows
+
+blp = Blueprint(
+    "workflows",
+    __name__,
+    url_prefix="/api/v1/workflows",
+    description="Workflows: phases and their transitions",
+)
+
+
+@blp.route("")
+class Workflows(MethodView):
+    @blp.response(200, WorkflowList)
+    def get(self) -> Any:
+        return {
+            "items": [
+                {
+                    "name": w.name,
+                    "description": w.description,
+                    "phases": [p.name.value for p in w.phases],
+                    "transitions": {
+                        k.value: [t.value for t in v] for k, v in w.transitions.items()
+                    },
+                }
+                for w in workflows.all_workflows()
+            ]
+        }

@@ -1,0 +1,577 @@
+"""A ticket's walk through its workflow's phases.
+
+Entering a phase instantiates its task templates and the tasks the submitter attached to it.
+The transaction that ends a phase's last task (the ticket's open-task counter reaching zero)
+judges the phase's gate: passed, the phase's results are aggregated into the ticket's context
+and the next phase begins; failed, a ``gate_results`` row keeps every reason and the ticket is
+blocked until new artifacts, an approval, a retried task or a forced transition move it on.
+Every judgement locks the ticket row and re-reads its state, so concurrent callers (two beats,
+an artifact arriving as the last task ends) transition a ticket at most once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from omoi.domain import dag, gates
+from omoi.domain.context import aggregate, summarize
+from omoi.domain.enums import OPEN_TASK_STATUSES, Phase, TaskStatus, TicketStatus
+from omoi.domain.events import EventType
+from omoi.domain.ids import new_id
+from omoi.domain.routing import normalize_capabilities, queue_for
+from omoi.domain.workflow import Workflow
+from omoi.models import Approval, Artifact, Database, GateResult, PhaseHistory
+from omoi.models.types import utcnow
+from omoi.services import workflows
+from omoi.services.dispatcher import Dispatch, Dispatcher
+from omoi.services.errors import Conflict, Invalid, NotFound
+from omoi.services.outbox import publish
+from omoi.services.records import cancel_rows, event_row, move_ticket, record, task_event
+from omoi.services.sql import bulk_insert, retry_db, sweep_lock, tasks, tickets
+
+artifacts = Artifact.__table__
+gate_results = GateResult.__table__
+approvals = Approval.__table__
+history = PhaseHistory.__table__
+VISIT = "#"  # separates a task key from the visit number when a phase is entered again
+
+
+@dataclass
+class NewTask:
+    key: str
+    task_type: str
+    depends_on: list[str] = field(default_factory=list)
+    description: str = ""
+    capabilities: list[str] = field(default_factory=list)
+    payload: dict[str, Any] = field(default_factory=dict)
+    priority: str | None = None
+    max_retries: int | None = None
+    retry_backoff: float | None = None
+    retry_backoff_max: float | None = None
+    timeout_seconds: float | None = None
+    resources: list[str] = field(default_factory=list)
+    external: bool = False
+    phase: str | None = None
+
+
+@dataclass(frozen=True)
+class Defaults:
+    priority: str
+    max_retries: int
+
+
+def phase_tasks(
+    workflow: Workflow, phase: Phase, title: str, planned: Sequence[NewTask]
+) -> list[NewTask]:
+    """The phase's templates (descriptions filled in from the ticket) and the planned tasks."""
+    generated = [
+        NewTask(
+            key=t.key,
+            task_type=t.task_type,
+            depends_on=list(t.depends_on),
+            description=t.description.format(title=title),
+            capabilities=list(t.capabilities),
+            payload=dict(t.payload),
+            priority=t.priority,
+            max_retries=t.max_retries,
+            timeout_seconds=t.timeout_seconds,
+        )
+        for t in workflow.spec(phase).tasks
+    ]
+    return [*generated, *planned]
+
+
+def check_graph(specs: Sequence[NewTask], phase: str) -> None:
+    problems = dag.validate([(t.key, t.depends_on) for t in specs])
+    if problems:
+        raise Invalid(problems.message(), {"phase": phase, **problems.as_dict()})
+
+
+def instantiate(
+    conn: Connection,
+    ticket_id: uuid.UUID,
+    phase: Phase,
+    specs: Sequence[NewTask],
+    defaults: Defaults,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[Dispatch]]:
+    """Insert a phase's tasks (ready ones queued) and set the ticket's open-task counter."""
+    visits = conn.execute(
+        select(func.count()).where(history.c.ticket_id == ticket_id, history.c.to_phase == phase)
+    ).scalar_one()
+    suffix = f"{VISIT}{visits}" if visits > 1 else ""  # a phase entered again: fresh keys
+    ids = {t.key: new_id() for t in specs}
+    rows: list[dict[str, Any]] = []
+    ready: list[Dispatch] = []
+    for t in specs:
+        deps = list(dict.fromkeys(t.depends_on))
+        caps = normalize_capabilities(t.capabilities)
+        priority = t.priority or defaults.priority
+        is_ready = not deps
+        rows.append(
+            {
+                "id": ids[t.key],
+                "ticket_id": ticket_id,
+                "phase": phase,
+                "key": t.key + suffix,
+                "task_type": t.task_type,
+                "description": t.description,
+                "capabilities": caps,
+                "payload": t.payload,
+                "priority": priority,
+                "dependencies": {"depends_on": [str(ids[d]) for d in deps]},
+                "unmet_dependencies": len(deps),
+                "status": TaskStatus.QUEUED if is_ready else TaskStatus.PENDING,
+                "attempt": 1 if is_ready else 0,
+                "retry_count": 0,
+                "max_retries": defaults.max_retries if t.max_retries is None else t.max_retries,
+                "retry_backoff": t.retry_backoff,
+                "retry_backoff_max": t.retry_backoff_max,
+                "timeout_seconds": t.timeout_seconds,
+                "resources": t.resources,
+                "external": t.external,
+                "created_at": now,
+                "queued_at": now if is_ready else None,
+            }
+        )
+        if is_ready:
+            ready.append(
+                Dispatch(
+                    ids[t.key], 1, queue_for(caps), priority, t.timeout_seconds, external=t.external
+                )
+            )
+    bulk_insert(conn, tasks, rows)
+    conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(open_tasks=len(rows)))
+    return rows, ready
+
+
+def _lock(conn: Connection, ticket_id: uuid.UUID) -> Any:
+    ticket = conn.execute(
+        select(tickets).where(tickets.c.id == ticket_id).with_for_update()
+    ).one_or_none()
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id} not found", {"ticket_id": str(ticket_id)})
+    return ticket
+
+
+def _planned(ticket: Any, phase: Phase) -> list[NewTask]:
+    return [NewTask(**t) for t in (ticket.context.get("planned") or {}).get(phase, [])]
+
+
+def _enter(
+    conn: Connection, ticket: Any, workflow: Workflow, phase: Phase, context: dict[str, Any]
+) -> list[Dispatch]:
+    """Start ``phase``: create its tasks; a phase without tasks is judged at once."""
+    if phase == Phase.DONE:
+        conn.execute(update(tickets).where(tickets.c.id == ticket.id).values(open_tasks=0))
+        record(conn, [event_row(EventType.TICKET_COMPLETED, "ticket", ticket.id, ticket.id)])
+        return []
+    specs = phase_tasks(workflow, phase, ticket.title, _planned(ticket, phase))
+    defaults = Defaults(ticket.priority, context.get("defaults", {}).get("max_retries", 3))
+    _, ready = instantiate(conn, ticket.id, phase, specs, defaults, utcnow())
+    if specs:
+        return ready
+    return judge(conn, ticket.id)
+
+
+def _aggregate(conn: Connection, ticket: Any, phase: str) -> dict[str, Any]:
+    """The ticket's context with ``phase``'s results folded in and everything re-summarized."""
+    results = conn.execute(
+        select(tasks.c.key, tasks.c.result)
+        .where(
+            tasks.c.ticket_id == ticket.id,
+            tasks.c.phase == phase,
+            tasks.c.status == TaskStatus.SUCCEEDED,
+        )
+        .order_by(tasks.c.id)
+    ).all()
+    kinds = (
+        conn.execute(
+            select(artifacts.c.type).where(
+                artifacts.c.ticket_id == ticket.id, artifacts.c.phase == phase
+            )
+        )
+        .scalars()
+        .all()
+    )
+    context = dict(ticket.context)
+    done = dict(context.get("phases") or {})
+    done[phase] = aggregate([(r.key, r.result) for r in results], list(kinds))
+    context["phases"] = done
+    context["summary"] = summarize(done, context.get("budget", 4000))
+    return context
+
+
+def _move(
+    conn: Connection, ticket: Any, workflow: Workflow, to: Phase, reason: str, by: str, leaving: str
+) -> list[Dispatch]:
+    """Leave ``leaving`` (aggregating its context), enter ``to``."""
+    context = _aggregate(conn, ticket, leaving) if leaving in workflow.working else ticket.context
+    conn.execute(update(tickets).where(tickets.c.id == ticket.id).values(context=context))
+    status = TicketStatus.DONE if to == Phase.DONE else TicketStatus.ACTIVE
+    move_ticket(conn, ticket.id, ticket.phase, to, status, reason, by)
+    refreshed = conn.execute(select(tickets).where(tickets.c.id == ticket.id)).one()
+    return _enter(conn, refreshed, workflow, to, context)
+
+
+def judge(conn: Connection, ticket_id: uuid.UUID) -> list[Dispatch]:
+    """Judge the gate of the phase whose work has ended (or that a blocked ticket waits in)."""
+    ticket = _lock(conn, ticket_id)
+    if ticket.status == TicketStatus.ACTIVE:
+        phase = ticket.phase
+        if ticket.open_tasks > 0:
+            return []
+    elif ticket.status == TicketStatus.BLOCKED and ticket.previous_phase:
+        phase = ticket.previous_phase
+        still_open = conn.execute(
+            select(tasks.c.id)
+            .where(
+                tasks.c.ticket_id == ticket_id,
+                tasks.c.phase == phase,
+                tasks.c.status.in_(list(OPEN_TASK_STATUSES)),
+            )
+            .limit(1)
+        ).first()
+        if still_open is not None:
+            return []
+    else:
+        return []
+    workflow = workflows.get(ticket.workflow)
+    verdict = gates.evaluate(
+        workflow.spec(phase).gate,
+        _statuses(conn, ticket_id, phase),
+        [
+            (a.type, a.content)
+            for a in conn.execute(
+                select(artifacts.c.type, artifacts.c.content)
+                .where(artifacts.c.ticket_id == ticket_id, artifacts.c.phase == phase)
+                .order_by(artifacts.c.id)
+            )
+        ],
+        conn.execute(
+            select(approvals.c.id).where(
+                approvals.c.ticket_id == ticket_id, approvals.c.phase == phase
+            )
+        ).first()
+        is not None,
+    )
+    now = utcnow()
+    conn.execute(
+        insert(gate_results).values(
+            ticket_id=ticket_id,
+            phase=phase,
+            passed=verdict.passed,
+            missing=verdict.missing,
+            reasons=verdict.reasons,
+            created_at=now,
+        )
+    )
+    kind = EventType.GATE_PASSED if verdict.passed else EventType.GATE_FAILED
+    record(
+        conn,
+        [event_row(kind, "ticket", ticket_id, ticket_id, {"phase": phase, **asdict(verdict)}, now)],
+    )
+    if verdict.passed:
+        target = workflow.next_phase(phase)
+        assert target is not None  # a parsed workflow has a way out of every working phase
+        return _move(conn, ticket, workflow, target, f"gate of {phase} passed", "gate", phase)
+    if ticket.status == TicketStatus.ACTIVE:
+        move_ticket(
+            conn,
+            ticket_id,
+            phase,
+            Phase.BLOCKED,
+            TicketStatus.BLOCKED,
+            "; ".join(verdict.reasons),
+            "gate",
+        )
+    return []
+
+
+def _statuses(conn: Connection, ticket_id: uuid.UUID, phase: str) -> dict[str, str]:
+    rows = conn.execute(
+        select(tasks.c.key, tasks.c.status)
+        .where(tasks.c.ticket_id == ticket_id, tasks.c.phase == phase)
+        .order_by(tasks.c.id)
+    )
+    return {r.key.split(VISIT)[0]: r.status for r in rows}  # the newest visit of each key
+
+
+def close_tasks(conn: Connection, ticket_id: uuid.UUID, count: int) -> list[Dispatch]:
+    """Count ``count`` tasks of the ticket's phase as ended; the call that brings the counter to
+    zero judges the gate in the same transaction (the counter's row lock orders concurrent
+    callers). Call it last: the lock is then held only until commit."""
+    row = conn.execute(
+        update(tickets)
+        .where(tickets.c.id == ticket_id)
+        .values(open_tasks=tickets.c.open_tasks - count, updated_at=utcnow())
+        .returning(tickets.c.open_tasks)
+    ).one()
+    return judge(conn, ticket_id) if row.open_tasks <= 0 else []
+
+
+def transition(
+    conn: Connection, ticket_id: uuid.UUID, to_phase: str, reason: str, by: str, force: bool
+) -> list[Dispatch]:
+    """Move a ticket by hand. Allowed moves come from the workflow's transition table; ``force``
+    skips that check (not the phase's existence). Leaving a working phase cancels its open
+    tasks; returning from BLOCKED to the phase it came from resumes it."""
+    ticket = _lock(conn, ticket_id)
+    workflow = workflows.get(ticket.workflow)
+    to = Phase(to_phase)
+    if to != Phase.BLOCKED and to not in [p.name for p in workflow.phases]:
+        raise Invalid(
+            f"{to} is not a phase of workflow {workflow.name}",
+            {"phases": [p.name.value for p in workflow.phases]},
+        )
+    allowed = workflow.allowed(ticket.phase, ticket.previous_phase)
+    if not force and (
+        to not in allowed or ticket.status in (TicketStatus.DONE, TicketStatus.CANCELLED)
+    ):
+        raise Conflict(
+            f"cannot move from {ticket.phase} to {to}; allowed: "
+            + (", ".join(allowed) if ticket.status not in ("done", "cancelled") else "none"),
+            {"from": ticket.phase, "to": str(to), "allowed": [str(a) for a in allowed]},
+        )
+    if to == Phase.BLOCKED:
+        move_ticket(conn, ticket_id, ticket.phase, to, TicketStatus.BLOCKED, reason, by)
+        return []
+    if ticket.phase == Phase.BLOCKED and to == ticket.previous_phase:
+        move_ticket(conn, ticket_id, ticket.phase, to, TicketStatus.ACTIVE, reason, by)
+        return judge(conn, ticket_id)
+    leaving = ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase
+    _cancel_open(conn, ticket_id, f"ticket moved to {to}")
+    return _move(conn, ticket, workflow, to, reason, by, leaving)
+
+
+def _cancel_open(conn: Connection, ticket_id: uuid.UUID, reason: str) -> None:
+    cancel_rows(
+        conn,
+        ticket_id,
+        (tasks.c.ticket_id == ticket_id) & tasks.c.status.in_(list(OPEN_TASK_STATUSES)),
+        reason,
+    )
+
+
+def add_artifact(
+    conn: Connection,
+    ticket_id: uuid.UUID,
+    kind: str,
+    content: Any,
+    path: str | None,
+    phase: str | None,
+    task_id: uuid.UUID | None = None,
+) -> tuple[int, list[Dispatch]]:
+    """Store an artifact for the ticket's current phase (or the one it is blocked in) and judge
+    a gate that was waiting for it."""
+    ticket = _lock(conn, ticket_id)
+    phase = phase or (ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase)
+    artifact_id = conn.execute(
+        insert(artifacts)
+        .values(
+            ticket_id=ticket_id,
+            phase=phase,
+            type=kind,
+            path=path,
+            content=content,
+            task_id=task_id,
+            created_at=utcnow(),
+        )
+        .returning(artifacts.c.id)
+    ).scalar_one()
+    record(
+        conn,
+        [
+            event_row(
+                EventType.ARTIFACT_ADDED,
+                "ticket",
+                ticket_id,
+                ticket_id,
+                {"phase": phase, "type": kind, "artifact_id": artifact_id},
+            )
+        ],
+    )
+    return artifact_id, judge(conn, ticket_id)
+
+
+def approve(
+    conn: Connection, ticket_id: uuid.UUID, by: str, comment: str, phase: str | None
+) -> list[Dispatch]:
+    ticket = _lock(conn, ticket_id)
+    phase = phase or (ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase)
+    conn.execute(
+        insert(approvals).values(
+            ticket_id=ticket_id, phase=phase, by=by, comment=comment, created_at=utcnow()
+        )
+    )
+    record(
+        conn,
+        [
+            event_row(
+                EventType.GATE_APPROVED, "ticket", ticket_id, ticket_id, {"phase": phase, "by": by}
+            )
+        ],
+    )
+    return judge(conn, ticket_id)
+
+
+def emit_artifact(
+    conn: Connection,
+    task_id: uuid.UUID,
+    lease: uuid.UUID,
+    kind: str,
+    content: Any,
+    path: str | None,
+) -> bool:
+    """An artifact from a handler, stored only while its attempt holds the task."""
+    row = conn.execute(
+        select(tasks.c.ticket_id, tasks.c.phase).where(
+            tasks.c.id == task_id,
+            tasks.c.status == TaskStatus.RUNNING,
+            tasks.c.lease_token == lease,
+        )
+    ).one_or_none()
+    if row is None:
+        return False
+    conn.execute(
+        insert(artifacts).values(
+            ticket_id=row.ticket_id,
+            phase=row.phase,
+            type=kind,
+            path=path,
+            content=content,
+            task_id=task_id,
+            created_at=utcnow(),
+        )
+    )
+    record(
+        conn,
+        [
+            task_event(
+                EventType.ARTIFACT_ADDED, task_id, row.ticket_id, {"phase": row.phase, "type": kind}
+            )
+        ],
+    )
+    return True
+
+
+def sweep_gates(db: Database, limit: int = 500) -> list[Dispatch]:
+    """Safety net: judge active tickets whose phase has no open task left (their last task's
+    worker died between its commit and the gate check). Idempotent: ``judge`` locks and
+    re-reads each ticket."""
+    with db.connect() as conn, sweep_lock(conn, "gates") as got:
+        if not got:
+            return []
+        waiting = (
+            conn.execute(
+                select(tickets.c.id)
+                .where(tickets.c.status == TicketStatus.ACTIVE, tickets.c.open_tasks <= 0)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
+        dispatches: list[Dispatch] = []
+        for ticket_id in waiting:
+            dispatches += judge(conn, ticket_id)
+    return dispatches
+
+
+def _run(db: Database, dispatcher: Dispatcher, action: Any, *args: Any) -> Any:
+    """One phase action in its own transaction; what it made ready is published after commit."""
+
+    def tx() -> Any:
+        with db.connect() as conn:
+            return action(conn, *args)
+
+    outcome = retry_db(tx)
+    ready = outcome[1] if isinstance(outcome, tuple) else outcome
+    publish(db, dispatcher, ready)
+    return outcome
+
+
+def move(
+    db: Any,
+    dispatcher: Dispatcher,
+    ticket_id: uuid.UUID,
+    to_phase: str,
+    reason: str,
+    by: str,
+    force: bool,
+) -> None:
+    _run(db, dispatcher, transition, ticket_id, to_phase, reason, by, force)
+
+
+def add(
+    db: Any,
+    dispatcher: Dispatcher,
+    ticket_id: uuid.UUID,
+    kind: str,
+    content: Any,
+    path: str | None,
+    phase: str | None,
+) -> int:
+    artifact_id, _ = _run(db, dispatcher, add_artifact, ticket_id, kind, content, path, phase)
+    return int(artifact_id)
+
+
+def give_approval(
+    db: Any, dispatcher: Dispatcher, ticket_id: uuid.UUID, by: str, comment: str, phase: str | None
+) -> None:
+    _run(db, dispatcher, approve, ticket_id, by, comment, phase)
+
+
+def valid_transitions(db: Database, ticket_id: uuid.UUID) -> dict[str, Any]:
+    with db.connect() as conn:
+        ticket = conn.execute(select(tickets).where(tickets.c.id == ticket_id)).one_or_none()
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id} not found", {"ticket_id": str(ticket_id)})
+    workflow = workflows.get(ticket.workflow)
+    closed = ticket.status in (TicketStatus.DONE, TicketStatus.CANCELLED)
+    allowed = [] if closed else workflow.allowed(ticket.phase, ticket.previous_phase)
+    return {
+        "ticket_id": ticket_id,
+        "workflow": workflow.name,
+        "phase": ticket.phase,
+        "status": ticket.status,
+        "allowed": [str(a) for a in allowed],
+    }
+
+
+def history_of(db: Database, ticket_id: uuid.UUID) -> list[Any]:
+    with db.connect() as conn:
+        return list(
+            conn.execute(
+                select(history).where(history.c.ticket_id == ticket_id).order_by(history.c.id)
+            )
+        )
+
+
+def gate_status(db: Database, ticket_id: uuid.UUID) -> dict[str, Any]:
+    """The latest gate judgement and what the ticket's phase requires."""
+    with db.connect() as conn:
+        ticket = conn.execute(select(tickets).where(tickets.c.id == ticket_id)).one_or_none()
+        if ticket is None:
+            raise NotFound(f"ticket {ticket_id} not found", {"ticket_id": str(ticket_id)})
+        latest = conn.execute(
+            select(gate_results)
+            .where(gate_results.c.ticket_id == ticket_id)
+            .order_by(gate_results.c.id.desc())
+            .limit(1)
+        ).one_or_none()
+    phase = ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase
+    workflow = workflows.get(ticket.workflow)
+    gate = workflow.spec(phase).gate if phase in workflow.working else None
+    return {
+        "ticket_id": ticket_id,
+        "phase": phase,
+        "status": ticket.status,
+        "requires": asdict(gate) if gate else None,
+        "latest": latest._asdict() if latest else None,
+    }
