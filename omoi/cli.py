@@ -19,32 +19,12 @@ import yaml
 from omoi.config import Settings
 from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.domain.routing import queues_for_worker
+from omoi.services import workflows
 
 DEMO_TICKET: dict[str, Any] = {
-    "title": "Demo: build, test and package",
-    "workflow": "dag",
-    "tasks": [
-        {"key": "checkout", "task_type": "shell", "payload": {"command": "echo checked out"}},
-        {
-            "key": "lint",
-            "task_type": "sleep",
-            "depends_on": ["checkout"],
-            "payload": {"seconds": 1},
-        },
-        {
-            "key": "unit-tests",
-            "task_type": "sleep",
-            "depends_on": ["checkout"],
-            "payload": {"seconds": 2},
-        },
-        {
-            "key": "build",
-            "task_type": "shell",
-            "depends_on": ["checkout"],
-            "payload": {"command": "python3 -c 'print(sum(range(10**6)))'"},
-        },
-        {"key": "package", "task_type": "noop", "depends_on": ["lint", "unit-tests", "build"]},
-    ],
+    "title": "Add input validation to the orders API",
+    "description": "Reject malformed orders with a clear error instead of a 500.",
+    "workflow": "software-dev",
 }
 
 
@@ -160,11 +140,23 @@ def _spawn_stack(settings: Settings, quiet: bool) -> list[subprocess.Popen[bytes
     upgrade(settings.database_url)
     out = subprocess.DEVNULL if quiet else None
     cmd = [sys.executable, "-m", "omoi"]
+    loaded = workflows.configure(settings.workflows_dir or None).values()
+    capabilities = sorted(
+        {c for w in loaded for p in w.phases for t in p.tasks for c in t.capabilities}
+    )
+    worker = [
+        *cmd,
+        "worker",
+        "--concurrency",
+        "2",
+        "--loglevel",
+        "WARNING",
+        "--capabilities",
+        ",".join(capabilities),
+    ]
     return [
         subprocess.Popen([*cmd, "api", "--workers", "1"], stdout=out, stderr=out),
-        subprocess.Popen(
-            [*cmd, "worker", "--concurrency", "2", "--loglevel", "WARNING"], stdout=out, stderr=out
-        ),
+        subprocess.Popen(worker, stdout=out, stderr=out),
         subprocess.Popen([*cmd, "beat", "--loglevel", "WARNING"], stdout=out, stderr=out),
     ]
 
@@ -197,7 +189,8 @@ def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float =
 
 @main.command()
 def up() -> None:
-    """Run API, worker and beat together (embedded SQLite by default). Ctrl-C stops them."""
+    """Run API, worker and beat together (embedded SQLite by default); the worker serves every
+    capability the workflows' templates ask for. Ctrl-C stops them."""
     settings = _settings()
     procs = _spawn_stack(settings, quiet=False)
     url = settings.client_url
@@ -279,7 +272,8 @@ def status(ticket_id: str, timeout: float) -> None:
 @main.command()
 @click.option("--timeout", type=float, default=120)
 def demo(timeout: float) -> None:
-    """Start the embedded stack, push a sample ticket through it, show it finishing, stop."""
+    """Start the embedded stack, walk a sample ticket through every phase of the
+    software-dev workflow with the built-in demo agents, show it finishing, stop."""
     settings = _settings()
     url = settings.client_url
     click.echo(f"starting API, worker and beat (data in {settings.data_dir}) ...")
@@ -287,7 +281,7 @@ def demo(timeout: float) -> None:
     try:
         _wait_ready(url, procs)
         ticket = _request(f"{url}/api/v1/tickets", DEMO_TICKET)
-        click.echo(f"submitted ticket {ticket['id']}: {len(ticket['tasks'])} tasks")
+        click.echo(f"submitted ticket {ticket['id']} ({DEMO_TICKET['workflow']} workflow)")
         final = follow(url, ticket["id"], timeout)
         tasks = _request(f"{url}/api/v1/tasks?ticket_id={ticket['id']}")["items"]
         for t in sorted(tasks, key=lambda t: t["started_at"] or ""):

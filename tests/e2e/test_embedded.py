@@ -1,5 +1,6 @@
-"""The embedded default (SQLite + kombu's SQLAlchemy transport, no servers) runs a DAG end to
-end: ``omoi demo`` starts API, prefork worker and beat, submits a ticket and follows it."""
+"""The embedded default (SQLite + kombu's SQLAlchemy transport, no servers) runs a ticket end
+to end: ``omoi demo`` starts API, prefork worker and beat and walks a software-dev ticket through
+every phase."""
 
 import os
 import socket
@@ -29,6 +30,8 @@ def test_demo_runs_a_dag_on_the_embedded_default(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ticket done in PHASE_DONE" in proc.stdout
-    for key in ("checkout", "lint", "unit-tests", "build", "package"):
+    for key in ("requirements", "design", "implement", "unit-tests", "integration-tests", "deploy"):
         assert f"  {key}" in proc.stdout
+    for phase in ("PHASE_REQUIREMENTS", "PHASE_IMPLEMENTATION", "PHASE_DEPLOYMENT"):
+        assert phase in proc.stdout  # the progress lines walked through the phases
     assert (tmp_path / ".omoi" / "omoi.sqlite").exists()
