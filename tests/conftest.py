@@ -33,6 +33,7 @@ TEST_ENV = {
     "OMOI_RETRY_ETA_MAX": "2",
     "OMOI_HEARTBEAT_INTERVAL": "1",
     "OMOI_HEARTBEAT_TIMEOUT": "4",
+    "OMOI_WORKFLOWS_DIR": str(ROOT / "tests" / "support" / "workflows"),
     "OMOI_HANDLERS": "tests.support.handlers,examples.handlers",
 }
 

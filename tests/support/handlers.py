@@ -71,3 +71,14 @@ def stubborn(ctx: TaskContext) -> None:
             time.sleep(0.1)
         except SoftTimeLimitExceeded:
             effects().set(CLEANUP_KEY.format(ctx.task_id), "ignored")
+
+
+@handler("context-echo")
+def context_echo(ctx: TaskContext) -> dict[str, Any]:
+    """Reports the summary of earlier phases it was handed."""
+    decision = ctx.payload.get("decision")
+    return {
+        "summary": f"{ctx.key} done",
+        "seen": ctx.ticket_context.get("summary", ""),
+        "decisions": [decision] if decision else [],
+    }
