@@ -378,3 +378,37 @@ class WorkflowOut(Schema):
 
 class WorkflowList(Schema):
     items = fields.List(fields.Nested(WorkflowOut))
+
+
+class EventFull(EventOut):
+    entity_type = fields.String()
+    entity_id = fields.UUID(allow_none=True)
+    ticket_id = fields.UUID(allow_none=True)
+
+
+class EventPage(Schema):
+    items = fields.List(fields.Nested(EventFull))
+    next_cursor = fields.Integer(allow_none=True)
+
+
+class EventQuery(Schema):
+    ticket_id = fields.UUID()
+    entity_id = fields.UUID()
+    type = fields.String(
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "an event type or a prefix (task.)"},
+    )
+    after = fields.Integer(validate=validate.Range(min=0))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class StreamQuery(Schema):
+    ticket_id = fields.UUID()
+    entity_id = fields.UUID()
+    type = fields.String(validate=validate.Length(min=1, max=64))
+    after = fields.Integer(validate=validate.Range(min=0))
+    timeout = fields.Float(
+        load_default=300,
+        validate=validate.Range(min=0.1, max=3600),
+        metadata={"description": "seconds before the server ends the stream"},
+    )
