@@ -85,6 +85,10 @@ def api(host: str | None, port: int | None, workers: int) -> None:
             bind,
             "--workers",
             str(workers),
+            "--worker-class",
+            "gthread",  # threads: a Server-Sent Events stream holds its connection
+            "--threads",
+            "8",
             "omoi.api:create_app()",
         ],
     )
