@@ -11,6 +11,7 @@ from omoi.domain.enums import (
     AgentKind,
     AgentStatus,
     ErrorCategory,
+    MessageType,
     Phase,
     Priority,
     TaskStatus,
@@ -412,3 +413,56 @@ class StreamQuery(Schema):
         validate=validate.Range(min=0.1, max=3600),
         metadata={"description": "seconds before the server ends the stream"},
     )
+
+
+class MessageIn(Schema):
+    type = _enum(MessageType, load_default=str(MessageType.INFO))
+    content = fields.Raw(required=True)
+    from_agent = fields.UUID(load_default=None)
+    thread_id = fields.UUID(load_default=None)
+    task_id = fields.UUID(load_default=None)
+
+
+class AddressedMessageIn(MessageIn):
+    to_agent = fields.UUID(load_default=None)
+    capability = fields.String(load_default=None, validate=TOKEN)
+    broadcast = fields.Boolean(load_default=False)
+
+
+class SentOut(Schema):
+    message_ids = fields.List(fields.Integer())
+    thread_id = fields.UUID()
+    lease_token = fields.UUID(allow_none=True)
+
+
+class MessageOut(Schema):
+    id = fields.Integer()
+    to_agent = fields.UUID()
+    from_agent = fields.UUID(allow_none=True)
+    audience = fields.String()
+    type = _enum(MessageType)
+    content = fields.Raw()
+    thread_id = fields.UUID()
+    task_id = fields.UUID(allow_none=True)
+    created_at = fields.DateTime()
+    read_at = fields.DateTime(allow_none=True)
+
+
+class InboxQuery(Schema):
+    unread_only = fields.Boolean(load_default=False)
+    thread_id = fields.UUID()
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class Inbox(Schema):
+    items = fields.List(fields.Nested(MessageOut))
+
+
+class ReadIn(Schema):
+    message_ids = fields.List(
+        fields.Integer(), required=True, validate=validate.Length(min=1, max=1000)
+    )
+
+
+class ReadOut(Schema):
+    marked = fields.Integer()

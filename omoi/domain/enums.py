@@ -71,3 +71,13 @@ class ErrorCategory(StrEnum):
     CANCELLED = "cancelled"
     LOST = "lost"
     UPSTREAM_FAILED = "upstream_failed"
+
+
+class MessageType(StrEnum):
+    INFO = "info"
+    QUESTION = "question"
+    WARNING = "warning"
+    DISCOVERY = "discovery"
+    HANDOFF_REQUEST = "handoff_request"
+    HANDOFF_ACCEPTED = "handoff_accepted"
+    HANDOFF_DECLINED = "handoff_declined"

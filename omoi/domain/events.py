@@ -28,3 +28,5 @@ class EventType(StrEnum):
     GATE_FAILED = "gate.failed"
     GATE_APPROVED = "gate.approved"
     ARTIFACT_ADDED = "artifact.added"
+    MESSAGE_SENT = "message.sent"
+    TASK_HANDED_OFF = "task.handed_off"

@@ -3,6 +3,7 @@
 from omoi.models.db import Database
 from omoi.models.tables import (
     Agent,
+    AgentMessage,
     Approval,
     Artifact,
     Base,
@@ -15,6 +16,7 @@ from omoi.models.tables import (
 
 __all__ = [
     "Agent",
+    "AgentMessage",
     "Approval",
     "Artifact",
     "Base",

@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from omoi.domain.enums import (
     AgentKind,
     AgentStatus,
+    MessageType,
     Phase,
     Priority,
     TaskStatus,
@@ -246,3 +247,27 @@ class Approval(Base):
     by: Mapped[str] = mapped_column(String(200))
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AgentMessage(Base):
+    """One message in one agent's durable inbox (a broadcast is one row per recipient)."""
+
+    __tablename__ = "agent_messages"
+    __table_args__ = (
+        one_of("type", MessageType, "ck_agent_messages_type"),
+        Index("ix_agent_messages_inbox", "to_agent", "read_at", "id"),
+        Index("ix_agent_messages_thread", "thread_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    to_agent: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    from_agent: Mapped[uuid.UUID | None]
+    audience: Mapped[str] = mapped_column(String(80))  # direct | broadcast | capability:<name>
+    type: Mapped[str] = mapped_column(String(32))
+    content: Mapped[Any] = mapped_column(JsonDoc)
+    thread_id: Mapped[uuid.UUID]
+    task_id: Mapped[uuid.UUID | None]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

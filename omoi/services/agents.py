@@ -375,6 +375,7 @@ def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
         payload=row.payload,
         timeout_seconds=row.timeout_seconds,
         depends_on=row.dependencies.get("depends_on", []),
+        agent_id=agent_id,
         _db=db,
         _lease=lease,
     )

@@ -16,12 +16,12 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, and_, bindparam, case, or_, select, update
 
-from omoi.domain.enums import TaskStatus
+from omoi.domain.enums import MessageType, TaskStatus
 from omoi.domain.errors import PermanentError, classify
 from omoi.domain.events import EventType
 from omoi.models import Database
 from omoi.models.types import utcnow
-from omoi.services import fastpath
+from omoi.services import fastpath, messaging
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
@@ -131,6 +131,7 @@ class TaskContext:
     payload: dict[str, Any]
     timeout_seconds: float | None
     depends_on: list[str] = field(default_factory=list)
+    agent_id: uuid.UUID | None = None
     _db: Database | None = field(default=None, repr=False)
     _lease: uuid.UUID | None = field(default=None, repr=False)
 
@@ -166,6 +167,36 @@ class TaskContext:
             return False
         with self._db.connect() as conn:
             return emit_artifact(conn, self.task_id, self._lease, kind, content, path)
+
+    def send_message(
+        self,
+        content: Any,
+        *,
+        to_agent: uuid.UUID | None = None,
+        capability: str | None = None,
+        broadcast: bool = False,
+        type: str = "info",
+        thread_id: uuid.UUID | None = None,
+    ) -> Any:
+        """Message another agent, every agent with a capability, or everyone, as this agent."""
+        assert self._db is not None
+        return messaging.send(
+            self._db,
+            type=MessageType(type),
+            content=content,
+            sender=self.agent_id,
+            to_agent=to_agent,
+            capability=capability,
+            broadcast=broadcast,
+            thread_id=thread_id,
+            task_id=self.task_id,
+        )
+
+    def inbox(self, unread_only: bool = True) -> list[Any]:
+        """This agent's messages (an agent without a registration has none)."""
+        if self._db is None or self.agent_id is None:
+            return []
+        return messaging.inbox(self._db, self.agent_id, unread_only=unread_only)
 
     @property
     def lease(self) -> uuid.UUID | None:
@@ -246,6 +277,7 @@ def claim(
         payload=row.payload,
         timeout_seconds=row.timeout_seconds,
         depends_on=row.dependencies.get("depends_on", []),
+        agent_id=agent_id,
         _db=db,
         _lease=lease,
     )

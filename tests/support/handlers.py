@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -82,3 +83,10 @@ def context_echo(ctx: TaskContext) -> dict[str, Any]:
         "seen": ctx.ticket_context.get("summary", ""),
         "decisions": [decision] if decision else [],
     }
+
+
+@handler("messenger")
+def messenger(ctx: TaskContext) -> dict[str, Any]:
+    """Sends ``payload.text`` to ``payload.to`` as the worker's agent; reports its own inbox."""
+    sent = ctx.send_message({"text": ctx.payload["text"]}, to_agent=uuid.UUID(ctx.payload["to"]))
+    return {"from": str(ctx.agent_id), "thread": str(sent.thread_id), "inbox": len(ctx.inbox())}
