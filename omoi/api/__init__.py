@@ -6,7 +6,7 @@ from flask import Flask
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
-from omoi.api import agents, errors, events, guards, health, messages, tasks, tickets
+from omoi.api import agents, errors, events, guards, health, locks, messages, tasks, tickets
 from omoi.api import workflows as workflow_api
 from omoi.api.runtime import Runtime
 from omoi.config import Settings
@@ -61,6 +61,7 @@ def create_app(
     api.register_blueprint(workflow_api.blp)
     api.register_blueprint(events.blp)
     api.register_blueprint(messages.blp)
+    api.register_blueprint(locks.blp)
     app.register_blueprint(health.blp)
     errors.register(app)
     guards.register(app)

@@ -466,3 +466,27 @@ class ReadIn(Schema):
 
 class ReadOut(Schema):
     marked = fields.Integer()
+
+
+class LockOut(Schema):
+    name = fields.String()
+    mode = fields.String()
+    holder_task = fields.UUID()
+    fencing = fields.Integer()
+    acquired_at = fields.DateTime()
+
+
+class WaiterOut(Schema):
+    id = fields.UUID()
+    key = fields.String()
+    ticket_id = fields.UUID()
+    waiting_for = fields.String()
+
+
+class LocksOut(Schema):
+    held = fields.List(fields.Nested(LockOut))
+    waiting = fields.List(fields.Nested(WaiterOut))
+
+
+class LockQuery(Schema):
+    name = fields.String(validate=validate.Length(min=1, max=200))

@@ -30,3 +30,6 @@ class EventType(StrEnum):
     ARTIFACT_ADDED = "artifact.added"
     MESSAGE_SENT = "message.sent"
     TASK_HANDED_OFF = "task.handed_off"
+    TASK_WAITING_FOR_LOCK = "task.waiting_for_lock"
+    LOCK_ACQUIRED = "lock.acquired"
+    LOCK_RELEASED = "lock.released"

@@ -10,6 +10,8 @@ from omoi.models.tables import (
     Event,
     GateResult,
     PhaseHistory,
+    Resource,
+    ResourceLock,
     Task,
     Ticket,
 )
@@ -24,6 +26,8 @@ __all__ = [
     "Event",
     "GateResult",
     "PhaseHistory",
+    "Resource",
+    "ResourceLock",
     "Task",
     "Ticket",
 ]

@@ -96,6 +96,7 @@ class Task(Base):
         Index("ix_tasks_retrying", "next_attempt_at", **partial("status = 'retrying'")),
         # Running attempts, by agent: the lost-agent and deadline sweeps read only these.
         Index("ix_tasks_agent", "agent_id", **partial("status = 'running'")),
+        Index("ix_tasks_waiting", "waiting_for", **partial("waiting_for IS NOT NULL")),
         Index("ix_tasks_claimable", PRIORITY_RANK, "queued_at", **partial("status = 'queued'")),
         Index(
             "ix_tasks_dependencies",
@@ -128,6 +129,8 @@ class Task(Base):
     resources: Mapped[list[str]] = mapped_column(TextList, default=list)
     # Only external agents claim it (over HTTP); omoi never publishes it to Celery.
     external: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The resource a queued task waits for; it is published again when that lock is released.
+    waiting_for: Mapped[str | None] = mapped_column(String(200))
     lease_token: Mapped[uuid.UUID | None]
     agent_id: Mapped[uuid.UUID | None]
     celery_id: Mapped[str | None] = mapped_column(String(80))
@@ -271,3 +274,33 @@ class AgentMessage(Base):
     task_id: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Resource(Base):
+    """One row per lockable name: its row lock orders acquire and release, and it carries the
+    fencing counter handed to each exclusive holder."""
+
+    __tablename__ = "resources"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fencing: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ResourceLock(Base):
+    """A lock held by a running task; valid only while its holder runs."""
+
+    __tablename__ = "resource_locks"
+    __table_args__ = (
+        CheckConstraint("mode IN ('exclusive', 'shared')", name="ck_resource_locks_mode"),
+        Index("ix_resource_locks_name", "name"),
+        Index("ix_resource_locks_holder", "holder_task"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    name: Mapped[str] = mapped_column(ForeignKey("resources.name"))
+    mode: Mapped[str] = mapped_column(String(16))
+    holder_task: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    fencing: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -25,7 +25,7 @@ from omoi.domain.routing import DEFAULT_CAPABILITY, normalize_capabilities
 from omoi.models import Agent, Database
 from omoi.models.tables import PRIORITY_RANK
 from omoi.models.types import utcnow
-from omoi.services import fastpath
+from omoi.services import fastpath, locks
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, NotFound
 from omoi.services.execution import CLAIM, Claim, TaskContext, succeed
@@ -366,7 +366,7 @@ def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
     row = retry_db(postgres if db.dialect == "postgresql" else portable)
     if row is None:
         return None
-    return TaskContext(
+    ctx = TaskContext(
         task_id=row.id,
         ticket_id=row.ticket_id,
         key=row.key,
@@ -376,9 +376,16 @@ def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
         timeout_seconds=row.timeout_seconds,
         depends_on=row.dependencies.get("depends_on", []),
         agent_id=agent_id,
+        resources=list(row.resources or []),
         _db=db,
         _lease=lease,
     )
+    if ctx.resources:
+        tokens = locks.acquire_or_wait(db, ctx.task_id, ctx.ticket_id, lease, ctx.resources)
+        if tokens is None:
+            return None  # parked until the lock is free; the agent may claim something else
+        ctx.locks = tokens
+    return ctx
 
 
 def _check_agent(agent_id: uuid.UUID, status: str | None) -> None:
@@ -429,6 +436,7 @@ def complete(
     if not landed:
         raise _superseded(task_id)
     publish(db, dispatcher, ready)
+    locks.release(db, dispatcher, task_id)
 
 
 def fail(
@@ -445,3 +453,4 @@ def fail(
     if not counted:
         raise _superseded(task_id)
     publish(db, dispatcher, retry)
+    locks.release(db, dispatcher, task_id)

@@ -23,6 +23,7 @@ from omoi.domain.enums import (
 from omoi.domain.events import EventType
 from omoi.models import Database
 from omoi.models.types import utcnow
+from omoi.services import locks
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.errors import Conflict, NotFound
 from omoi.services.failures import cancel_downstream
@@ -87,11 +88,13 @@ def cancel_task(db: Database, dispatcher: Dispatcher, task_id: uuid.UUID, reason
     rows, next_phase = retry_db(tx)
     _revoke(dispatcher, rows)
     publish(db, dispatcher, next_phase)
+    locks.release(db, dispatcher, task_id)
 
 
 def cancel_ticket(db: Database, dispatcher: Dispatcher, ticket_id: uuid.UUID, reason: str) -> None:
     """Cancel a ticket and all its open tasks."""
     _revoke(dispatcher, retry_db(lambda: _cancel_ticket_tx(db, ticket_id, reason)))
+    locks.sweep(db, dispatcher)  # frees the cancelled tasks' locks for other tickets
 
 
 def _cancel_ticket_tx(db: Database, ticket_id: uuid.UUID, reason: str) -> list[Any]:

@@ -21,7 +21,7 @@ from omoi.domain.errors import PermanentError, classify
 from omoi.domain.events import EventType
 from omoi.models import Database
 from omoi.models.types import utcnow
-from omoi.services import fastpath, messaging
+from omoi.services import fastpath, locks, messaging
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
@@ -65,6 +65,7 @@ CLAIM = (
         tasks.c.payload,
         tasks.c.timeout_seconds,
         tasks.c.dependencies,
+        tasks.c.resources,
     )
 )
 FINISH = (
@@ -132,6 +133,8 @@ class TaskContext:
     timeout_seconds: float | None
     depends_on: list[str] = field(default_factory=list)
     agent_id: uuid.UUID | None = None
+    resources: list[str] = field(default_factory=list)
+    locks: dict[str, int] = field(default_factory=dict)  # resource → fencing token
     _db: Database | None = field(default=None, repr=False)
     _lease: uuid.UUID | None = field(default=None, repr=False)
 
@@ -278,6 +281,7 @@ def claim(
         timeout_seconds=row.timeout_seconds,
         depends_on=row.dependencies.get("depends_on", []),
         agent_id=agent_id,
+        resources=list(row.resources or []),
         _db=db,
         _lease=lease,
     )
@@ -394,6 +398,28 @@ def run_attempt(
         log.info("duplicate_delivery_ignored", task_id=str(task_id), attempt=attempt)
         return "duplicate"
     c, ctx = claimed
+    if ctx.resources:
+        tokens = locks.acquire_or_wait(db, c.task_id, c.ticket_id, c.lease, ctx.resources)
+        if tokens is None:
+            log.info("waiting_for_lock", task_id=str(task_id), attempt=attempt)
+            return "waiting"
+        ctx.locks = tokens
+    try:
+        return _run_handler(db, dispatcher, policy, resolve, c, ctx)
+    finally:
+        if ctx.resources:
+            locks.release(db, dispatcher, c.task_id)
+
+
+def _run_handler(
+    db: Database,
+    dispatcher: Dispatcher,
+    policy: RetryPolicy,
+    resolve: Callable[[str], Handler | None],
+    c: Claim,
+    ctx: TaskContext,
+) -> str:
+    task_id, attempt = c.task_id, c.attempt
     handler = resolve(ctx.task_type)
     try:
         if handler is None:

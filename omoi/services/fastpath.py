@@ -29,14 +29,15 @@ WITH claimed AS (
      WHERE id = %(id)s AND attempt = %(attempt)s
        AND (status = '{TaskStatus.QUEUED}'
             OR (status = '{TaskStatus.RETRYING}' AND next_attempt_at <= %(now)s))
- RETURNING id, ticket_id, key, task_type, payload, timeout_seconds, dependencies
+ RETURNING id, ticket_id, key, task_type, payload, timeout_seconds, dependencies, resources
 ), started AS (
     INSERT INTO events ({EVENT_COLUMNS})
     SELECT '{EventType.TASK_STARTED}', 'task', id, ticket_id,
            jsonb_build_object('attempt', %(attempt)s), %(now)s
       FROM claimed
 )
-SELECT ticket_id, key, task_type, payload, timeout_seconds, dependencies FROM claimed
+SELECT ticket_id, key, task_type, payload, timeout_seconds, dependencies, resources
+  FROM claimed
 """
 
 SUCCEED = f"""
@@ -115,7 +116,7 @@ WITH me AS (
            agent_id = %(agent)s, celery_id = NULL
       FROM picked WHERE tasks.id = picked.id
  RETURNING tasks.id, tasks.ticket_id, tasks.key, tasks.task_type, tasks.payload,
-           tasks.timeout_seconds, tasks.dependencies, tasks.attempt
+           tasks.timeout_seconds, tasks.dependencies, tasks.attempt, tasks.resources
 ), started AS (
     INSERT INTO events ({EVENT_COLUMNS})
     SELECT '{EventType.TASK_STARTED}', 'task', id, ticket_id,

@@ -76,6 +76,7 @@ def sweep(
             .where(
                 Task.status == TaskStatus.QUEUED,
                 Task.external.is_(False),
+                Task.waiting_for.is_(None),  # parked on a lock: its release publishes it
                 or_(
                     and_(
                         Task.published_at.is_(None),

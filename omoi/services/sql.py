@@ -34,6 +34,7 @@ SWEEP_LOCKS = {
     "deadlines": 7_340_003,
     "agents": 7_340_004,
     "gates": 7_340_005,
+    "locks": 7_340_006,
 }
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
 from omoi.logs import configure as configure_logs
 from omoi.models import Database
-from omoi.services import agents, execution, failures, outbox, phases, workflows
+from omoi.services import agents, execution, failures, locks, outbox, phases, workflows
 from omoi.services.failures import RetryPolicy
 from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery
 from omoi.worker import demo  # noqa: F401 - registers the demo agents
@@ -48,6 +48,7 @@ def create_worker_app(settings: Settings) -> Celery:
             "expire-deadlines",
             "sweep-agents",
             "sweep-gates",
+            "sweep-locks",
         )
     }
 
@@ -95,6 +96,10 @@ def create_worker_app(settings: Settings) -> Celery:
     @app.task(name="omoi.sweep_agents")
     def sweep_agents() -> int:
         return agents.sweep_stale(db, dispatcher, policy, settings.heartbeat_timeout)
+
+    @app.task(name="omoi.sweep_locks")
+    def sweep_locks() -> int:
+        return locks.sweep(db, dispatcher)
 
     @app.task(name="omoi.sweep_gates")
     def sweep_gates() -> int:

@@ -1,0 +1,183 @@
+"""Resource locks: a task that declares ``resources`` runs only while it holds them.
+
+An attempt takes all its locks at once, in name order, after its claim; if one is taken it
+gives the claim back and waits, ``queued`` with ``waiting_for`` set, using no retry and no
+worker. Acquire and release both lock the resource's row, so a release always sees the tasks
+parked before it and publishes them again. A lock is valid only while its holder runs:
+release happens when an attempt ends, and a sweep frees locks whose holder stopped running
+(a dead worker's task recovered as lost), which is how a killed holder's lock expires.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, delete, not_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from omoi.domain import locks as rules
+from omoi.domain.enums import TaskStatus
+from omoi.domain.events import EventType
+from omoi.models import Database, Resource, ResourceLock
+from omoi.models.types import utcnow
+from omoi.services.dispatcher import Dispatch, Dispatcher
+from omoi.services.outbox import publish
+from omoi.services.records import record, task_event
+from omoi.services.sql import dialect_of, retry_db, sweep_lock, tasks
+
+resources = Resource.__table__
+held = ResourceLock.__table__
+
+
+def _head(conn: Connection, name: str) -> int:
+    """Lock the resource's row (creating it on first use); returns its fencing counter."""
+    insert = pg_insert if dialect_of(conn) == "postgresql" else sqlite_insert
+    conn.execute(insert(resources).values(name=name, fencing=0).on_conflict_do_nothing())
+    return int(
+        conn.execute(
+            select(resources.c.fencing).where(resources.c.name == name).with_for_update()
+        ).scalar_one()
+    )
+
+
+def acquire_or_wait(
+    db: Database, task_id: uuid.UUID, ticket_id: uuid.UUID, lease: uuid.UUID, declared: list[str]
+) -> dict[str, int] | None:
+    """Take every lock the running attempt needs: ``{name: fencing token}``; or park the task
+    on the first one that is taken and return None."""
+
+    def tx() -> dict[str, int] | None:
+        now = utcnow()
+        with db.connect() as conn:
+            tokens: dict[str, int] = {}
+            for name, mode in rules.requests(declared):
+                fencing = _head(conn, name)
+                modes = conn.execute(select(held.c.mode).where(held.c.name == name)).scalars()
+                if rules.conflicts(mode, list(modes)):
+                    parked = conn.execute(
+                        update(tasks)
+                        .where(
+                            tasks.c.id == task_id,
+                            tasks.c.status == TaskStatus.RUNNING,
+                            tasks.c.lease_token == lease,
+                        )
+                        .values(
+                            status=TaskStatus.QUEUED,
+                            waiting_for=name,
+                            lease_token=None,
+                            started_at=None,
+                            celery_id=None,
+                            agent_id=None,
+                            published_at=None,
+                        )
+                    ).rowcount
+                    if parked:
+                        record(
+                            conn,
+                            [
+                                task_event(
+                                    EventType.TASK_WAITING_FOR_LOCK,
+                                    task_id,
+                                    ticket_id,
+                                    {"resource": name},
+                                    now,
+                                )
+                            ],
+                        )
+                    conn.execute(delete(held).where(held.c.holder_task == task_id))
+                    return None
+                if mode == rules.EXCLUSIVE:
+                    fencing += 1
+                    conn.execute(
+                        update(resources).where(resources.c.name == name).values(fencing=fencing)
+                    )
+                conn.execute(
+                    held.insert().values(
+                        name=name, mode=mode, holder_task=task_id, fencing=fencing, acquired_at=now
+                    )
+                )
+                tokens[name] = fencing
+            record(
+                conn,
+                [task_event(EventType.LOCK_ACQUIRED, task_id, ticket_id, {"locks": tokens}, now)],
+            )
+            return tokens
+
+    return retry_db(tx)
+
+
+def _wake(conn: Connection, names: list[str]) -> list[Dispatch]:
+    """Publish again the tasks parked on ``names`` (each takes its chance at the lock)."""
+    for name in sorted(set(names)):
+        _head(conn, name)
+    rows = conn.execute(
+        update(tasks)
+        .where(tasks.c.status == TaskStatus.QUEUED, tasks.c.waiting_for.in_(names))
+        .values(waiting_for=None, published_at=None, queued_at=utcnow())
+        .returning(
+            tasks.c.id,
+            tasks.c.attempt,
+            tasks.c.capabilities,
+            tasks.c.priority,
+            tasks.c.timeout_seconds,
+            tasks.c.external,
+        )
+    ).all()
+    return [Dispatch.of_row(r) for r in rows]
+
+
+def release(db: Database, dispatcher: Dispatcher, task_id: uuid.UUID) -> None:
+    """Free the task's locks (its attempt ended) and wake the tasks waiting for them."""
+
+    def tx() -> list[Dispatch]:
+        with db.connect() as conn:
+            names = list(
+                conn.execute(
+                    delete(held).where(held.c.holder_task == task_id).returning(held.c.name)
+                ).scalars()
+            )
+            if not names:
+                return []
+            record(
+                conn,
+                [task_event(EventType.LOCK_RELEASED, task_id, None, {"resources": sorted(names)})],
+            )
+            return _wake(conn, names)
+
+    publish(db, dispatcher, retry_db(tx))
+
+
+def sweep(db: Database, dispatcher: Dispatcher) -> int:
+    """Free locks whose holder is no longer running (finished, or lost with its worker)."""
+    with db.connect() as conn, sweep_lock(conn, "locks") as got:
+        if not got:
+            return 0
+        running = select(tasks.c.id).where(tasks.c.status == TaskStatus.RUNNING)
+        names = list(
+            conn.execute(
+                delete(held).where(not_(held.c.holder_task.in_(running))).returning(held.c.name)
+            ).scalars()
+        )
+        ready = _wake(conn, names) if names else []
+    publish(db, dispatcher, ready)
+    return len(names)
+
+
+def held_locks(db: Database, name: str | None = None) -> list[Any]:
+    query = select(held).order_by(held.c.name, held.c.id)
+    if name is not None:
+        query = query.where(held.c.name == name)
+    with db.connect() as conn:
+        return list(conn.execute(query))
+
+
+def waiting(db: Database, name: str | None = None) -> list[Any]:
+    query = select(tasks.c.id, tasks.c.key, tasks.c.ticket_id, tasks.c.waiting_for).where(
+        tasks.c.waiting_for.is_not(None)
+    )
+    if name is not None:
+        query = query.where(tasks.c.waiting_for == name)
+    with db.connect() as conn:
+        return list(conn.execute(query))
