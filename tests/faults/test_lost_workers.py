@@ -3,6 +3,7 @@ heartbeat timeout plus a sweep, finishes on another worker, and a late result is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -37,7 +38,8 @@ def victims(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, list[Pro
     ]
     yield capability, procs
     for proc in procs:
-        os.killpg(proc.pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # a test may have killed it
+            os.killpg(proc.pid, signal.SIGCONT)
         proc.stop()
 
 
@@ -125,3 +127,42 @@ def test_a_frozen_worker_loses_its_task_and_its_late_result_is_refused(
         timeout=15,
         what="the thawed agent's heartbeat to revive it",
     )
+
+
+def test_a_killed_holders_lock_expires_and_the_next_task_proceeds(
+    client: Any, beat: Proc, victims: tuple[str, list[Proc]], worker: Proc
+) -> None:
+    capability, procs = victims
+    name = f"lock:{uuid.uuid4().hex[:6]}"
+    holder = submit(
+        client,
+        [
+            {
+                "key": "holder",
+                "task_type": "effect",
+                "resources": [name],
+                "capabilities": [capability],
+                "max_retries": 0,
+                "payload": {"seconds": 30},
+            }
+        ],
+    )
+    holder_id = holder["tasks"][0]["id"]
+    doomed = running_on(client, holder_id, procs)
+    wait_for(
+        lambda: client.get(f"/api/v1/locks?name={name}").get_json()["held"],
+        what="the holder to take its lock",
+    )
+    waiter = submit(client, [{"key": "waiter", "task_type": "effect", "resources": [name]}])
+    waiter_id = waiter["tasks"][0]["id"]
+    wait_for(
+        lambda: client.get(f"/api/v1/locks?name={name}").get_json()["waiting"],
+        what="the second task to wait for the lock",
+    )
+    for proc in procs:  # the holder's worker and its twin, so nothing retries the holder
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert doomed in procs
+    assert wait_finished(client, waiter["id"], timeout=60)["status"] == "done"
+    held = client.get(f"/api/v1/tasks/{holder_id}").get_json()
+    assert (held["status"], held["error"]["category"]) == ("failed", "lost")
+    assert client.get(f"/api/v1/tasks/{waiter_id}").get_json()["retry_count"] == 0
