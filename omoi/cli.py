@@ -19,7 +19,8 @@ import yaml
 from omoi.config import Settings
 from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.domain.routing import queues_for_worker
-from omoi.services import workflows
+from omoi.models import Database
+from omoi.services import relay, workflows
 
 DEMO_TICKET: dict[str, Any] = {
     "title": "Add input validation to the orders API",
@@ -123,10 +124,12 @@ def worker(capabilities: str, concurrency: int | None, name: str | None, logleve
 @main.command()
 @click.option("--loglevel", default="INFO")
 def beat(loglevel: str) -> None:
-    """Run the beat scheduler (outbox and repair sweeps)."""
+    """Run the beat scheduler (outbox and repair sweeps) and, on Redis, the event relay."""
     from omoi.worker.app import app
 
     settings = _settings()
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        relay.start(Database(settings.database_url, pool_size=2), settings.broker_url)
     app.start(
         [
             "beat",
