@@ -33,3 +33,4 @@ class EventType(StrEnum):
     TASK_WAITING_FOR_LOCK = "task.waiting_for_lock"
     LOCK_ACQUIRED = "lock.acquired"
     LOCK_RELEASED = "lock.released"
+    TASK_SPLIT = "task.split"

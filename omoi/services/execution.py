@@ -21,7 +21,7 @@ from omoi.domain.errors import PermanentError, classify
 from omoi.domain.events import EventType
 from omoi.models import Database
 from omoi.models.types import utcnow
-from omoi.services import fastpath, locks, messaging
+from omoi.services import coordination, fastpath, locks, messaging
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
@@ -137,19 +137,43 @@ class TaskContext:
     locks: dict[str, int] = field(default_factory=dict)  # resource → fencing token
     _db: Database | None = field(default=None, repr=False)
     _lease: uuid.UUID | None = field(default=None, repr=False)
+    _dispatcher: Dispatcher | None = field(default=None, repr=False)
 
     @cached_property
-    def dependency_results(self) -> dict[str, Any]:
-        """``{key: result}`` of the tasks this one depends on."""
+    def _dependencies(self) -> list[Any]:
         if not self.depends_on or self._db is None:
-            return {}
+            return []
         with self._db.connect() as conn:
-            rows = conn.execute(
-                select(tasks.c.key, tasks.c.result).where(
-                    tasks.c.id.in_([uuid.UUID(d) for d in self.depends_on])
+            return list(
+                conn.execute(
+                    select(tasks.c.key, tasks.c.result, tasks.c.finished_at).where(
+                        tasks.c.id.in_([uuid.UUID(d) for d in self.depends_on])
+                    )
                 )
             )
-            return {r.key: r.result for r in rows}
+
+    @property
+    def dependency_results(self) -> dict[str, Any]:
+        """``{key: result}`` of the tasks this one depends on."""
+        return {r.key: r.result for r in self._dependencies}
+
+    @property
+    def dependency_finished(self) -> dict[str, Any]:
+        """``{key: finished_at}`` of the tasks this one depends on."""
+        return {r.key: r.finished_at for r in self._dependencies}
+
+    def split(
+        self, subtasks: list[dict[str, Any]], merge: str | dict[str, Any] = "all"
+    ) -> list[str]:
+        """Fan out: add ``subtasks`` (task specs, keys local to this split) and a merge that
+        receives their results (``"all"``, ``"first"``, ``"majority"``, or
+        ``{"task_type": …}`` for a merge handler of your own). What depended on this task now
+        waits for the merge. Returns the new tasks' ids."""
+        assert self._db is not None and self._lease is not None
+        ready = coordination.split(self._db, self.task_id, self._lease, subtasks, merge)
+        if self._dispatcher is not None:
+            publish(self._db, self._dispatcher, ready)
+        return [str(d.task_id) for d in ready]
 
     @cached_property
     def ticket_context(self) -> dict[str, Any]:
@@ -398,6 +422,7 @@ def run_attempt(
         log.info("duplicate_delivery_ignored", task_id=str(task_id), attempt=attempt)
         return "duplicate"
     c, ctx = claimed
+    ctx._dispatcher = dispatcher
     if ctx.resources:
         tokens = locks.acquire_or_wait(db, c.task_id, c.ticket_id, c.lease, ctx.resources)
         if tokens is None:

@@ -100,12 +100,18 @@ def instantiate(
     specs: Sequence[NewTask],
     defaults: Defaults,
     now: datetime,
+    split_of: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[Dispatch]]:
-    """Insert a phase's tasks (ready ones queued) and set the ticket's open-task counter."""
-    visits = conn.execute(
-        select(func.count()).where(history.c.ticket_id == ticket_id, history.c.to_phase == phase)
-    ).scalar_one()
-    suffix = f"{VISIT}{visits}" if visits > 1 else ""  # a phase entered again: fresh keys
+    """Insert a phase's tasks (ready ones queued) and set the ticket's open-task counter; or,
+    for a split (``split_of`` = the parent's key), add them to the running phase."""
+    if split_of is None:
+        visits = conn.execute(
+            select(func.count()).where(
+                history.c.ticket_id == ticket_id, history.c.to_phase == phase
+            )
+        ).scalar_one()
+        suffix = f"{VISIT}{visits}" if visits > 1 else ""  # a phase entered again: fresh keys
+    prefix = f"{split_of}/" if split_of is not None else ""
     ids = {t.key: new_id() for t in specs}
     rows: list[dict[str, Any]] = []
     ready: list[Dispatch] = []
@@ -119,7 +125,7 @@ def instantiate(
                 "id": ids[t.key],
                 "ticket_id": ticket_id,
                 "phase": phase,
-                "key": t.key + suffix,
+                "key": prefix + t.key if split_of is not None else t.key + suffix,
                 "task_type": t.task_type,
                 "description": t.description,
                 "capabilities": caps,
@@ -147,7 +153,8 @@ def instantiate(
                 )
             )
     bulk_insert(conn, tasks, rows)
-    conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(open_tasks=len(rows)))
+    count = tickets.c.open_tasks + len(rows) if split_of is not None else len(rows)
+    conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(open_tasks=count))
     return rows, ready
 
 

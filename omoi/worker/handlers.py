@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from omoi.domain.errors import PermanentError, TransientError
+from omoi.domain.merge import merge_results
 from omoi.services.execution import Handler, TaskContext
 
 __all__ = ["Handler", "TaskContext", "handler", "registry"]
@@ -112,3 +113,18 @@ def http(ctx: TaskContext) -> dict[str, Any]:
     except urllib.error.HTTPError as exc:
         error = TransientError if exc.code >= 500 else PermanentError
         raise error(f"{url} answered {exc.code}") from exc
+
+
+@handler("omoi.merge")
+def merge(ctx: TaskContext) -> Any:
+    """The merge of a split: ``all`` (results in subtask order), ``first`` (the earliest
+    finished), ``majority`` (the value most subtasks returned; fails without a majority)."""
+    try:
+        return merge_results(
+            ctx.payload.get("strategy", "all"),
+            ctx.payload["order"],
+            ctx.dependency_results,
+            ctx.dependency_finished,
+        )
+    except ValueError as exc:
+        raise PermanentError(str(exc)) from exc

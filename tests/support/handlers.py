@@ -90,3 +90,19 @@ def messenger(ctx: TaskContext) -> dict[str, Any]:
     """Sends ``payload.text`` to ``payload.to`` as the worker's agent; reports its own inbox."""
     sent = ctx.send_message({"text": ctx.payload["text"]}, to_agent=uuid.UUID(ctx.payload["to"]))
     return {"from": str(ctx.agent_id), "thread": str(sent.thread_id), "inbox": len(ctx.inbox())}
+
+
+@handler("fan-out")
+def fan_out(ctx: TaskContext) -> dict[str, Any]:
+    """Splits into one ``vote`` subtask per value in ``payload.values``."""
+    subtasks = [
+        {"key": f"v{i}", "task_type": "vote", "payload": {"value": v}}
+        for i, v in enumerate(ctx.payload["values"])
+    ]
+    ids = ctx.split(subtasks, merge=ctx.payload.get("merge", "all"))
+    return {"split": len(ids)}
+
+
+@handler("vote")
+def vote(ctx: TaskContext) -> Any:
+    return ctx.payload["value"]

@@ -1,0 +1,131 @@
+"""Split and merge: a running task fans its work out into subtasks and a merge continuation
+that receives their results; whatever depended on the task now waits for the merge.
+
+The merge is an ordinary task whose ``unmet_dependencies`` counter is the subtasks' count, so
+the same statement that stores a subtask's result releases it: there is no Celery chord (it
+would need a result backend in every worker, and its counter would be a second, weaker copy of
+the one PostgreSQL already keeps). A lost message is re-published by the outbox sweep; a
+duplicate one finds the merge already claimed and does nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+
+from omoi.domain.events import EventType
+from omoi.models import Database
+from omoi.models.types import utcnow
+from omoi.services.dispatcher import Dispatch
+from omoi.services.errors import Conflict, Invalid
+from omoi.services.phases import Defaults, NewTask, check_graph, instantiate
+from omoi.services.records import record, task_event
+from omoi.services.sql import depends_on_one, depends_on_params, dialect_of, retry_db, tasks
+
+MERGE_TYPE = "omoi.merge"
+STRATEGIES = ("all", "first", "majority")
+
+
+def merge_spec(merge: str | dict[str, Any], keys: Sequence[str]) -> NewTask:
+    """``"all"``, ``"first"``, ``"majority"`` (the built-in merge handler), or
+    ``{"task_type": "my-merge", ...}`` for a custom merge handler."""
+    options = {"strategy": merge} if isinstance(merge, str) else dict(merge)
+    task_type = options.pop("task_type", MERGE_TYPE)
+    if task_type == MERGE_TYPE and options.get("strategy", "all") not in STRATEGIES:
+        raise Invalid(
+            f"unknown merge strategy {options.get('strategy')!r}", {"strategies": list(STRATEGIES)}
+        )
+    return NewTask(
+        key="merge",
+        task_type=task_type,
+        depends_on=list(keys),
+        payload={**options, "order": list(keys)},
+    )
+
+
+def split(
+    db: Database,
+    task_id: uuid.UUID,
+    lease: uuid.UUID,
+    subtasks: Sequence[dict[str, Any]],
+    merge: str | dict[str, Any],
+) -> list[Dispatch]:
+    """Add the subtasks and their merge to the running task's phase; re-point the task's
+    dependents at the merge. Returns the subtasks to publish once this returns."""
+    specs = [NewTask(**{"depends_on": [], **s}) for s in subtasks]
+    if not specs:
+        raise Invalid("split needs at least one subtask")
+    specs.append(merge_spec(merge, [s.key for s in specs]))
+
+    def tx() -> list[Dispatch]:
+        now = utcnow()
+        with db.connect() as conn:
+            parent = conn.execute(
+                select(
+                    tasks.c.ticket_id,
+                    tasks.c.phase,
+                    tasks.c.key,
+                    tasks.c.priority,
+                    tasks.c.max_retries,
+                )
+                .where(
+                    tasks.c.id == task_id, tasks.c.status == "running", tasks.c.lease_token == lease
+                )
+                .with_for_update()
+            ).one_or_none()
+            if parent is None:
+                raise Conflict(
+                    f"task {task_id} is no longer held by this attempt", {"task_id": str(task_id)}
+                )
+            check_graph(specs, parent.phase)
+            specs[-1].payload["order"] = [f"{parent.key}/{k}" for k in specs[-1].depends_on]
+            rows, ready = instantiate(
+                conn,
+                parent.ticket_id,
+                parent.phase,
+                specs,
+                Defaults(parent.priority, parent.max_retries),
+                now,
+                split_of=parent.key,
+            )
+            merge_id = str(rows[-1]["id"])
+            dialect = dialect_of(conn)
+            dependents = conn.execute(
+                select(tasks.c.id, tasks.c.dependencies).where(
+                    tasks.c.ticket_id == parent.ticket_id,
+                    tasks.c.status == "pending",
+                    depends_on_one(dialect),
+                ),
+                depends_on_params(dialect, [task_id]),
+            ).all()
+            for dep in dependents:
+                wanted = [
+                    merge_id if d == str(task_id) else d for d in dep.dependencies["depends_on"]
+                ]
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == dep.id)
+                    .values(dependencies={"depends_on": wanted})
+                )
+            record(
+                conn,
+                [
+                    task_event(
+                        EventType.TASK_SPLIT,
+                        task_id,
+                        parent.ticket_id,
+                        {
+                            "subtasks": len(rows) - 1,
+                            "merge_task": merge_id,
+                            "redirected": len(dependents),
+                        },
+                        now,
+                    )
+                ],
+            )
+            return ready
+
+    return retry_db(tx)
