@@ -32,6 +32,17 @@ def _enum(enum: type, **kw: Any) -> fields.String:
     return fields.String(validate=validate.OneOf([str(v) for v in enum]), **kw)
 
 
+class SyncIn(Schema):
+    need = fields.Integer(
+        required=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "how many dependencies must succeed"},
+    )
+    timeout_seconds = fields.Float(
+        load_default=None, validate=validate.Range(min=0, max=7 * 86400, min_inclusive=False)
+    )
+
+
 class TaskIn(Schema):
     key = fields.String(required=True, validate=KEY)
     task_type = fields.String(required=True, validate=validate.Length(min=1, max=100))
@@ -58,6 +69,11 @@ class TaskIn(Schema):
     )
     resources = fields.List(
         fields.String(validate=validate.Length(min=1, max=200)), load_default=list
+    )
+    sync = fields.Nested(
+        SyncIn,
+        load_default=None,
+        metadata={"description": "a sync point: ready when `need` of depends_on succeeded"},
     )
     phase = _enum(
         Phase,
@@ -146,6 +162,9 @@ class TaskOut(Schema):
     timeout_seconds = fields.Float(allow_none=True)
     resources = fields.List(fields.String())
     external = fields.Boolean()
+    waiting_for = fields.String(allow_none=True)
+    sync_need = fields.Integer(allow_none=True)
+    sync_deadline = fields.DateTime(allow_none=True)
     agent_id = fields.UUID(allow_none=True)
     celery_id = fields.String(allow_none=True)
     result = fields.Raw(allow_none=True)

@@ -46,6 +46,7 @@ class Template:
     max_retries: int | None = None
     timeout_seconds: float | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
+    sync: Mapping[str, Any] | None = None  # {"need": N, "timeout_seconds": T}
 
 
 @dataclass(frozen=True)

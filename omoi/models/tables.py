@@ -97,6 +97,11 @@ class Task(Base):
         # Running attempts, by agent: the lost-agent and deadline sweeps read only these.
         Index("ix_tasks_agent", "agent_id", **partial("status = 'running'")),
         Index("ix_tasks_waiting", "waiting_for", **partial("waiting_for IS NOT NULL")),
+        Index(
+            "ix_tasks_sync_deadline",
+            "sync_deadline",
+            **partial("status = 'pending' AND sync_deadline IS NOT NULL"),
+        ),
         Index("ix_tasks_claimable", PRIORITY_RANK, "queued_at", **partial("status = 'queued'")),
         Index(
             "ix_tasks_dependencies",
@@ -131,6 +136,9 @@ class Task(Base):
     external: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The resource a queued task waits for; it is published again when that lock is released.
     waiting_for: Mapped[str | None] = mapped_column(String(200))
+    # A sync point: ready once ``sync_need`` of its dependencies succeeded; fails at the deadline.
+    sync_need: Mapped[int | None]
+    sync_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_token: Mapped[uuid.UUID | None]
     agent_id: Mapped[uuid.UUID | None]
     celery_id: Mapped[str | None] = mapped_column(String(80))

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from omoi.domain.backoff import retry_delay
 from omoi.domain.enums import ErrorCategory, TaskStatus
@@ -58,32 +58,53 @@ class RetryPolicy:
     eta_max: float = 60.0  # longer waits are held in PostgreSQL and woken by the sweep
 
 
+def _doomed_sync_points(conn: Connection, candidates: Sequence[Any]) -> list[uuid.UUID]:
+    """Sync points that can no longer gather ``sync_need`` successes."""
+    doomed = []
+    for row in candidates:
+        deps = [uuid.UUID(d) for d in row.dependencies["depends_on"]]
+        lost = conn.execute(
+            select(func.count()).where(
+                tasks.c.id.in_(deps),
+                tasks.c.status.in_([TaskStatus.FAILED, TaskStatus.CANCELLED]),
+            )
+        ).scalar_one()
+        if len(deps) - lost < row.sync_need:
+            doomed.append(row.id)
+    return doomed
+
+
 def cancel_downstream(
     conn: Connection, ticket_id: uuid.UUID, roots: Sequence[uuid.UUID], reason: str
 ) -> int:
-    """Cancel every pending task downstream of ``roots`` (``upstream_failed``), level by level."""
+    """Cancel every pending task downstream of ``roots`` (``upstream_failed``), level by level;
+    a sync point only once too few of its dependencies can still succeed."""
     now = utcnow()
     dialect = dialect_of(conn)
     frontier, total = list(roots), 0
     error = TaskError(ErrorCategory.UPSTREAM_FAILED, "UpstreamFailed", reason).as_dict()
     while frontier:
-        statement = (
-            update(tasks)
-            .where(
+        pending = conn.execute(
+            select(tasks.c.id, tasks.c.sync_need, tasks.c.dependencies).where(
                 tasks.c.ticket_id == ticket_id,
                 tasks.c.status == TaskStatus.PENDING,
                 depends_on_any(dialect, frontier),
+            ),
+            depends_on_params(dialect, frontier),
+        ).all()
+        doomed = [r.id for r in pending if r.sync_need is None]
+        doomed += _doomed_sync_points(conn, [r for r in pending if r.sync_need is not None])
+        if doomed:
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id.in_(doomed))
+                .values(status=TaskStatus.CANCELLED, error=error, finished_at=now)
             )
-            .values(status=TaskStatus.CANCELLED, error=error, finished_at=now)
-            .returning(tasks.c.id)
-        )
-        cancelled = list(conn.execute(statement, depends_on_params(dialect, frontier)).scalars())
         record(
-            conn,
-            (task_event(EventType.TASK_CANCELLED, t, ticket_id, error, now) for t in cancelled),
+            conn, (task_event(EventType.TASK_CANCELLED, t, ticket_id, error, now) for t in doomed)
         )
-        total += len(cancelled)
-        frontier = cancelled
+        total += len(doomed)
+        frontier = doomed
     return total
 
 
@@ -266,3 +287,39 @@ def expire_deadlines(
         log.warning("deadline_expired", task_id=str(r.id), attempt=r.attempt)
         publish(db, dispatcher, fail_attempt(db, policy, r.id, r.attempt, error)[1])
     return len(overdue)
+
+
+def expire_sync_points(db: Database, dispatcher: Dispatcher) -> int:
+    """Fail sync points still waiting at their deadline (their dependents are cancelled)."""
+    now = utcnow()
+    with db.connect() as conn, sweep_lock(conn, "sync") as got:
+        if not got:
+            return 0
+        late = conn.execute(
+            select(tasks.c.id, tasks.c.ticket_id, tasks.c.sync_need, tasks.c.unmet_dependencies)
+            .where(tasks.c.status == TaskStatus.PENDING, tasks.c.sync_deadline < now)
+            .with_for_update(skip_locked=True)
+        ).all()
+        ready: list[Dispatch] = []
+        for row in late:
+            got_n = row.sync_need - row.unmet_dependencies
+            error = TaskError(
+                ErrorCategory.TIMEOUT,
+                "SyncTimeout",
+                f"sync point timed out with {got_n} of {row.sync_need} dependencies succeeded",
+            )
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == row.id)
+                .values(status=TaskStatus.FAILED, error=error.as_dict(), finished_at=now)
+            )
+            record(
+                conn,
+                [task_event(EventType.TASK_TIMED_OUT, row.id, row.ticket_id, error.as_dict(), now)],
+            )
+            cancelled = cancel_downstream(
+                conn, row.ticket_id, [row.id], f"sync point {row.id} timed out"
+            )
+            ready += close_tasks(conn, row.ticket_id, 1 + cancelled)
+    publish(db, dispatcher, ready)
+    return len(late)

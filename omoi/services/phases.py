@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
@@ -58,6 +58,7 @@ class NewTask:
     resources: list[str] = field(default_factory=list)
     external: bool = False
     phase: str | None = None
+    sync: dict[str, Any] | None = None  # {"need": N, "timeout_seconds": T}: N of depends_on
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def phase_tasks(
             priority=t.priority,
             max_retries=t.max_retries,
             timeout_seconds=t.timeout_seconds,
+            sync=dict(t.sync) if t.sync else None,
         )
         for t in workflow.spec(phase).tasks
     ]
@@ -91,6 +93,13 @@ def check_graph(specs: Sequence[NewTask], phase: str) -> None:
     problems = dag.validate([(t.key, t.depends_on) for t in specs])
     if problems:
         raise Invalid(problems.message(), {"phase": phase, **problems.as_dict()})
+    for t in specs:
+        if t.sync is not None and not 1 <= t.sync["need"] <= len(set(t.depends_on)):
+            raise Invalid(
+                f"sync point {t.key!r} needs between 1 and {len(set(t.depends_on))} "
+                "of its dependencies",
+                {"task": t.key},
+            )
 
 
 def instantiate(
@@ -120,6 +129,8 @@ def instantiate(
         caps = normalize_capabilities(t.capabilities)
         priority = t.priority or defaults.priority
         is_ready = not deps
+        need = t.sync["need"] if t.sync else len(deps)
+        timeout = (t.sync or {}).get("timeout_seconds")
         rows.append(
             {
                 "id": ids[t.key],
@@ -132,7 +143,9 @@ def instantiate(
                 "payload": t.payload,
                 "priority": priority,
                 "dependencies": {"depends_on": [str(ids[d]) for d in deps]},
-                "unmet_dependencies": len(deps),
+                "unmet_dependencies": need,
+                "sync_need": t.sync["need"] if t.sync else None,
+                "sync_deadline": now + timedelta(seconds=timeout) if timeout else None,
                 "status": TaskStatus.QUEUED if is_ready else TaskStatus.PENDING,
                 "attempt": 1 if is_ready else 0,
                 "retry_count": 0,

@@ -35,6 +35,7 @@ SWEEP_LOCKS = {
     "agents": 7_340_004,
     "gates": 7_340_005,
     "locks": 7_340_006,
+    "sync": 7_340_007,
 }
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 T = TypeVar("T")

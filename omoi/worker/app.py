@@ -91,7 +91,8 @@ def create_worker_app(settings: Settings) -> Celery:
     @app.task(name="omoi.expire_deadlines")
     def expire_deadlines() -> int:
         slack = settings.time_limit_grace + 2 * settings.sweep_interval
-        return failures.expire_deadlines(db, dispatcher, policy, slack)
+        expired = failures.expire_deadlines(db, dispatcher, policy, slack)
+        return expired + failures.expire_sync_points(db, dispatcher)
 
     @app.task(name="omoi.sweep_agents")
     def sweep_agents() -> int:

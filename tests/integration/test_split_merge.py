@@ -67,8 +67,16 @@ def test_first_merge_takes_the_earliest_result(client: Any) -> None:
 
 
 def test_a_custom_merge_handler_gets_the_results(client: Any) -> None:
-    ticket = submit(client, [{"key": "s", "task_type": "fan-out",
-                              "payload": {"values": [1, 2], "merge": {"task_type": "effect"}}}])
+    ticket = submit(
+        client,
+        [
+            {
+                "key": "s",
+                "task_type": "fan-out",
+                "payload": {"values": [1, 2], "merge": {"task_type": "effect"}},
+            }
+        ],
+    )
     wait_finished(client, ticket["id"])
     merged = tasks_by_key(client, ticket["id"])["s/merge"]
     assert merged["task_type"] == "effect"

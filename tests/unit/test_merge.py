@@ -13,6 +13,9 @@ def test_strategies() -> None:
     assert merge_results("all", ["c", "a", "b"], results, finished) == [1, 1, 2]
     assert merge_results("first", ["a", "b", "c"], results, finished) == 2
     assert merge_results("majority", ["a", "b", "c"], results, finished) == {
-        "value": 1, "votes": 2, "of": 3}
+        "value": 1,
+        "votes": 2,
+        "of": 3,
+    }
     with pytest.raises(ValueError, match="no majority"):
         merge_results("majority", ["a", "b"], {"a": 1, "b": 2}, finished)
