@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import update
+
+from omoi.models import Agent, Database
+from omoi.models.types import utcnow
+from omoi.services import agents
+from omoi.services.dispatcher import NullDispatcher
+from omoi.services.failures import RetryPolicy
 from tests.integration.test_agents import cap, register
 from tests.integration.test_events import read_stream
 from tests.support.api import wait_finished
 
 
-def test_a_message_sent_while_away_is_in_the_inbox(api_client: Any) -> None:
+def test_a_message_sent_while_away_is_in_the_inbox(api_client: Any, db: Database) -> None:
     bob = register(api_client, [cap()], "bob")
+    with db.session() as session:  # bob stopped heartbeating a minute ago: he is away
+        session.execute(
+            update(Agent)
+            .where(Agent.id == uuid.UUID(bob))
+            .values(last_heartbeat=utcnow() - timedelta(seconds=60))
+        )
+    agents.sweep_stale(db, NullDispatcher(), RetryPolicy(), timeout=4)
+    assert api_client.get(f"/api/v1/agents/{bob}").get_json()["status"] == "stale"
     sent = api_client.post(
         f"/api/v1/agents/{bob}/messages",
         json={"type": "question", "content": {"q": "which schema?"}},
     )
     assert sent.status_code == 201
     thread = sent.get_json()["thread_id"]
+    assert api_client.post(f"/api/v1/agents/{bob}/heartbeat").get_json()["status"] == "idle"
     inbox = api_client.get(f"/api/v1/agents/{bob}/messages?unread_only=true").get_json()
     assert [(m["type"], m["content"], m["thread_id"]) for m in inbox["items"]] == [
         ("question", {"q": "which schema?"}, thread)
