@@ -302,3 +302,72 @@ def demo(timeout: float) -> None:
             raise click.ClickException("demo ticket did not finish cleanly")
     finally:
         _stop(procs)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Print rows as an aligned table."""
+    cells = [[str(r.get(c) if r.get(c) is not None else "-") for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+@main.command()
+@click.option("--ticket", "ticket_id", default=None)
+@click.option("--status", default=None)
+@click.option("--limit", type=int, default=100)
+def tasks(ticket_id: str | None, status: str | None, limit: int) -> None:
+    """List tasks."""
+    query = "&".join(
+        f"{k}={v}" for k, v in (("ticket_id", ticket_id), ("status", status), ("limit", limit)) if v
+    )
+    items = _request(f"{_settings().client_url}/api/v1/tasks?{query}")["items"]
+    _table(items, ["id", "key", "task_type", "status", "attempt", "retry_count", "agent_id"])
+
+
+@main.command()
+@click.option("--capability", default=None)
+def agents(capability: str | None) -> None:
+    """List agents with their health."""
+    query = f"?capability={capability}" if capability else ""
+    items = _request(f"{_settings().client_url}/api/v1/agents{query}")["items"]
+    _table(
+        items,
+        [
+            "id",
+            "name",
+            "kind",
+            "status",
+            "capabilities",
+            "running_tasks",
+            "capacity",
+            "last_heartbeat",
+        ],
+    )
+
+
+@main.command()
+@click.option("--ticket", "ticket_id", default=None)
+@click.option("--follow", is_flag=True, help="Keep printing events as they happen.")
+@click.option("--timeout", type=float, default=3600)
+def events(ticket_id: str | None, follow: bool, timeout: float) -> None:
+    """Print the event log (``--follow`` streams it live)."""
+    url = _settings().client_url
+    query = f"ticket_id={ticket_id}&" if ticket_id else ""
+    if not follow:
+        for e in _request(f"{url}/api/v1/events?{query}limit=1000")["items"]:
+            _event_line(e)
+        return
+    with urllib.request.urlopen(
+        f"{url}/api/v1/events/stream?{query}timeout={timeout}", timeout=timeout + 30
+    ) as stream:
+        for raw in stream:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("data: "):
+                _event_line(json.loads(line[len("data: ") :]))
+
+
+def _event_line(e: dict[str, Any]) -> None:
+    payload = json.dumps(e["payload"], sort_keys=True)
+    click.echo(f"{e['id']:>8}  {e['created_at']}  {e['type']:<22} {payload}")

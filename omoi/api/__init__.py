@@ -6,7 +6,18 @@ from flask import Flask
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
-from omoi.api import agents, errors, events, guards, health, locks, messages, tasks, tickets
+from omoi.api import (
+    agents,
+    errors,
+    events,
+    guards,
+    health,
+    locks,
+    messages,
+    metrics,
+    tasks,
+    tickets,
+)
 from omoi.api import workflows as workflow_api
 from omoi.api.runtime import Runtime
 from omoi.config import Settings
@@ -63,6 +74,8 @@ def create_app(
     api.register_blueprint(messages.blp)
     api.register_blueprint(locks.blp)
     app.register_blueprint(health.blp)
+    app.register_blueprint(metrics.blp)
+    metrics.register(app)
     errors.register(app)
     guards.register(app)
     return app

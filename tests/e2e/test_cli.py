@@ -153,3 +153,20 @@ def test_example_external_agent_drains_its_tasks(api_server: dict[str, str]) -> 
         tasks = {t["key"]: t for t in json.loads(resp.read())["items"]}
     assert tasks["world"]["result"] == {"text": "WORLD", "inputs": ["hello"]}
     assert (tasks["bad"]["status"], tasks["bad"]["error"]["category"]) == ("failed", "permanent")
+
+
+def test_tasks_agents_and_events_tables(api_server: dict[str, str], worker: Proc) -> None:
+    done = omoi(api_server, "submit", "examples/ticket.yaml", "--wait")
+    ticket_id = done.stdout.split()[1]
+    tasks = omoi(api_server, "tasks", "--ticket", ticket_id)
+    assert tasks.returncode == 0, tasks.stderr
+    lines = tasks.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ID", "KEY", "TASK_TYPE", "STATUS"]
+    assert len(lines) == 5 and all("succeeded" in line for line in lines[1:])
+    agents = omoi(api_server, "agents")
+    assert agents.returncode == 0 and "celery" in agents.stdout
+    events = omoi(api_server, "events", "--ticket", ticket_id)
+    assert "ticket.created" in events.stdout and "ticket.completed" in events.stdout
+    follow = omoi(api_server, "events", "--ticket", ticket_id, "--follow", "--timeout", "1")
+    assert follow.returncode == 0
+    assert follow.stdout.splitlines() == events.stdout.splitlines()
