@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import structlog
 from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -81,7 +83,11 @@ def scrape() -> Response:
 def register(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
+        """Time the request, and tag its log lines with a request id (echoed back)."""
         g.omoi_started = time.perf_counter()
+        g.omoi_request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=g.omoi_request_id, path=request.path)
 
     @app.after_request
     def _observe(response: Any) -> Any:
@@ -92,4 +98,6 @@ def register(app: Flask) -> None:
                 request.url_rule.rule if request.url_rule else "?",
                 str(response.status_code),
             ).observe(time.perf_counter() - started)
+        if "omoi_request_id" in g:
+            response.headers["X-Request-ID"] = g.omoi_request_id
         return response

@@ -416,17 +416,32 @@ def run_attempt(
     message_id: str | None = None,
     agent_id: uuid.UUID | None = None,
 ) -> str:
-    """One delivery of ``run_task``; returns what happened (for logs and the job's result)."""
-    claimed = claim(db, task_id, attempt, message_id, agent_id)
-    if claimed is None:
-        log.info("duplicate_delivery_ignored", task_id=str(task_id), attempt=attempt)
-        return "duplicate"
-    c, ctx = claimed
+    """One delivery of ``run_task``; returns what happened (for logs and the job's result).
+    Every log line written meanwhile carries the task, attempt, agent and ticket."""
+    with structlog.contextvars.bound_contextvars(
+        task_id=str(task_id), attempt=attempt, agent_id=str(agent_id) if agent_id else None
+    ):
+        claimed = claim(db, task_id, attempt, message_id, agent_id)
+        if claimed is None:
+            log.info("duplicate_delivery_ignored")
+            return "duplicate"
+        with structlog.contextvars.bound_contextvars(ticket_id=str(claimed[0].ticket_id)):
+            return _run_claimed(db, dispatcher, policy, resolve, *claimed)
+
+
+def _run_claimed(
+    db: Database,
+    dispatcher: Dispatcher,
+    policy: RetryPolicy,
+    resolve: Callable[[str], Handler | None],
+    c: Claim,
+    ctx: TaskContext,
+) -> str:
     ctx._dispatcher = dispatcher
     if ctx.resources:
         tokens = locks.acquire_or_wait(db, c.task_id, c.ticket_id, c.lease, ctx.resources)
         if tokens is None:
-            log.info("waiting_for_lock", task_id=str(task_id), attempt=attempt)
+            log.info("waiting_for_lock")
             return "waiting"
         ctx.locks = tokens
     try:
@@ -444,7 +459,6 @@ def _run_handler(
     c: Claim,
     ctx: TaskContext,
 ) -> str:
-    task_id, attempt = c.task_id, c.attempt
     handler = resolve(ctx.task_type)
     try:
         if handler is None:
@@ -453,7 +467,7 @@ def _run_handler(
         json.dumps(result)  # a result must be storable; fail here, not in the commit
     except Exception as exc:
         error = classify(exc)
-        log.warning("attempt_failed", task_id=str(task_id), attempt=attempt, **error.as_dict())
+        log.warning("attempt_failed", **error.as_dict())
         _, retry = fail_attempt(
             db, policy, c.task_id, c.attempt, error, lease=c.lease, trace=traceback.format_exc()
         )
@@ -461,7 +475,7 @@ def _run_handler(
         return "failed"
     landed, ready = succeed(db, c, result)
     if not landed:
-        log.info("attempt_superseded", task_id=str(task_id), attempt=attempt)
+        log.info("attempt_superseded")
         return "superseded"
     publish(db, dispatcher, ready)
     return "succeeded"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.procs import wait_for
 
 
 def scrape(client: Any) -> dict[str, list[Any]]:
@@ -46,3 +49,31 @@ def test_metrics_report_state_and_latency(api_client: Any) -> None:
         and s.labels["method"] == "POST"
     ]
     assert latency and latency[0].value >= 1
+
+
+def test_requests_carry_a_request_id(api_client: Any) -> None:
+    resp = api_client.get("/healthz", headers={"X-Request-ID": "abc123"})
+    assert resp.headers["X-Request-ID"] == "abc123"
+    generated = api_client.get("/healthz").headers["X-Request-ID"]
+    assert len(generated) == 32
+
+
+def test_worker_log_lines_carry_task_context(client: Any, worker: Any) -> None:
+    ticket = client.post(
+        "/api/v1/tickets",
+        json={
+            "title": "l",
+            "tasks": [{"key": "x", "task_type": "explode", "payload": {"message": "logged"}}],
+        },
+    ).get_json()
+    task_id = ticket["tasks"][0]["id"]
+
+    def logged() -> dict[str, Any] | None:
+        for line in worker.output().splitlines():
+            if line.startswith("{") and task_id in line and '"attempt_failed"' in line:
+                return json.loads(line)  # type: ignore[no-any-return]
+        return None
+
+    entry = wait_for(logged, what="the worker's log line")
+    assert entry["ticket_id"] == ticket["id"] and entry["attempt"] == 1
+    assert entry["agent_id"] and entry["message"] == "logged"
