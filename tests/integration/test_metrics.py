@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.api import wait_finished
 from tests.support.procs import wait_for
 
 
@@ -75,5 +76,6 @@ def test_worker_log_lines_carry_task_context(client: Any, worker: Any) -> None:
         return None
 
     entry = wait_for(logged, what="the worker's log line")
+    wait_finished(client, ticket["id"])  # let its last transaction end before teardown
     assert entry["ticket_id"] == ticket["id"] and entry["attempt"] == 1
     assert entry["agent_id"] and entry["message"] == "logged"
