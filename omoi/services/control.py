@@ -31,9 +31,7 @@ from omoi.services.outbox import publish
 from omoi.services.phases import close_tasks
 from omoi.services.records import cancel_rows, event_row, move_ticket, record, task_event
 from omoi.services.sql import (
-    depends_on_any,
-    depends_on_params,
-    dialect_of,
+    dependents,
     retry_db,
     tasks,
     tickets,
@@ -133,17 +131,17 @@ def _cancel_ticket_tx(db: Database, ticket_id: uuid.UUID, reason: str) -> list[A
 
 def _reopen_downstream(conn: Connection, ticket_id: uuid.UUID, root: uuid.UUID) -> int:
     """Put tasks cancelled because ``root`` failed back to pending, with their counters."""
-    dialect = dialect_of(conn)
     frontier, reopened = [root], 0
     while frontier:
-        rows = conn.execute(
-            select(tasks.c.id, tasks.c.dependencies, tasks.c.error).where(
-                tasks.c.ticket_id == ticket_id,
-                tasks.c.status == TaskStatus.CANCELLED,
-                depends_on_any(dialect, frontier),
-            ),
-            depends_on_params(dialect, frontier),
-        ).all()
+        rows = dependents(
+            conn,
+            ticket_id,
+            frontier,
+            TaskStatus.CANCELLED,
+            tasks.c.id,
+            tasks.c.dependencies,
+            tasks.c.error,
+        )
         frontier = [
             r.id for r in rows if (r.error or {}).get("category") == ErrorCategory.UPSTREAM_FAILED
         ]

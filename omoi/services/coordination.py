@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
 from omoi.models import Database
 from omoi.models.types import utcnow
@@ -23,7 +24,7 @@ from omoi.services.dispatcher import Dispatch
 from omoi.services.errors import Conflict, Invalid
 from omoi.services.phases import Defaults, NewTask, check_graph, instantiate
 from omoi.services.records import record, task_event
-from omoi.services.sql import depends_on_one, depends_on_params, dialect_of, retry_db, tasks
+from omoi.services.sql import dependents, retry_db, tasks
 
 MERGE_TYPE = "omoi.merge"
 STRATEGIES = ("all", "first", "majority")
@@ -72,7 +73,9 @@ def split(
                     tasks.c.max_retries,
                 )
                 .where(
-                    tasks.c.id == task_id, tasks.c.status == "running", tasks.c.lease_token == lease
+                    tasks.c.id == task_id,
+                    tasks.c.status == TaskStatus.RUNNING,
+                    tasks.c.lease_token == lease,
                 )
                 .with_for_update()
             ).one_or_none()
@@ -92,16 +95,15 @@ def split(
                 split_of=parent.key,
             )
             merge_id = str(rows[-1]["id"])
-            dialect = dialect_of(conn)
-            dependents = conn.execute(
-                select(tasks.c.id, tasks.c.dependencies).where(
-                    tasks.c.ticket_id == parent.ticket_id,
-                    tasks.c.status == "pending",
-                    depends_on_one(dialect),
-                ),
-                depends_on_params(dialect, [task_id]),
-            ).all()
-            for dep in dependents:
+            waiting = dependents(
+                conn,
+                parent.ticket_id,
+                [task_id],
+                TaskStatus.PENDING,
+                tasks.c.id,
+                tasks.c.dependencies,
+            )
+            for dep in waiting:
                 wanted = [
                     merge_id if d == str(task_id) else d for d in dep.dependencies["depends_on"]
                 ]
@@ -120,7 +122,7 @@ def split(
                         {
                             "subtasks": len(rows) - 1,
                             "merge_task": merge_id,
-                            "redirected": len(dependents),
+                            "redirected": len(waiting),
                         },
                         now,
                     )

@@ -262,29 +262,23 @@ def claim(
     lease = uuid.uuid4()
     now = utcnow()
 
+    params = {
+        "id": task_id,
+        "attempt": attempt,
+        "lease": lease,
+        "now": now,
+        "message": message_id,
+        "agent": agent_id,
+    }
+
     def postgres() -> Any:
         with db.driver() as pg:
-            params = {
-                "id": task_id,
-                "attempt": attempt,
-                "lease": lease,
-                "now": now,
-                "message": message_id,
-                "agent": agent_id,
-            }
             return fastpath.claim(pg, params)
 
     def portable() -> Any:
         with db.connect() as conn:
-            params = {
-                "b_id": task_id,
-                "b_attempt": attempt,
-                "b_lease": lease,
-                "b_now": now,
-                "b_message": message_id,
-                "b_agent": agent_id,
-            }
-            row = conn.execute(CLAIM, params).one_or_none()
+            # the Core statement's parameters carry a prefix: they may not shadow its columns
+            row = conn.execute(CLAIM, {f"b_{k}": v for k, v in params.items()}).one_or_none()
             if row is not None:
                 event = task_event(
                     EventType.TASK_STARTED, task_id, row.ticket_id, {"attempt": attempt}, now

@@ -24,9 +24,7 @@ from omoi.services.outbox import publish
 from omoi.services.phases import close_tasks
 from omoi.services.records import record, task_event
 from omoi.services.sql import (
-    depends_on_any,
-    depends_on_params,
-    dialect_of,
+    dependents,
     retry_db,
     sweep_lock,
     tasks,
@@ -80,18 +78,18 @@ def cancel_downstream(
     """Cancel every pending task downstream of ``roots`` (``upstream_failed``), level by level;
     a sync point only once too few of its dependencies can still succeed."""
     now = utcnow()
-    dialect = dialect_of(conn)
     frontier, total = list(roots), 0
     error = TaskError(ErrorCategory.UPSTREAM_FAILED, "UpstreamFailed", reason).as_dict()
     while frontier:
-        pending = conn.execute(
-            select(tasks.c.id, tasks.c.sync_need, tasks.c.dependencies).where(
-                tasks.c.ticket_id == ticket_id,
-                tasks.c.status == TaskStatus.PENDING,
-                depends_on_any(dialect, frontier),
-            ),
-            depends_on_params(dialect, frontier),
-        ).all()
+        pending = dependents(
+            conn,
+            ticket_id,
+            frontier,
+            TaskStatus.PENDING,
+            tasks.c.id,
+            tasks.c.sync_need,
+            tasks.c.dependencies,
+        )
         doomed = [r.id for r in pending if r.sync_need is None]
         doomed += _doomed_sync_points(conn, [r for r in pending if r.sync_need is not None])
         if doomed:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, or_, text
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, or_, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -91,6 +91,17 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([Jsonb(row[n]) if n in json_columns else row[n] for n in names])
+
+
+def dependents(
+    conn: Connection, ticket_id: uuid.UUID, of: Sequence[uuid.UUID], status: str, *columns: Any
+) -> list[Any]:
+    """``columns`` of the ticket's tasks in ``status`` that depend on any of ``of``."""
+    dialect = dialect_of(conn)
+    query = select(*columns).where(
+        tasks.c.ticket_id == ticket_id, tasks.c.status == status, depends_on_any(dialect, of)
+    )
+    return list(conn.execute(query, depends_on_params(dialect, of)))
 
 
 @contextmanager
