@@ -99,9 +99,17 @@ def acquire_or_wait(
                     )
                 )
                 tokens[name] = fencing
+            # the task really starts now that it holds its locks; the clock is read after
+            # waiting for the resource rows, so it follows the previous holder's finish
+            started = utcnow()
+            conn.execute(update(tasks).where(tasks.c.id == task_id).values(started_at=started))
             record(
                 conn,
-                [task_event(EventType.LOCK_ACQUIRED, task_id, ticket_id, {"locks": tokens}, now)],
+                [
+                    task_event(
+                        EventType.LOCK_ACQUIRED, task_id, ticket_id, {"locks": tokens}, started
+                    )
+                ],
             )
             return tokens
 
