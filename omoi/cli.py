@@ -100,7 +100,10 @@ def api(host: str | None, port: int | None, workers: int) -> None:
 @click.option("--concurrency", type=int, default=None)
 @click.option("--name", default=None, help="Worker node name (default omoi@<host>).")
 @click.option("--loglevel", default="INFO")
-def worker(capabilities: str, concurrency: int | None, name: str | None, loglevel: str) -> None:
+@click.option("--events", is_flag=True, help="Send task events (for Flower).")
+def worker(
+    capabilities: str, concurrency: int | None, name: str | None, loglevel: str, events: bool
+) -> None:
     """Run an agent: a prefork Celery worker (the pool that enforces time limits)."""
     from omoi.worker.app import CONTROL_QUEUE, app
 
@@ -118,6 +121,8 @@ def worker(capabilities: str, concurrency: int | None, name: str | None, logleve
     ]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
+    if events:
+        argv.append("--task-events")
     app.worker_main(argv)
 
 

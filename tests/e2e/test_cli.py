@@ -170,3 +170,28 @@ def test_tasks_agents_and_events_tables(api_server: dict[str, str], worker: Proc
     follow = omoi(api_server, "events", "--ticket", ticket_id, "--follow", "--timeout", "1")
     assert follow.returncode == 0
     assert follow.stdout.splitlines() == events.stdout.splitlines()
+
+
+def test_worker_events_flag_turns_on_task_events(env: dict[str, str], tmp_path: Path) -> None:
+    proc = Proc(
+        [
+            sys.executable,
+            "-m",
+            "omoi",
+            "worker",
+            "--events",
+            "--concurrency",
+            "1",
+            "--capabilities",
+            f"flower{uuid.uuid4().hex[:6]}",
+            "--name",
+            f"flower-{uuid.uuid4().hex[:6]}@localhost",
+        ],
+        env,
+        tmp_path / "w.log",
+    )
+    try:
+        wait_for(lambda: "ready." in proc.output(), timeout=60, what="the worker")
+        assert "task events: ON" in proc.output()
+    finally:
+        proc.stop()
