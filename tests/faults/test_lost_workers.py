@@ -56,9 +56,10 @@ def running_on(client: Any, task_id: str, procs: list[Proc]) -> Proc:
     return wait_for(holder, timeout=30, what="the task to run on a victim")
 
 
-def test_kill_9_mid_task_finishes_exactly_once_elsewhere(
-    client: Any, beat: Proc, victims: tuple[str, list[Proc]], redis_client: redis.Redis
-) -> None:
+def run_on_a_victim(
+    client: Any, victims: tuple[str, list[Proc]], seconds: float
+) -> tuple[dict[str, Any], str, Proc]:
+    """Submit one task for the victims' capability; returns it once running, and its worker."""
     capability, procs = victims
     ticket = submit(
         client,
@@ -67,12 +68,19 @@ def test_kill_9_mid_task_finishes_exactly_once_elsewhere(
                 "key": "work",
                 "task_type": "effect",
                 "capabilities": [capability],
-                "payload": {"seconds": 3},
+                "payload": {"seconds": seconds},
             }
         ],
     )
     task_id = ticket["tasks"][0]["id"]
-    doomed = running_on(client, task_id, procs)
+    return ticket, task_id, running_on(client, task_id, procs)
+
+
+def test_kill_9_mid_task_finishes_exactly_once_elsewhere(
+    client: Any, beat: Proc, victims: tuple[str, list[Proc]], redis_client: redis.Redis
+) -> None:
+    procs = victims[1]
+    ticket, task_id, doomed = run_on_a_victim(client, victims, seconds=3)
     os.killpg(doomed.pid, signal.SIGKILL)  # main process and pool children, mid-sleep
     killed_at = time.monotonic()
     assert wait_finished(client, ticket["id"], timeout=60)["status"] == "done"
@@ -90,20 +98,7 @@ def test_kill_9_mid_task_finishes_exactly_once_elsewhere(
 def test_a_frozen_worker_loses_its_task_and_its_late_result_is_refused(
     client: Any, beat: Proc, victims: tuple[str, list[Proc]]
 ) -> None:
-    capability, procs = victims
-    ticket = submit(
-        client,
-        [
-            {
-                "key": "work",
-                "task_type": "effect",
-                "capabilities": [capability],
-                "payload": {"seconds": 2},
-            }
-        ],
-    )
-    task_id = ticket["tasks"][0]["id"]
-    frozen = running_on(client, task_id, procs)
+    ticket, task_id, frozen = run_on_a_victim(client, victims, seconds=2)
     frozen_agent = client.get(f"/api/v1/tasks/{task_id}").get_json()["agent_id"]
     os.killpg(frozen.pid, signal.SIGSTOP)
     assert wait_finished(client, ticket["id"], timeout=60)["status"] == "done"
