@@ -50,6 +50,13 @@ PRIORITY_RANK = text(
 )
 
 
+def serial_id() -> Any:
+    """A sequence-numbered primary key (BIGINT; SQLite autoincrements only INTEGER ones)."""
+    return mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -186,9 +193,7 @@ class Event(Base):
         Index("ix_events_entity", "entity_id", "id"),
     )
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = serial_id()
     type: Mapped[str] = mapped_column(String(64))
     entity_type: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[uuid.UUID | None]
@@ -201,9 +206,7 @@ class PhaseHistory(Base):
     __tablename__ = "phase_history"
     __table_args__ = (Index("ix_phase_history_ticket", "ticket_id", "id"),)
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = serial_id()
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
     from_phase: Mapped[str | None] = mapped_column(String(32))
     to_phase: Mapped[str] = mapped_column(String(32))
@@ -219,9 +222,7 @@ class Artifact(Base):
     __tablename__ = "artifacts"
     __table_args__ = (Index("ix_artifacts_ticket_phase", "ticket_id", "phase", "id"),)
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = serial_id()
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
     phase: Mapped[str] = mapped_column(String(32))
     type: Mapped[str] = mapped_column(String(64))
@@ -235,9 +236,7 @@ class GateResult(Base):
     __tablename__ = "gate_results"
     __table_args__ = (Index("ix_gate_results_ticket", "ticket_id", "id"),)
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = serial_id()
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
     phase: Mapped[str] = mapped_column(String(32))
     passed: Mapped[bool] = mapped_column(Boolean)
@@ -250,9 +249,7 @@ class Approval(Base):
     __tablename__ = "approvals"
     __table_args__ = (Index("ix_approvals_ticket_phase", "ticket_id", "phase"),)
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = serial_id()
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
     phase: Mapped[str] = mapped_column(String(32))
     by: Mapped[str] = mapped_column(String(200))
@@ -270,9 +267,7 @@ class AgentMessage(Base):
         Index("ix_agent_messages_thread", "thread_id", "id"),
     )
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = serial_id()
     to_agent: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     from_agent: Mapped[uuid.UUID | None]
     audience: Mapped[str] = mapped_column(String(80))  # direct | broadcast | capability:<name>
@@ -304,9 +299,7 @@ class ResourceLock(Base):
         Index("ix_resource_locks_holder", "holder_task"),
     )
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = serial_id()
     name: Mapped[str] = mapped_column(ForeignKey("resources.name"))
     mode: Mapped[str] = mapped_column(String(16))
     holder_task: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
