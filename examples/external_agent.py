@@ -1,6 +1,10 @@
 """A minimal external agent: registers, heartbeats, claims tasks it can do, reports results.
 
-    python examples/external_agent.py --api http://127.0.0.1:5000 --capabilities translate
+    OMOI_TOKEN=<agent token> python examples/external_agent.py --api http://127.0.0.1:5000 \
+        --capabilities translate
+
+The token needs the ``agent`` scope (``omoi token create --scope agent translator``); once the
+agent registers with it, the token acts only as that agent.
 
 Any language can do the same with four HTTP calls; this one uses only the standard library.
 Run it with ``--once`` to drain the queue and exit.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -22,7 +27,10 @@ def call(api: str, path: str, body: Any = None) -> Any:
         f"{api}/api/v1{path}",
         method="POST",
         data=json.dumps(body or {}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {os.environ['OMOI_TOKEN']}",
+        },
     )
     with urllib.request.urlopen(request, timeout=30) as resp:
         return json.loads(resp.read()) if resp.status != 204 else None

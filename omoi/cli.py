@@ -17,11 +17,14 @@ import click
 import yaml
 
 from omoi.config import Settings
+from omoi.domain.auth import Scope
 from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.domain.routing import queues_for_worker
 from omoi.models import Database
-from omoi.services import relay, workflows
+from omoi.services import relay, tokens, workflows
+from omoi.services.errors import NotFound
 
+TOKEN_FILE = "token"
 DEMO_TICKET: dict[str, Any] = {
     "title": "Add input validation to the orders API",
     "description": "Reject malformed orders with a clear error instead of a 500.",
@@ -35,16 +38,35 @@ def _settings() -> Settings:
     return settings
 
 
-def _request(url: str, body: Any = None, method: str | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
+def _client_token(settings: Settings) -> str:
+    """``OMOI_TOKEN``, else the local token ``omoi up`` saved in the data directory."""
+    saved = settings.data_dir / TOKEN_FILE
+    return settings.token or (saved.read_text().strip() if saved.exists() else "")
+
+
+def _open(
+    url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30
+) -> Any:
+    """A request to the API with the client's bearer token; HTTP errors end the command."""
+    token = _client_token(_settings())
     req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
+        url,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+            **(headers or {}),
+        },
     )
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())
+        return urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as exc:
         raise click.ClickException(f"{exc.code}: {exc.read().decode(errors='replace')}") from exc
+
+
+def _request(url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+    with _open(url, body, headers) as resp:
+        return json.loads(resp.read())
 
 
 @click.group()
@@ -146,10 +168,27 @@ def beat(loglevel: str) -> None:
     )
 
 
+def _local_token(settings: Settings) -> str:
+    """The local user's admin token: the saved one while it is valid, else a new one saved
+    (mode 0600) where the CLI looks for it."""
+    db = Database(settings.database_url, pool_size=1)
+    try:
+        saved = settings.data_dir / TOKEN_FILE
+        if saved.exists() and tokens.Authenticator(db)(saved.read_text().strip()):
+            return saved.read_text().strip()
+        _, secret = tokens.create(db, "local", [Scope.ADMIN])
+    finally:
+        db.dispose()
+    saved.touch(mode=0o600)
+    saved.write_text(secret + "\n")
+    return secret
+
+
 def _spawn_stack(settings: Settings, quiet: bool) -> list[subprocess.Popen[bytes]]:
     from omoi.models.migrate import upgrade
 
     upgrade(settings.database_url)
+    _local_token(settings)
     out = subprocess.DEVNULL if quiet else None
     cmd = [sys.executable, "-m", "omoi"]
     loaded = workflows.configure(settings.workflows_dir or None).values()
@@ -202,13 +241,18 @@ def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float =
 @main.command()
 def up() -> None:
     """Run API, worker and beat together (embedded SQLite by default); the worker serves every
-    capability the workflows' templates ask for. Ctrl-C stops them."""
+    capability the workflows' templates ask for. Ctrl-C or SIGTERM stops them."""
     settings = _settings()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children too
     procs = _spawn_stack(settings, quiet=False)
     url = settings.client_url
     try:
         _wait_ready(url, procs)
         click.echo(f"omoi is up: API {url}/api/v1, OpenAPI {url}/api/v1/openapi.json")
+        click.echo(
+            f"token (admin, saved in {settings.data_dir / TOKEN_FILE} for the CLI): "
+            f"{_local_token(settings)}"
+        )
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -254,19 +298,8 @@ def submit(path: Path, wait: bool, idempotency_key: str | None) -> None:
     """Submit a ticket from a YAML or JSON file."""
     url = _settings().client_url
     body = yaml.safe_load(path.read_text())
-    req = urllib.request.Request(
-        f"{url}/api/v1/tickets",
-        data=json.dumps(body).encode(),
-        headers={
-            "Content-Type": "application/json",
-            **({"Idempotency-Key": idempotency_key} if idempotency_key else {}),
-        },
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            ticket = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.read().decode(errors='replace')}") from exc
+    key = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    ticket = _request(f"{url}/api/v1/tickets", body, key)
     click.echo(f"ticket {ticket['id']} accepted with {len(ticket['tasks'])} tasks")
     if wait:
         follow(url, ticket["id"], timeout=3600)
@@ -364,9 +397,8 @@ def events(ticket_id: str | None, follow: bool, timeout: float) -> None:
         for e in _request(f"{url}/api/v1/events?{query}limit=1000")["items"]:
             _event_line(e)
         return
-    with urllib.request.urlopen(
-        f"{url}/api/v1/events/stream?{query}timeout={timeout}", timeout=timeout + 30
-    ) as stream:
+    stream_url = f"{url}/api/v1/events/stream?{query}timeout={timeout}"
+    with _open(stream_url, timeout=timeout + 30) as stream:
         for raw in stream:
             line = raw.decode().rstrip("\n")
             if line.startswith("data: "):
@@ -376,3 +408,49 @@ def events(ticket_id: str | None, follow: bool, timeout: float) -> None:
 def _event_line(e: dict[str, Any]) -> None:
     payload = json.dumps(e["payload"], sort_keys=True)
     click.echo(f"{e['id']:>8}  {e['created_at']}  {e['type']:<22} {payload}")
+
+
+@main.group()
+def token() -> None:
+    """API tokens (stored hashed; the secret is shown once)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice([s.value for s in Scope]),
+    help="read, submit, agent or admin; repeat for several.",
+)
+def token_create(name: str, scopes: tuple[str, ...]) -> None:
+    """Create a token and print its secret (the only time it is shown)."""
+    row, secret = tokens.create(_database(), name, list(scopes))
+    click.echo(f"token {row['id']} ({name}: {', '.join(row['scopes'])})", err=True)
+    click.echo(secret)
+
+
+@token.command("list")
+def token_list() -> None:
+    """Tokens with their scopes, bound agent and revocation time (never the secrets)."""
+    _table(
+        tokens.list_tokens(_database()),
+        ["id", "name", "scopes", "agent_id", "created_at", "revoked_at"],
+    )
+
+
+@token.command("revoke")
+@click.argument("ref")
+def token_revoke(ref: str) -> None:
+    """Revoke a token by id or name (every API process refuses it within 2 s)."""
+    try:
+        count = tokens.revoke(_database(), ref)
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"revoked {count} token(s)")
+
+
+def _database() -> Database:
+    return Database(_settings().database_url, pool_size=1)

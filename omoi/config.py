@@ -41,6 +41,9 @@ class Settings:
     log_level: str = "INFO"
     workflows_dir: str = ""
     context_budget: int = 4000
+    rate_limit: str = "100/second"
+    bootstrap_token: str = ""
+    token: str = ""
 
     @property
     def client_url(self) -> str:

@@ -20,6 +20,7 @@ from omoi.models.migrate import upgrade
 from omoi.models.types import utcnow
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.sql import retry_db
+from tests.support.api import ADMIN_TOKEN, make_app
 from tests.support.procs import ROOT, Proc, start_worker
 
 PG_ADMIN = os.environ.get("OMOI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -36,6 +37,10 @@ TEST_ENV = {
     "OMOI_HEARTBEAT_TIMEOUT": "4",
     "OMOI_WORKFLOWS_DIR": str(ROOT / "tests" / "support" / "workflows"),
     "OMOI_HANDLERS": "tests.support.handlers,examples.handlers",
+    # every API process of the session makes this an admin token; the CLI sends it
+    "OMOI_BOOTSTRAP_TOKEN": ADMIN_TOKEN,
+    "OMOI_TOKEN": ADMIN_TOKEN,
+    "OMOI_RATE_LIMIT": "1000/second",
 }
 
 
@@ -97,9 +102,7 @@ def redis_client() -> redis.Redis:
 
 @pytest.fixture(scope="session")
 def app(settings: Settings, db: Database):  # type: ignore[no-untyped-def]
-    from omoi.api import create_app
-
-    return create_app(settings, db=db)
+    return make_app(settings, db=db)
 
 
 @pytest.fixture()
@@ -111,10 +114,8 @@ def client(app):  # type: ignore[no-untyped-def]
 def api_client(settings: Settings, db: Database) -> Iterator[Any]:
     """An API that publishes nothing, for tests of the HTTP contract alone. The tickets it
     creates are deleted afterwards so no later sweep runs them."""
-    from omoi.api import create_app
-
     started = utcnow()
-    yield create_app(settings, db=db, dispatcher=NullDispatcher()).test_client()
+    yield make_app(settings, db=db, dispatcher=NullDispatcher()).test_client()
 
     def purge() -> None:
         with db.session() as session:

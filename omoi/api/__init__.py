@@ -8,6 +8,7 @@ from werkzeug.exceptions import HTTPException
 
 from omoi.api import (
     agents,
+    auth,
     errors,
     events,
     guards,
@@ -21,9 +22,10 @@ from omoi.api import (
 from omoi.api import workflows as workflow_api
 from omoi.api.runtime import Runtime
 from omoi.config import Settings
+from omoi.domain.auth import Scope
 from omoi.logs import configure as configure_logs
 from omoi.models import Database
-from omoi.services import workflows
+from omoi.services import tokens, workflows
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.failures import RetryPolicy
 from omoi.transport import CeleryDispatcher, make_celery
@@ -34,6 +36,18 @@ class OmoiApi(Api):
 
     def handle_http_exception(self, error: HTTPException):  # type: ignore[no-untyped-def]
         return errors.http_error(error)
+
+
+def require_tokens(settings: Settings, db: Database) -> None:
+    """Token auth is not optional: ``OMOI_BOOTSTRAP_TOKEN`` becomes an admin token, and a
+    production API (PostgreSQL) with no active token refuses to start."""
+    if settings.bootstrap_token:
+        tokens.ensure(db, "bootstrap", settings.bootstrap_token, [Scope.ADMIN])
+    elif not settings.embedded and not tokens.any_active(db):
+        raise RuntimeError(
+            "no API token is configured: create one with `omoi token create --scope admin "
+            "NAME` or set OMOI_BOOTSTRAP_TOKEN"
+        )
 
 
 def create_app(
@@ -55,15 +69,19 @@ def create_app(
         OPENAPI_JSON_PATH="openapi.json",
         JSON_SORT_KEYS=False,
     )
+    db = db or Database(settings.database_url, settings.db_pool_size)
+    require_tokens(settings, db)
     producer = CeleryDispatcher(make_celery(settings, "omoi-api"), settings.time_limit_grace)
+    authenticate = tokens.Authenticator(db)
     app.extensions["omoi"] = Runtime(
         settings=settings,
-        db=db or Database(settings.database_url, settings.db_pool_size),
+        db=db,
         dispatcher=dispatcher or producer,
         policy=RetryPolicy(
             settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max
         ),
         broker_ping=producer.ping,
+        authenticate=authenticate,
     )
     api = OmoiApi(app)
     api.register_blueprint(tickets.blp)
@@ -77,5 +95,6 @@ def create_app(
     app.register_blueprint(metrics.blp)
     metrics.register(app)
     errors.register(app)
+    auth.register(app, authenticate, settings)
     guards.register(app)
     return app

@@ -9,6 +9,7 @@ from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
+from omoi.api import auth
 from omoi.api.runtime import runtime
 from omoi.api.schemas import (
     AgentHealth,
@@ -49,6 +50,7 @@ class Register(MethodView):
         """Register an external agent; heartbeat at least every OMOI_HEARTBEAT_INTERVAL."""
         db = runtime().db
         agent_id = agents.register(db, kind=AgentKind.EXTERNAL, **body)
+        auth.bind_registered_agent(agent_id)
         return agent_view(agents.get_agent(db, agent_id))
 
 

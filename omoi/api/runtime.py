@@ -11,6 +11,7 @@ from omoi.config import Settings
 from omoi.models import Database
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.failures import RetryPolicy
+from omoi.services.tokens import Authenticator
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Runtime:
     dispatcher: Dispatcher
     policy: RetryPolicy
     broker_ping: Callable[[], None]
+    authenticate: Authenticator
 
 
 def runtime() -> Runtime:

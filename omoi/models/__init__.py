@@ -4,6 +4,7 @@ from omoi.models.db import Database
 from omoi.models.tables import (
     Agent,
     AgentMessage,
+    ApiToken,
     Approval,
     Artifact,
     Base,
@@ -19,6 +20,7 @@ from omoi.models.tables import (
 __all__ = [
     "Agent",
     "AgentMessage",
+    "ApiToken",
     "Approval",
     "Artifact",
     "Base",

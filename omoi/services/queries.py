@@ -167,3 +167,12 @@ def list_tasks(
 def ping(db: Database) -> None:
     with db.session() as session:
         session.execute(select(1))
+
+
+def task_holder(db: Database, task_id: uuid.UUID) -> uuid.UUID | None:
+    """The agent the task is (or was last) assigned to; NotFound for no such task."""
+    with db.connect() as conn:
+        row = conn.execute(select(tasks.c.agent_id).where(tasks.c.id == task_id)).first()
+    if row is None:
+        raise NotFound(f"no task {task_id}")
+    return row.agent_id  # type: ignore[no-any-return]

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from omoi.models import Database
+from omoi.services import tokens
 from tests.e2e.test_embedded import free_port
+from tests.support.api import bearer
 from tests.support.procs import ROOT, Proc, wait_for
 
 
@@ -34,6 +40,12 @@ def api_server(env: dict[str, str], tmp_root: Path) -> Iterator[dict[str, str]]:
     wait_for(ready, timeout=60, what="the API server")
     yield server_env
     proc.stop()
+
+
+def get_json(env: dict[str, str], path: str) -> Any:
+    url = f"http://127.0.0.1:{env['OMOI_API_PORT']}{path}"
+    with urllib.request.urlopen(urllib.request.Request(url, headers=bearer())) as resp:
+        return json.loads(resp.read())
 
 
 def omoi(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -81,10 +93,8 @@ def test_example_handler_sees_dependency_results(
     done = omoi(api_server, "submit", str(ticket), "--wait")
     assert done.returncode == 0, done.stderr
     ticket_id = done.stdout.split()[1]
-    url = f"http://127.0.0.1:{api_server['OMOI_API_PORT']}"
-    with urllib.request.urlopen(f"{url}/api/v1/tasks?ticket_id={ticket_id}") as resp:
-        tasks = {t["key"]: t for t in json.loads(resp.read())["items"]}
-    assert tasks["b"]["result"] == {"words": 5}
+    tasks = get_json(api_server, f"/api/v1/tasks?ticket_id={ticket_id}")["items"]
+    assert {t["key"]: t for t in tasks}["b"]["result"] == {"words": 5}
 
 
 def test_submit_reports_a_rejected_ticket(api_server: dict[str, str], tmp_path: Path) -> None:
@@ -95,7 +105,7 @@ def test_submit_reports_a_rejected_ticket(api_server: dict[str, str], tmp_path: 
     assert "422" in result.stderr and "themselves: a" in result.stderr
 
 
-def test_example_external_agent_drains_its_tasks(api_server: dict[str, str]) -> None:
+def test_example_external_agent_drains_its_tasks(api_server: dict[str, str], db: Database) -> None:
     url = f"http://127.0.0.1:{api_server['OMOI_API_PORT']}"
     skill = f"translate-{uuid.uuid4().hex[:6]}"
     body = json.dumps(
@@ -128,10 +138,11 @@ def test_example_external_agent_drains_its_tasks(api_server: dict[str, str]) -> 
         }
     ).encode()
     request = urllib.request.Request(
-        f"{url}/api/v1/tickets", data=body, headers={"Content-Type": "application/json"}
+        f"{url}/api/v1/tickets", data=body, headers={"Content-Type": "application/json", **bearer()}
     )
     with urllib.request.urlopen(request) as resp:
         ticket = json.loads(resp.read())
+    _, agent_token = tokens.create(db, f"agent-{skill}", ["agent"])
     agent = subprocess.run(
         [
             sys.executable,
@@ -143,14 +154,15 @@ def test_example_external_agent_drains_its_tasks(api_server: dict[str, str]) -> 
             "--once",
         ],
         cwd=ROOT,
+        env={**api_server, "OMOI_TOKEN": agent_token},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert agent.returncode == 0, agent.stderr
     assert "completed hello" in agent.stdout and "completed world" in agent.stdout
-    with urllib.request.urlopen(f"{url}/api/v1/tasks?ticket_id={ticket['id']}") as resp:
-        tasks = {t["key"]: t for t in json.loads(resp.read())["items"]}
+    items = get_json(api_server, f"/api/v1/tasks?ticket_id={ticket['id']}")["items"]
+    tasks = {t["key"]: t for t in items}
     assert tasks["world"]["result"] == {"text": "WORLD", "inputs": ["hello"]}
     assert (tasks["bad"]["status"], tasks["bad"]["error"]["category"]) == ("failed", "permanent")
 
@@ -195,3 +207,52 @@ def test_worker_events_flag_turns_on_task_events(env: dict[str, str], tmp_path: 
         assert "task events: ON" in proc.output()
     finally:
         proc.stop()
+
+
+def test_token_commands_create_list_and_revoke(api_server: dict[str, str]) -> None:
+    name = f"viewer-{uuid.uuid4().hex[:6]}"
+    created = omoi(api_server, "token", "create", "--scope", "read", name)
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("omoi_") and "read" in created.stderr
+    reader = {**api_server, "OMOI_TOKEN": secret}
+    assert omoi(reader, "tasks").returncode == 0  # reads work with the new token
+    listed = omoi(api_server, "token", "list")
+    assert name in listed.stdout and secret not in listed.stdout
+    assert omoi(api_server, "token", "revoke", name).stdout.strip() == "revoked 1 token(s)"
+    wait_for(
+        lambda: "401" in omoi(reader, "tasks").stderr, timeout=15, what="the revoked token refused"
+    )
+
+
+def test_up_prints_a_token_for_the_local_user(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMOI_")}
+    env.update(OMOI_API_PORT=str(port), OMOI_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    proc = Proc([sys.executable, "-m", "omoi", "up"], env, tmp_path / "up.log")
+    children: list[str] = []
+    try:
+        line = wait_for(
+            lambda: next((ln for ln in proc.output().splitlines() if "token (admin" in ln), None),
+            timeout=90,
+            what="omoi up to print its token",
+        )
+        secret = line.rsplit(" ", 1)[1]
+        assert (tmp_path / "token").read_text().strip() == secret
+        assert (tmp_path / "token").stat().st_mode & 0o077 == 0
+        url = f"http://127.0.0.1:{port}/api/v1/workflows"
+        with urllib.request.urlopen(urllib.request.Request(url, headers=bearer(secret))) as r:
+            assert r.status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url)
+        assert refused.value.code == 401
+        pgrep = ["pgrep", "-P", str(proc.pid)]
+        children = subprocess.run(pgrep, capture_output=True, text=True).stdout.split()
+    finally:
+        proc.stop()
+    assert proc.popen.returncode == 0 and len(children) == 3  # API, worker, beat
+    wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
+        timeout=30,
+        what="SIGTERM to omoi up to stop API, worker and beat",
+    )

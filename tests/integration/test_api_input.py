@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from omoi.api import create_app
 from omoi.config import Settings
 from omoi.models import Database, Event, Task, Ticket
 from omoi.services.dispatcher import NullDispatcher
+from tests.support.api import make_app
 
 
 def counts(db: Database) -> tuple[int, int, int]:
@@ -99,7 +99,7 @@ def test_unparseable_bodies(
 
 def limited(settings: Settings, db: Database, **limits: int) -> Any:
     """A client of an app with tighter limits (and no publishing)."""
-    app = create_app(dataclasses.replace(settings, **limits), db=db, dispatcher=NullDispatcher())
+    app = make_app(dataclasses.replace(settings, **limits), db=db, dispatcher=NullDispatcher())
     return app.test_client()
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from omoi.api import create_app
 from omoi.config import Settings
 from omoi.domain.errors import PermanentError
 from omoi.models import Database
@@ -19,6 +18,7 @@ from omoi.models.migrate import upgrade
 from omoi.services import execution
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy
+from tests.support.api import make_app
 
 
 @pytest.fixture()
@@ -27,7 +27,7 @@ def sqlite(tmp_path: Path, settings: Settings) -> Iterator[tuple[Database, Any]]
     upgrade(url)
     db = Database(url)
     local = dataclasses.replace(settings, database_url=url)
-    yield db, create_app(local, db=db, dispatcher=NullDispatcher()).test_client()
+    yield db, make_app(local, db=db, dispatcher=NullDispatcher()).test_client()
     db.dispose()
 
 

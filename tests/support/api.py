@@ -4,7 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Flask
+from flask.testing import FlaskClient
+
+from omoi.api import create_app
+from omoi.config import Settings
+from omoi.domain.auth import new_secret
+from omoi.models import Database
+from omoi.services.dispatcher import Dispatcher
 from tests.support.procs import wait_for
+
+ADMIN_TOKEN = new_secret()  # OMOI_BOOTSTRAP_TOKEN of every process of the test session
+
+
+def bearer(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def authorize(app: Flask, token: str = ADMIN_TOKEN) -> Flask:
+    """Make the app's test clients send ``token`` unless a request names another."""
+
+    class Client(FlaskClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+
+    app.test_client_class = Client
+    return app
+
+
+def make_app(
+    settings: Settings, *, db: Database | None = None, dispatcher: Dispatcher | None = None
+) -> Flask:
+    """The API app whose test clients act as the session's admin."""
+    return authorize(create_app(settings, db=db, dispatcher=dispatcher))
 
 
 def submit(client: Any, tasks: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

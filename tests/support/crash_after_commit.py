@@ -20,6 +20,8 @@ class DieBeforePublish:
 
 app = create_app(dispatcher=DieBeforePublish())
 app.test_client().post(
-    "/api/v1/tickets", json=json.load(sys.stdin), headers={"Idempotency-Key": sys.argv[1]}
+    "/api/v1/tickets",
+    json=json.load(sys.stdin),
+    headers={"Idempotency-Key": sys.argv[1], "Authorization": f"Bearer {os.environ['OMOI_TOKEN']}"},
 )
 sys.exit("unreachable: the dispatcher should have killed this process")

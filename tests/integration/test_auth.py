@@ -1,0 +1,173 @@
+"""Bearer tokens: every route but health and the OpenAPI document needs one, scopes decide
+what it may do, an agent token acts only as its own agent, and each token is rate limited."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from omoi.api import create_app
+from omoi.config import Settings
+from omoi.models import ApiToken, Database
+from omoi.models.migrate import upgrade
+from omoi.services import tokens
+from omoi.services.dispatcher import NullDispatcher
+from tests.conftest import PG_ADMIN, _pg_url
+from tests.integration.test_agents import cap, register
+from tests.support.api import bearer, submit
+from tests.support.procs import wait_for
+
+PUBLIC = {"/healthz", "/readyz", "/api/v1/openapi.json"}
+
+
+@pytest.fixture(scope="module")
+def bare(settings: Settings, db: Database) -> Flask:
+    """An app whose test clients send no token unless told to."""
+    return create_app(settings, db=db, dispatcher=NullDispatcher())
+
+
+def token(db: Database, *scopes: str) -> dict[str, str]:
+    _, secret = tokens.create(db, f"test-{uuid.uuid4().hex[:6]}", list(scopes))
+    return bearer(secret)
+
+
+def test_every_route_but_health_and_openapi_needs_a_token(bare: Flask) -> None:
+    client = bare.test_client()
+    checked = 0
+    for rule in bare.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda _: str(uuid.uuid4()), rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            resp = client.open(path, method=method, json={} if method == "POST" else None)
+            if rule.rule in PUBLIC:
+                assert resp.status_code == 200, (method, path)
+                continue
+            assert resp.status_code == 401, (method, path, resp.status_code)
+            assert resp.get_json()["error"]["code"] == "unauthorized"
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+            checked += 1
+    assert checked >= 35
+
+
+def test_a_wrong_or_revoked_token_is_refused(bare: Flask, db: Database) -> None:
+    client = bare.test_client()
+    assert client.get("/api/v1/tickets", headers=bearer("omoi_guess")).status_code == 401
+    row, secret = tokens.create(db, "short-lived", ["read"])
+    assert client.get("/api/v1/tickets", headers=bearer(secret)).status_code == 200
+    assert tokens.revoke(db, str(row["id"])) == 1
+    wait_for(
+        lambda: client.get("/api/v1/tickets", headers=bearer(secret)).status_code == 401,
+        timeout=10,
+        what="the revocation to reach the API",
+    )
+
+
+def test_tokens_are_stored_only_as_digests(db: Database) -> None:
+    row, secret = tokens.create(db, "hashed", ["read"])
+    with db.session() as session:
+        stored = session.scalars(select(ApiToken).where(ApiToken.id == row["id"])).one()
+        assert secret not in (stored.digest, stored.name)
+        assert len(stored.digest) == 64 and stored.digest != secret
+
+
+def test_scopes_decide_what_a_token_may_do(bare: Flask, db: Database) -> None:
+    client = bare.test_client()
+    reader, submitter, agent = token(db, "read"), token(db, "submit"), token(db, "agent")
+    ticket = {"title": "scoped", "tasks": [{"key": "a", "task_type": "noop"}]}
+    assert client.post("/api/v1/tickets", json=ticket, headers=reader).status_code == 403
+    assert client.post("/api/v1/tickets", json=ticket, headers=agent).status_code == 403
+    created = client.post("/api/v1/tickets", json=ticket, headers=submitter)
+    assert created.status_code == 201
+    path = f"/api/v1/tickets/{created.get_json()['id']}"
+    assert client.get(path, headers=reader).status_code == 200
+    denied = client.get(path, headers=submitter)
+    assert denied.status_code == 403 and "read" in denied.get_json()["error"]["message"]
+    body = {"name": "x", "capabilities": [cap()]}
+    assert client.post("/api/v1/agents/register", json=body, headers=reader).status_code == 403
+    assert client.post("/api/v1/agents/register", json=body, headers=agent).status_code == 201
+    assert client.get("/metrics", headers=reader).status_code == 200
+
+
+def test_an_agent_token_acts_only_as_its_own_agent(bare: Flask, db: Database) -> None:
+    client = bare.test_client()
+    admin = client.application.test_client()
+    admin.environ_base.update(HTTP_AUTHORIZATION=bearer()["Authorization"])
+    skill = cap()
+    other = register(admin, [skill], "other")
+    mine_headers = token(db, "agent")
+    resp = client.post(
+        "/api/v1/agents/register",
+        json={"name": "me", "capabilities": [skill]},
+        headers=mine_headers,
+    )
+    mine = resp.get_json()["id"]
+
+    def post(path: str, body: Any = None) -> int:
+        return client.post(path, json=body or {}, headers=mine_headers).status_code
+
+    assert post(f"/api/v1/agents/{mine}/heartbeat") == 200
+    assert post(f"/api/v1/agents/{other}/heartbeat") == 403
+    assert post(f"/api/v1/agents/{other}/claim") == 403
+    assert client.get(f"/api/v1/agents/{other}/messages", headers=mine_headers).status_code == 403
+    assert client.get(f"/api/v1/agents/{mine}/messages", headers=mine_headers).status_code == 200
+    hello = {"type": "info", "content": "hi"}
+    assert post(f"/api/v1/agents/{other}/messages", {**hello, "from_agent": mine}) == 201
+    assert post(f"/api/v1/agents/{mine}/messages", {**hello, "from_agent": other}) == 403
+
+    # a task the other agent holds cannot be reported by this one, even with its lease
+    submit(admin, [{"key": "x", "task_type": "upper", "capabilities": [skill], "external": True}])
+    claimed = admin.post(f"/api/v1/agents/{other}/claim").get_json()
+    report = {"lease_token": claimed["lease_token"], "result": {}}
+    assert post(f"/api/v1/tasks/{claimed['task_id']}/complete", report) == 403
+    done = admin.post(f"/api/v1/tasks/{claimed['task_id']}/complete", json=report)
+    assert done.status_code == 200 and done.get_json()["status"] == "succeeded"
+
+
+def test_each_token_is_rate_limited_with_retry_after(settings: Settings, db: Database) -> None:
+    tight = create_app(
+        dataclasses.replace(settings, rate_limit="3/minute"), db=db, dispatcher=NullDispatcher()
+    )
+    client = tight.test_client()
+    busy, idle = token(db, "read"), token(db, "read")
+    codes = [client.get("/api/v1/workflows", headers=busy).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    limited = client.get("/api/v1/workflows", headers=busy)
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) > 0
+    assert limited.get_json()["error"]["code"] == "too_many_requests"
+    assert client.get("/api/v1/workflows", headers=idle).status_code == 200
+    assert client.get("/healthz").status_code == 200  # health is never limited
+
+
+@pytest.fixture()
+def empty_database() -> Iterator[str]:
+    name = f"omoi_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    upgrade(_pg_url(name))
+    yield _pg_url(name)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_production_refuses_to_start_without_a_token(
+    settings: Settings, empty_database: str
+) -> None:
+    bare = dataclasses.replace(settings, database_url=empty_database, bootstrap_token="")
+    with pytest.raises(RuntimeError, match="no API token is configured"):
+        create_app(bare, dispatcher=NullDispatcher())
+    db = Database(empty_database)
+    try:
+        tokens.create(db, "ops", ["admin"])
+        assert create_app(bare, db=db, dispatcher=NullDispatcher()) is not None
+    finally:
+        db.dispose()
