@@ -30,6 +30,7 @@ class Settings:
     time_limit_grace: float = 10.0
     max_body_bytes: int = 16 * 1024 * 1024
     max_tasks_per_ticket: int = 20_000
+    max_json_depth: int = 32
     default_max_retries: int = 3
     retry_backoff: float = 1.0
     retry_backoff_max: float = 60.0

@@ -30,7 +30,8 @@ def time_limits(timeout: float | None, grace: float) -> dict[str, float]:
 
 
 class CeleryDispatcher:
-    """Publishes a batch as one Celery group of ``run_task(task_id, attempt)`` messages."""
+    """Publishes a batch as one Celery group of ``run_task(task_id, attempt)`` messages. The
+    payload stays in PostgreSQL: the broker, Flower and worker logs see only the ids."""
 
     def __init__(self, app: Celery, time_limit_grace: float) -> None:
         self.app = app
@@ -41,6 +42,8 @@ class CeleryDispatcher:
             self.app.signature(
                 RUN_TASK,
                 args=(str(d.task_id), d.attempt),
+                argsrepr=f"(task={d.task_id}, attempt={d.attempt})",  # what Flower shows
+                kwargsrepr="{}",
                 task_id=d.message_id,
                 queue=d.queue,
                 countdown=d.countdown,

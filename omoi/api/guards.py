@@ -1,5 +1,6 @@
 """Checks on every request body before any view runs: content type, JSON that parses without
-blowing the stack, and strings PostgreSQL can store. Each failure is a 4xx, nothing written."""
+blowing the stack and nests no deeper than ``OMOI_MAX_JSON_DEPTH``, and strings PostgreSQL can
+store. Each failure is a 4xx, nothing written."""
 
 from __future__ import annotations
 
@@ -8,21 +9,28 @@ from typing import Any
 from flask import Flask, Response, request
 
 from omoi.api.errors import error_response
+from omoi.api.runtime import runtime
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
-def bad_string(value: Any) -> str | None:
-    """Path of the first string holding NUL or a lone surrogate, else None (iterative walk)."""
-    stack: list[tuple[str, Any]] = [("$", value)]
+TOO_DEEP = "<too deep>"
+
+
+def bad_node(value: Any, max_depth: int) -> str | None:
+    """Path of the first string holding NUL or a lone surrogate, ``TOO_DEEP`` when containers
+    nest deeper than ``max_depth``, else None (iterative walk)."""
+    stack: list[tuple[str, int, Any]] = [("$", 0, value)]
     while stack:
-        path, node = stack.pop()
+        path, depth, node = stack.pop()
+        if isinstance(node, dict | list) and depth >= max_depth:
+            return TOO_DEEP
         if isinstance(node, dict):
             for k, v in node.items():
-                stack.append((f"{path}.{k}", v))
-                stack.append((f"{path}.<key>", k))
+                stack.append((f"{path}.{k}", depth + 1, v))
+                stack.append((f"{path}.<key>", depth + 1, k))
         elif isinstance(node, list):
-            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
+            stack.extend((f"{path}[{i}]", depth + 1, v) for i, v in enumerate(node))
         elif isinstance(node, str):
             if "\x00" in node:
                 return path
@@ -47,7 +55,12 @@ def check_body() -> Response | None:
         body = request.get_json(silent=False)
     except RecursionError:
         return error_response(400, "bad_request", "JSON nested too deeply")
-    path = bad_string(body)
+    max_depth = runtime().settings.max_json_depth
+    path = bad_node(body, max_depth)
+    if path == TOO_DEEP:
+        return error_response(
+            400, "bad_request", f"JSON nested deeper than {max_depth} levels", {"max": max_depth}
+        )
     if path is not None:
         return error_response(
             422,

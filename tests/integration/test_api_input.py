@@ -97,6 +97,20 @@ def test_unparseable_bodies(
     assert counts(db) == before
 
 
+def test_nesting_deeper_than_the_limit_is_400(
+    settings: Settings, db: Database, api_client: Any
+) -> None:
+    shallow = limited(settings, db, max_json_depth=6)  # api_client purges what it creates
+    # the body, its task list, the task and its payload are four levels of the six
+    fits = shallow.post("/api/v1/tickets", json=ticket(task("a", payload={"b": [[1]]})))
+    assert fits.status_code == 201, fits.get_json()
+    before = counts(db)
+    deeper = shallow.post("/api/v1/tickets", json=ticket(task("a", payload={"b": [[[1]]]})))
+    assert deeper.status_code == 400
+    assert deeper.get_json()["error"]["details"] == {"max": 6}
+    assert counts(db) == before
+
+
 def limited(settings: Settings, db: Database, **limits: int) -> Any:
     """A client of an app with tighter limits (and no publishing)."""
     app = make_app(dataclasses.replace(settings, **limits), db=db, dispatcher=NullDispatcher())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -12,7 +13,10 @@ from typing import Any
 import redis
 from sqlalchemy import select
 
+from omoi.config import Settings
 from omoi.models import Database, Task, Ticket
+from omoi.services.dispatcher import Dispatch
+from omoi.transport import CeleryDispatcher, make_celery
 from tests.support.api import wait_finished
 from tests.support.handlers import EFFECT_KEY
 from tests.support.procs import ROOT, Proc, start_beat
@@ -68,3 +72,24 @@ def test_api_killed_between_commit_and_publish_loses_nothing(
     assert [int(redis_client.get(EFFECT_KEY.format(t["id"]))) for t in tasks] == [1, 1, 1]
     timeline = client.get(f"/api/v1/tasks/{tasks[0]['id']}").get_json()["timeline"]
     assert "task.republished" in [e["type"] for e in timeline]
+
+
+def test_a_published_message_names_only_the_task_and_attempt(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """What Flower and the broker see: ids with readable labels, never a payload."""
+    queue = f"inspect-{uuid.uuid4().hex[:8]}"  # no worker consumes it
+    dispatch = Dispatch(uuid.uuid4(), 3, queue, timeout_seconds=5)
+    CeleryDispatcher(make_celery(settings, "omoi-test"), 2).publish([dispatch])
+    try:
+        (raw,) = redis_client.lrange(queue, 0, -1)
+    finally:
+        redis_client.delete(queue)
+    message = json.loads(raw)
+    headers = message["headers"]
+    assert headers["id"] == f"{dispatch.task_id}:3"
+    assert headers["argsrepr"] == f"(task={dispatch.task_id}, attempt=3)"
+    assert headers["kwargsrepr"] == "{}"
+    assert headers["timelimit"] == [7, 5]
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert (args, kwargs) == ([str(dispatch.task_id), 3], {})
