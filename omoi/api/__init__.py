@@ -21,6 +21,7 @@ from omoi.api import (
 )
 from omoi.api import workflows as workflow_api
 from omoi.api.runtime import Runtime
+from omoi.api.schemas import ErrorOut
 from omoi.config import Settings
 from omoi.domain.auth import Scope
 from omoi.logs import configure as configure_logs
@@ -32,7 +33,9 @@ from omoi.transport import CeleryDispatcher, make_celery
 
 
 class OmoiApi(Api):
-    """flask-smorest Api whose errors use omoi's JSON error shape."""
+    """flask-smorest Api whose errors use (and document) omoi's JSON error shape."""
+
+    ERROR_SCHEMA = ErrorOut
 
     def handle_http_exception(self, error: HTTPException):  # type: ignore[no-untyped-def]
         return errors.http_error(error)

@@ -41,6 +41,25 @@ def bad_node(value: Any, max_depth: int) -> str | None:
     return None
 
 
+def invalid_string(path: str) -> Response:
+    return error_response(
+        422,
+        "invalid_string",
+        "strings may not contain NUL characters or lone surrogates",
+        {"path": path},
+    )
+
+
+def check_query() -> Response | None:
+    """Query parameters and the idempotency key reach SQL too."""
+    strings = {
+        **{f"query.{k}": v for k, v in request.args.items(multi=True)},
+        "header.Idempotency-Key": request.headers.get("Idempotency-Key", ""),
+    }
+    path = bad_node(strings, 1)
+    return invalid_string(path.replace("$.", "", 1)) if path else None
+
+
 def check_body() -> Response | None:
     if request.method not in BODY_METHODS or not request.content_length:
         return None
@@ -61,15 +80,9 @@ def check_body() -> Response | None:
         return error_response(
             400, "bad_request", f"JSON nested deeper than {max_depth} levels", {"max": max_depth}
         )
-    if path is not None:
-        return error_response(
-            422,
-            "invalid_string",
-            "strings may not contain NUL characters or lone surrogates",
-            {"path": path},
-        )
-    return None
+    return invalid_string(path) if path is not None else None
 
 
 def register(app: Flask) -> None:
+    app.before_request(check_query)
     app.before_request(check_body)

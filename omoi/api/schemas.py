@@ -21,6 +21,9 @@ from omoi.domain.routing import normalize_capabilities
 from omoi.services.phases import NewTask
 from omoi.services.tickets import NewTicket
 
+INT_MAX = 2**31 - 1  # PostgreSQL integer
+SERIAL = validate.Range(min=0, max=2**63 - 1)  # a BIGINT sequence number (events, messages)
+
 TOKEN = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", error="must be a short token")
 KEY = validate.And(
     validate.Length(min=1, max=200),
@@ -230,7 +233,7 @@ class AgentRegisterIn(Schema):
     capacity = fields.Integer(load_default=1, validate=validate.Range(min=1, max=10_000))
     version = fields.String(load_default=None, validate=validate.Length(max=64))
     hostname = fields.String(load_default=None, validate=validate.Length(max=255))
-    pid = fields.Integer(load_default=None, validate=validate.Range(min=0))
+    pid = fields.Integer(load_default=None, validate=validate.Range(min=0, max=INT_MAX))
 
 
 class AgentOut(Schema):
@@ -418,7 +421,7 @@ class EventQuery(Schema):
         validate=validate.Length(min=1, max=64),
         metadata={"description": "an event type or a prefix (task.)"},
     )
-    after = fields.Integer(validate=validate.Range(min=0))
+    after = fields.Integer(validate=SERIAL)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
 
@@ -426,7 +429,7 @@ class StreamQuery(Schema):
     ticket_id = fields.UUID()
     entity_id = fields.UUID()
     type = fields.String(validate=validate.Length(min=1, max=64))
-    after = fields.Integer(validate=validate.Range(min=0))
+    after = fields.Integer(validate=SERIAL)
     timeout = fields.Float(
         load_default=300,
         validate=validate.Range(min=0.1, max=3600),
@@ -479,7 +482,7 @@ class Inbox(Schema):
 
 class ReadIn(Schema):
     message_ids = fields.List(
-        fields.Integer(), required=True, validate=validate.Length(min=1, max=1000)
+        fields.Integer(validate=SERIAL), required=True, validate=validate.Length(min=1, max=1000)
     )
 
 
@@ -509,3 +512,15 @@ class LocksOut(Schema):
 
 class LockQuery(Schema):
     name = fields.String(validate=validate.Length(min=1, max=200))
+
+
+class ErrorDetail(Schema):
+    code = fields.String(required=True, metadata={"description": "machine-readable reason"})
+    message = fields.String(required=True)
+    details = fields.Dict(required=True, metadata={"description": "what was wrong, where"})
+
+
+class ErrorOut(Schema):
+    """Every error response: ``{"error": {"code", "message", "details"}}``."""
+
+    error = fields.Nested(ErrorDetail, required=True)
