@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from omoi.api.guards import bad_string
+from omoi.api.guards import TOO_DEEP, bad_node
 from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory, Priority, TaskStatus
 from omoi.domain.errors import PermanentError, TransientError, classify
@@ -64,8 +64,9 @@ def test_settings_read_typed_values_and_reject_bad_ones() -> None:
         Settings.from_env({"OMOI_SWEEP_INTERVAL": "soon"})
 
 
-def test_bad_string_finds_nul_and_surrogates_anywhere() -> None:
-    assert bad_string({"a": [1, {"b": "ok"}]}) is None
-    assert bad_string({"a": [1, {"b": "n\x00"}]}) == "$.a[1].b"
-    assert bad_string({"k\x00": 1}) == "$.<key>"
-    assert bad_string(["\ud800"]) == "$[0]"
+def test_bad_node_finds_nul_and_surrogates_anywhere_and_deep_nesting() -> None:
+    assert bad_node({"a": [1, {"b": "ok"}]}, 3) is None
+    assert bad_node({"a": [1, {"b": "n\x00"}]}, 3) == "$.a[1].b"
+    assert bad_node({"k\x00": 1}, 3) == "$.<key>"
+    assert bad_node(["\ud800"], 3) == "$[0]"
+    assert bad_node({"a": [1, {"b": "ok"}]}, 2) == TOO_DEEP
