@@ -21,7 +21,10 @@ def config_for(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
+        # a pool child that dies is recorded by omoi (RunTask.on_failure, in the main process)
+        # as a lost attempt and retried under a new one; requeueing its message would only
+        # bring back an attempt the database already holds as running
+        "task_reject_on_worker_lost": False,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": "cap.default",
         "task_create_missing_queues": True,

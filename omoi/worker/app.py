@@ -8,8 +8,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from celery import Celery, Task
+from billiard.exceptions import WorkerLostError
+from celery import Celery
 from celery.exceptions import TimeLimitExceeded
+from celery.signals import task_failure
 
 from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory
@@ -52,22 +54,7 @@ def create_worker_app(settings: Settings) -> Celery:
         )
     }
 
-    class RunTask(Task):  # type: ignore[misc]
-        def on_failure(
-            self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any
-        ) -> None:
-            """Runs in the worker's main process when the hard time limit killed the child:
-            record the timeout (then retry or fail) for that attempt."""
-            if isinstance(exc, TimeLimitExceeded):
-                error = TaskError(
-                    ErrorCategory.TIMEOUT,
-                    "TimeLimitExceeded",
-                    f"hard time limit exceeded ({exc}); the process was killed",
-                )
-                _, retry = failures.fail_attempt(db, policy, uuid.UUID(args[0]), args[1], error)
-                outbox.publish(db, dispatcher, retry)
-
-    @app.task(name=RUN_TASK, bind=True, base=RunTask)
+    @app.task(name=RUN_TASK, bind=True)
     def run_task(self, task_id: str, attempt: int) -> str:  # type: ignore[no-untyped-def]
         return execution.run_attempt(
             db,
@@ -79,6 +66,22 @@ def create_worker_app(settings: Settings) -> Celery:
             self.request.id,
             agent.id,
         )
+
+    @task_failure.connect(sender=run_task, weak=False)
+    def child_died(exception: BaseException, args: Any, **_: Any) -> None:
+        """In the worker's main process when the pool child running an attempt died: killed
+        by the hard time limit (a timeout) or by anything else (lost). Record it, then retry
+        under a new attempt or fail, as for any other failure. Other exceptions were raised
+        in the child, which recorded them."""
+        if isinstance(exception, TimeLimitExceeded):
+            category, message = ErrorCategory.TIMEOUT, "hard time limit exceeded"
+        elif isinstance(exception, WorkerLostError):
+            category, message = ErrorCategory.LOST, "the pool process running it died"
+        else:
+            return
+        error = TaskError(category, type(exception).__name__, f"{message} ({exception})")
+        _, retry = failures.fail_attempt(db, policy, uuid.UUID(args[0]), args[1], error)
+        outbox.publish(db, dispatcher, retry)
 
     @app.task(name="omoi.sweep_outbox")
     def sweep_outbox() -> int:
