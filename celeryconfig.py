@@ -25,6 +25,9 @@ def config_for(settings: Settings) -> dict[str, Any]:
         # as a lost attempt and retried under a new one; requeueing its message would only
         # bring back an attempt the database already holds as running
         "task_reject_on_worker_lost": False,
+        # a broker connection loss must not kill running attempts: they finish and store their
+        # result in PostgreSQL; the message, redelivered later, finds the attempt done
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": "cap.default",
         "task_create_missing_queues": True,
@@ -40,7 +43,6 @@ def config_for(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.5,
             "interval_max": 1,
         },
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_hijack_root_logger": False,
         "broker_pool_limit": 10,
         "timezone": "UTC",

@@ -36,6 +36,7 @@ class Settings:
     retry_backoff_max: float = 60.0
     retry_eta_max: float = 60.0
     db_pool_size: int = 10
+    db_outage_patience: float = 300.0
     api_host: str = "127.0.0.1"
     api_port: int = 5000
     api_url: str = ""

@@ -29,6 +29,9 @@ def time_limits(timeout: float | None, grace: float) -> dict[str, float]:
     return {"soft_time_limit": timeout, "time_limit": timeout + grace}
 
 
+BROKER_MARKER = "omoi:broker-marker"
+
+
 class CeleryDispatcher:
     """Publishes a batch as one Celery group of ``run_task(task_id, attempt)`` messages. The
     payload stays in PostgreSQL: the broker, Flower and worker logs see only the ids."""
@@ -59,6 +62,15 @@ class CeleryDispatcher:
         arrives anyway is discarded by the lease guard."""
         if message_ids:
             self.app.control.revoke(list(message_ids), terminate=True, signal="SIGTERM")
+
+    def broker_reset(self) -> bool:
+        """Redis: a marker key set with NX. Writing it means the key was missing: this is a
+        new or emptied Redis (restarted without persistence, flushed, replaced), whose queued
+        messages are gone. Other brokers keep their data: never."""
+        if not self.app.conf.broker_url.startswith(("redis://", "rediss://")):
+            return False
+        with self.app.connection_for_write() as conn:
+            return bool(conn.default_channel.client.set(BROKER_MARKER, "1", nx=True))
 
     def ping(self, timeout: float = 2.0) -> None:
         """Raise unless the broker accepts a connection."""

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+import structlog
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from omoi.services.errors import Conflict, Invalid, NotFound, ServiceError
+from omoi.services.sql import disconnected
+
+log = structlog.get_logger(__name__)
 
 SERVICE_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
 
@@ -34,7 +40,23 @@ def http_error(exc: HTTPException) -> Response:
     return resp
 
 
+def database_error(exc: Exception) -> Response:
+    """The database went away (a restart, a failover): 503 with ``Retry-After``, so clients
+    retry; nothing was committed. Any other database error is a plain 500."""
+    if not disconnected(exc):
+        log.exception("database_error")
+        return error_response(500, "internal_error", "the request failed on the server")
+    resp = error_response(
+        503, "unavailable", "the database is unavailable; retry shortly", {"retry_after": 5}
+    )
+    resp.headers["Retry-After"] = "5"
+    return resp
+
+
 def register(app: Flask) -> None:
+    app.register_error_handler(DBAPIError, database_error)
+    app.register_error_handler(psycopg.OperationalError, database_error)
+
     @app.errorhandler(ServiceError)
     def _service(exc: ServiceError) -> Response:
         return error_response(

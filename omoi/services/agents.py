@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, func, not_, or_, select, update
+from sqlalchemy import Connection, and_, func, not_, or_, select, text, update
 
 from omoi.domain.enums import AgentKind, AgentStatus, ErrorCategory, TaskStatus
 from omoi.domain.errors import TaskError
@@ -263,13 +263,17 @@ def sweep_stale(db: Database, dispatcher: Dispatcher, policy: RetryPolicy, timeo
     with db.connect() as conn, sweep_lock(conn, "agents") as got:
         if not got:
             return 0
-        marked = list(
-            conn.execute(
-                update(agents)
-                .where(agents.c.status.in_(LIVE), _overdue(timeout, now))
-                .values(status=AgentStatus.STALE)
-                .returning(agents.c.id)
-            ).scalars()
+        marked = (
+            list(
+                conn.execute(
+                    update(agents)
+                    .where(agents.c.status.in_(LIVE), _overdue(timeout, now))
+                    .values(status=AgentStatus.STALE)
+                    .returning(agents.c.id)
+                ).scalars()
+            )
+            if _database_up_for(conn) >= timeout
+            else []
         )
         record(conn, (event_row(EventType.AGENT_STALE, "agent", a, None, {}, now) for a in marked))
         orphans = conn.execute(
@@ -286,6 +290,15 @@ def sweep_stale(db: Database, dispatcher: Dispatcher, policy: RetryPolicy, timeo
         )
         publish(db, dispatcher, fail_attempt(db, policy, task.id, task.attempt, error)[1])
     return len(orphans)
+
+
+def _database_up_for(conn: Connection) -> float:
+    """Seconds since PostgreSQL started. Heartbeats could not land while it was down, so
+    nobody is judged stale until a whole timeout has passed since the restart."""
+    if conn.dialect.name != "postgresql":
+        return float("inf")
+    uptime = text("SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())")
+    return float(conn.execute(uptime).scalar_one())
 
 
 # -- external agents: pull protocol ---------------------------------------------------------

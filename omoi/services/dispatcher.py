@@ -53,6 +53,11 @@ class Dispatcher(Protocol):
         """Ask agents to stop these running attempts: a hint only, the database decides."""
         ...
 
+    def broker_reset(self) -> bool:
+        """True (once) when the broker has lost the messages it held since the last call, or
+        on the first call: everything published and not yet claimed must be sent again."""
+        ...
+
 
 class NullDispatcher:
     """Publishes nothing: rows stay in the outbox for the sweep (used by tools and tests)."""
@@ -62,3 +67,6 @@ class NullDispatcher:
 
     def revoke(self, message_ids: Sequence[str]) -> None:
         return None
+
+    def broker_reset(self) -> bool:
+        return False

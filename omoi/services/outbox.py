@@ -4,7 +4,7 @@ re-published by a sweep when the publish never happened or its message was lost.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import and_, or_, select, update
@@ -54,11 +54,38 @@ def sweep(
     dispatcher: Dispatcher,
     unpublished_age: float,
     lost_age: float,
+    *,
+    broker_reset: bool = False,
     limit: int = 1000,
 ) -> int:
     """Re-publish queued rows never published for ``unpublished_age`` seconds, or published
-    ``lost_age`` seconds ago and still unclaimed. A duplicate message is harmless: the claim
-    matches on ``(id, status='queued', attempt)`` and only one delivery wins."""
+    ``lost_age`` seconds ago and still unclaimed — or published at all, when the broker lost
+    its data (``broker_reset``): those messages are gone. Batches of ``limit`` until none is
+    left. A duplicate message is harmless: the claim matches on ``(id, status='queued',
+    attempt)`` and only one delivery wins."""
+    now = utcnow()
+    lost_before = now if broker_reset else now - timedelta(seconds=lost_age)
+    total = 0
+    while count := _sweep_batch(
+        db, dispatcher, now - timedelta(seconds=unpublished_age), lost_before, limit
+    ):
+        total += count
+        if count < limit:
+            break
+    if total:
+        log.info("outbox_republished", count=total, broker_reset=broker_reset)
+    return total
+
+
+def _sweep_batch(
+    db: Database,
+    dispatcher: Dispatcher,
+    unpublished_before: datetime,
+    lost_before: datetime,
+    limit: int,
+) -> int:
+    """One batch; rows it publishes are stamped now, after both cut-offs, so the next batch
+    moves on."""
     now = utcnow()
     with db.session() as session, sweep_lock(session, "outbox") as got:
         if not got:
@@ -78,11 +105,8 @@ def sweep(
                 Task.external.is_(False),
                 Task.waiting_for.is_(None),  # parked on a lock: its release publishes it
                 or_(
-                    and_(
-                        Task.published_at.is_(None),
-                        Task.queued_at < now - timedelta(seconds=unpublished_age),
-                    ),
-                    Task.published_at < now - timedelta(seconds=lost_age),
+                    and_(Task.published_at.is_(None), Task.queued_at < unpublished_before),
+                    Task.published_at < lost_before,
                 ),
             )
             .order_by(Task.queued_at)
@@ -108,5 +132,4 @@ def sweep(
                 for r in rows
             ),
         )
-    log.info("outbox_republished", count=len(rows))
     return len(rows)

@@ -116,20 +116,50 @@ def sweep_lock(conn: Executor, name: str) -> Iterator[bool]:
     yield bool(got)
 
 
+# How long a unit of work waits for a database that went away (a restart, a failover) before
+# giving up. Workers set it high: a finished handler's result must be stored, not dropped. The
+# API keeps it short and answers 503 instead, so clients retry rather than hang.
+OUTAGE_PATIENCE = {"seconds": 1.0}
+DISCONNECT_SQLSTATES = {"57P01", "57P02", "57P03"}  # admin/crash shutdown, cannot connect now
+
+
+def wait_out_outages(seconds: float) -> None:
+    """Set this process's patience with a database outage (see ``OUTAGE_PATIENCE``)."""
+    OUTAGE_PATIENCE["seconds"] = seconds
+
+
+def disconnected(exc: BaseException) -> bool:
+    """The database is unreachable or went away (as opposed to refusing the statement)."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig  # type: ignore[assignment]
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in DISCONNECT_SQLSTATES
+
+
 def retry_db(fn: Callable[[], T], attempts: int = 5) -> T:
-    """Re-run a transaction that lost a deadlock or serialization race, or whose pooled
-    connection had died (workers skip the pre-ping round trip and reconnect on failure)."""
-    for n in range(attempts):
+    """Re-run a transaction that lost a deadlock or serialization race (``attempts`` times),
+    or whose database went away (until ``OUTAGE_PATIENCE`` runs out, backing off to 1 s)."""
+    races = 0
+    outage_deadline: float | None = None
+    pause = 0.05
+    while True:
         try:
             return fn()
         except (DBAPIError, psycopg.OperationalError) as exc:
-            if isinstance(exc, DBAPIError):
-                retryable = exc.connection_invalidated or (
-                    getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
-                )
-            else:  # raw driver: a broken connection, deadlock or serialization failure
-                retryable = True
-            if not retryable or n == attempts - 1:
+            if disconnected(exc):
+                now = time.monotonic()
+                outage_deadline = outage_deadline or now + OUTAGE_PATIENCE["seconds"]
+                if now >= outage_deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
+            races += 1
+            state = getattr(getattr(exc, "orig", exc), "sqlstate", None)
+            if state not in RETRYABLE_SQLSTATES or races == attempts:
                 raise
-            time.sleep(0.01 * (n + 1))
-    raise AssertionError("unreachable")
+            time.sleep(0.01 * races)

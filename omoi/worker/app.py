@@ -18,7 +18,7 @@ from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
 from omoi.logs import configure as configure_logs
 from omoi.models import Database
-from omoi.services import agents, execution, failures, locks, outbox, phases, workflows
+from omoi.services import agents, execution, failures, locks, outbox, phases, sql, workflows
 from omoi.services.failures import RetryPolicy
 from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery
 from omoi.worker import demo  # noqa: F401 - registers the demo agents
@@ -32,6 +32,7 @@ def create_worker_app(settings: Settings) -> Celery:
     configure_logs(settings.log_level)
     app = make_celery(settings)
     db = Database(settings.database_url, pool_size=2, pre_ping=False)
+    sql.wait_out_outages(settings.db_outage_patience)  # a result must be stored, not dropped
     dispatcher = CeleryDispatcher(app, settings.time_limit_grace)
     policy = RetryPolicy(settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max)
     workflows.configure(settings.workflows_dir or None)  # a bad workflow file stops start-up
@@ -85,7 +86,13 @@ def create_worker_app(settings: Settings) -> Celery:
 
     @app.task(name="omoi.sweep_outbox")
     def sweep_outbox() -> int:
-        return outbox.sweep(db, dispatcher, settings.outbox_republish_age, settings.outbox_lost_age)
+        return outbox.sweep(
+            db,
+            dispatcher,
+            settings.outbox_republish_age,
+            settings.outbox_lost_age,
+            broker_reset=dispatcher.broker_reset(),
+        )
 
     @app.task(name="omoi.wake_retries")
     def wake_retries() -> int:

@@ -17,27 +17,13 @@ import pytest
 
 from omoi.models import Database
 from omoi.services import tokens
-from tests.e2e.test_embedded import free_port
 from tests.support.api import bearer
-from tests.support.procs import ROOT, Proc, wait_for
+from tests.support.procs import ROOT, Proc, free_port, start_api, wait_for
 
 
 @pytest.fixture(scope="module")
 def api_server(env: dict[str, str], tmp_root: Path) -> Iterator[dict[str, str]]:
-    port = free_port()
-    server_env = {**env, "OMOI_API_PORT": str(port)}
-    proc = Proc(
-        [sys.executable, "-m", "omoi", "api", "--workers", "1"], server_env, tmp_root / "api.log"
-    )
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    wait_for(ready, timeout=60, what="the API server")
+    proc, server_env = start_api(env, tmp_root)
     yield server_env
     proc.stop()
 

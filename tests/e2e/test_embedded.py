@@ -3,18 +3,11 @@ to end: ``omoi demo`` starts API, prefork worker and beat and walks a software-d
 every phase."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.procs import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.procs import ROOT, free_port
 
 
 def test_demo_runs_a_dag_on_the_embedded_default(tmp_path: Path) -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from flask import Flask
 from sqlalchemy import select
@@ -17,10 +15,8 @@ from sqlalchemy import select
 from omoi.api import create_app
 from omoi.config import Settings
 from omoi.models import ApiToken, Database
-from omoi.models.migrate import upgrade
 from omoi.services import tokens
 from omoi.services.dispatcher import NullDispatcher
-from tests.conftest import PG_ADMIN, _pg_url
 from tests.integration.test_agents import cap, register
 from tests.support.api import bearer, submit
 from tests.support.procs import wait_for
@@ -148,24 +144,13 @@ def test_each_token_is_rate_limited_with_retry_after(settings: Settings, db: Dat
     assert client.get("/healthz").status_code == 200  # health is never limited
 
 
-@pytest.fixture()
-def empty_database() -> Iterator[str]:
-    name = f"omoi_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    upgrade(_pg_url(name))
-    yield _pg_url(name)
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def test_production_refuses_to_start_without_a_token(
-    settings: Settings, empty_database: str
+    settings: Settings, fresh_database_url: str
 ) -> None:
-    bare = dataclasses.replace(settings, database_url=empty_database, bootstrap_token="")
+    bare = dataclasses.replace(settings, database_url=fresh_database_url, bootstrap_token="")
     with pytest.raises(RuntimeError, match="no API token is configured"):
         create_app(bare, dispatcher=NullDispatcher())
-    db = Database(empty_database)
+    db = Database(fresh_database_url)
     try:
         tokens.create(db, "ops", ["admin"])
         assert create_app(bare, db=db, dispatcher=NullDispatcher()) is not None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -103,3 +105,32 @@ def start_beat(env: dict[str, str], tmp: Path) -> Proc:
     return Proc(
         [sys.executable, "-m", "omoi", "beat", "--loglevel", "INFO"], beat_env, tmp / "beat.log"
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_api(env: dict[str, str], tmp: Path, workers: int = 1) -> tuple[Proc, dict[str, str]]:
+    """``omoi api`` (gunicorn) on a free port; returns it and the environment naming it."""
+    port = free_port()
+    server_env = {**env, "OMOI_API_PORT": str(port)}
+    proc = Proc(
+        [sys.executable, "-m", "omoi", "api", "--workers", str(workers)],
+        server_env,
+        tmp / f"api-{port}.log",
+    )
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return proc.popen.poll() is not None
+
+    wait_for(ready, timeout=60, what="the API server")
+    if proc.popen.poll() is not None:
+        raise AssertionError(f"the API exited at start:\n{proc.output()}")
+    return proc, server_env

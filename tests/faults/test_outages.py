@@ -1,0 +1,169 @@
+"""Redis and PostgreSQL going away mid-run, on private servers (the shared ones are never
+touched): every acknowledged ticket finishes, no task is left open, no effect runs twice.
+
+Each test returns its recovery time; ``python -m tests.faults.chaos`` repeats them."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from omoi.config import Settings
+from omoi.models.migrate import upgrade
+from tests.support.api import make_app, submit, wait_finished
+from tests.support.handlers import EFFECT_KEY
+from tests.support.procs import Proc, start_beat, start_worker, wait_for
+from tests.support.services import PostgresServer, RedisServer
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def layered(count: int, seconds: float) -> list[dict[str, Any]]:
+    """``count`` roots and as many children, one per root: work queued at every moment."""
+    roots = [
+        {"key": f"r{i}", "task_type": "effect", "payload": {"seconds": seconds}}
+        for i in range(count)
+    ]
+    children = [
+        {"key": f"c{i}", "task_type": "effect", "depends_on": [f"r{i}"]} for i in range(count)
+    ]
+    return roots + children
+
+
+def succeeded(client: Any, ticket_id: str) -> int:
+    resp = client.get(f"/api/v1/tickets/{ticket_id}")
+    return int(resp.get_json()["task_counts"].get("succeeded", 0)) if resp.status_code == 200 else 0
+
+
+def assert_clean(client: Any, redis_client: redis.Redis, ticket_ids: list[str]) -> None:
+    """Every ticket done, every task terminal, every effect applied exactly once."""
+    for ticket_id in ticket_ids:
+        items = client.get(f"/api/v1/tasks?ticket_id={ticket_id}&limit=1000").get_json()["items"]
+        assert {t["status"] for t in items} <= TERMINAL
+        assert [t["status"] for t in items] == ["succeeded"] * len(items)
+        runs = [int(redis_client.get(EFFECT_KEY.format(t["id"])) or 0) for t in items]
+        assert runs == [1] * len(items)
+
+
+@dataclasses.dataclass
+class Stack:
+    client: Any
+    procs: list[Proc]
+
+
+def start_stack(env: dict[str, str], tmp: Path, beats: int = 1) -> Stack:
+    """An API client, a two-process worker and ``beats`` beats, all on ``env``'s servers."""
+    client = make_app(Settings.from_env(env)).test_client()
+    worker, _ = start_worker(env, tmp, concurrency=2)
+    procs = [worker]
+    for n in range(beats):
+        (tmp / f"b{n}").mkdir()
+        procs.append(start_beat(env, tmp / f"b{n}"))
+    return Stack(client, procs)
+
+
+@pytest.fixture()
+def stack_env(
+    env: dict[str, str], fresh_database_url: str, tmp_path: Path
+) -> Iterator[tuple[dict[str, str], RedisServer]]:
+    """A database and a broker of the test's own; the effect counters stay on shared Redis."""
+    broker = RedisServer(tmp_path / "redis", persist=True)
+    broker.start()
+    yield {**env, "OMOI_DATABASE_URL": fresh_database_url, "OMOI_BROKER_URL": broker.url()}, broker
+    broker.kill()
+
+
+def redis_restart(
+    env: dict[str, str],
+    broker: RedisServer,
+    tmp: Path,
+    redis_client: redis.Redis,
+    *,
+    lose_data: bool,
+) -> float:
+    """Kill Redis mid-run (keeping or losing its data), submit while it is down, restart it;
+    two beats run throughout. Returns seconds from the restart until everything finished."""
+    env = {**env, "OMOI_OUTBOX_LOST_AGE": "10"}  # bounds the wait for prefetched messages
+    stack = start_stack(env, tmp, beats=2)
+    try:
+        first = submit(stack.client, layered(8, 0.3))["id"]
+        wait_for(lambda: succeeded(stack.client, first) >= 3, timeout=60, what="work under way")
+        broker.kill()
+        if lose_data:
+            broker.wipe()
+        second = submit(stack.client, layered(4, 0.1))["id"]  # committed; published later
+        broker.start()
+        restarted = time.monotonic()
+        for ticket_id in (first, second):
+            assert wait_finished(stack.client, ticket_id, timeout=90)["status"] == "done"
+        recovery = time.monotonic() - restarted
+        assert_clean(stack.client, redis_client, [first, second])
+        return recovery
+    finally:
+        for proc in stack.procs:
+            proc.stop()
+
+
+@pytest.mark.parametrize("lose_data", [False, True], ids=["keeping-data", "losing-all-data"])
+def test_redis_restart_mid_run_loses_nothing(
+    stack_env: tuple[dict[str, str], RedisServer],
+    tmp_path: Path,
+    redis_client: redis.Redis,
+    lose_data: bool,
+) -> None:
+    env, broker = stack_env
+    recovery = redis_restart(env, broker, tmp_path, redis_client, lose_data=lose_data)
+    print(f"recovered {recovery:.1f} s after the Redis restart")
+
+
+def postgres_restart(env: dict[str, str], tmp: Path, redis_client: redis.Redis) -> float:
+    """Stop PostgreSQL mid-run for a few seconds: the API answers 503 meanwhile, the worker
+    waits to store its results, nothing is retried. Returns seconds from the restart until
+    the API answers and the ticket is done."""
+    server = PostgresServer()
+    broker = RedisServer(tmp / "redis", persist=False)
+    try:
+        server.start()
+        broker.start()
+        url = server.create_database("omoi")
+        upgrade(url)
+        env = {**env, "OMOI_DATABASE_URL": url, "OMOI_BROKER_URL": broker.url()}
+        stack = start_stack(env, tmp)
+        try:
+            ticket = submit(stack.client, layered(6, 0.5))["id"]
+            wait_for(lambda: succeeded(stack.client, ticket) >= 2, timeout=60, what="work")
+            server.stop()
+            during = stack.client.get(f"/api/v1/tickets/{ticket}")
+            assert during.status_code == 503, during.get_json()
+            assert int(during.headers["Retry-After"]) > 0
+            assert during.get_json()["error"]["code"] == "unavailable"
+            refused = stack.client.post("/api/v1/tickets", json={"title": "t", "tasks": []})
+            assert refused.status_code == 503
+            time.sleep(3)  # the outage itself: what is measured is the time after it
+            server.start()
+            restarted = time.monotonic()
+            assert wait_finished(stack.client, ticket, timeout=90)["status"] == "done"
+            recovery = time.monotonic() - restarted
+            assert_clean(stack.client, redis_client, [ticket])
+            items = stack.client.get(f"/api/v1/tasks?ticket_id={ticket}").get_json()["items"]
+            assert {t["attempt"] for t in items} == {1}  # waited out, not retried or lost
+            return recovery
+        finally:
+            for proc in stack.procs:
+                proc.stop()
+    finally:
+        broker.kill()
+        server.remove()
+
+
+def test_postgres_restart_mid_run_answers_503_and_recovers(
+    env: dict[str, str], tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    recovery = postgres_restart(env, tmp_path, redis_client)
+    print(f"recovered {recovery:.1f} s after the PostgreSQL restart")
