@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 from omoi.api import (
     agents,
     auth,
+    board,
     errors,
     events,
     guards,
@@ -94,6 +95,7 @@ def create_app(
     api.register_blueprint(events.blp)
     api.register_blueprint(messages.blp)
     api.register_blueprint(locks.blp)
+    app.register_blueprint(board.blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(metrics.blp)
     metrics.register(app)

@@ -26,7 +26,6 @@ from omoi.api.schemas import (
     TransitionIn,
     ValidTransitions,
 )
-from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.models import Ticket
 from omoi.services import control, phases, queries, tickets
 from omoi.services.tickets import NewTicket
@@ -40,10 +39,8 @@ blp = Blueprint(
 
 
 def ticket_view(ticket: Ticket, counts: dict[str, int]) -> dict[str, Any]:
-    total = sum(counts.values())
-    done = sum(n for s, n in counts.items() if s in TERMINAL_TASK_STATUSES)
     view = {c.key: getattr(ticket, c.key) for c in Ticket.__table__.columns}
-    view.update(task_counts=counts, progress=round(done / total, 4) if total else 1.0)
+    view.update(task_counts=counts, progress=round(queries.progress(counts), 4))
     return view
 
 

@@ -82,3 +82,22 @@ def validate(edges: Sequence[tuple[str, Sequence[str]]]) -> GraphProblems:
     if not problems.self_dependencies:
         problems.cycle = find_cycle(graph)
     return problems
+
+
+def layers(graph: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """Each node's depth: 0 for nodes with no (known) dependency, else one more than its
+    deepest dependency — the columns of a left-to-right drawing. ``graph`` must be acyclic;
+    dependencies outside it are ignored."""
+    depth: dict[str, int] = {}
+    for start in graph:
+        stack = [start]
+        while stack:
+            node = stack[-1]
+            pending = [d for d in graph[node] if d in graph and d not in depth]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            deps = [depth[d] for d in graph[node] if d in graph]
+            depth[node] = 1 + max(deps) if deps else 0
+    return depth

@@ -168,15 +168,21 @@ def get_agent(db: Database, agent_id: uuid.UUID) -> AgentView:
     return views[0]
 
 
+def liveness(agent: Any, timeout: float) -> tuple[bool, float | None]:
+    """Whether the agent is healthy (live and heartbeating) and its heartbeat's age."""
+    last = agent.last_heartbeat
+    age = (utcnow() - last).total_seconds() if last else None
+    return agent.status in LIVE and age is not None and age <= timeout, age
+
+
 def health(db: Database, agent_id: uuid.UUID, timeout: float) -> dict[str, Any]:
     view = get_agent(db, agent_id)
-    last = view.agent.last_heartbeat
-    age = (utcnow() - last).total_seconds() if last else None
+    healthy, age = liveness(view.agent, timeout)
     return {
         "agent_id": agent_id,
         "status": view.agent.status,
-        "healthy": view.agent.status in LIVE and age is not None and age <= timeout,
-        "last_heartbeat": last,
+        "healthy": healthy,
+        "last_heartbeat": view.agent.last_heartbeat,
         "seconds_since_heartbeat": age,
         "heartbeat_timeout": timeout,
         "running_tasks": view.running,

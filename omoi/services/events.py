@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from omoi.models import Database
 from omoi.services.sql import events
@@ -31,6 +31,12 @@ def _query(
     if type_prefix:
         query = query.where(events.c.type.startswith(type_prefix))
     return query
+
+
+def latest_id(db: Database) -> int:
+    """The newest event's id (0 for none): where a live view starts following."""
+    with db.connect() as conn:
+        return int(conn.execute(select(func.max(events.c.id))).scalar() or 0)
 
 
 def list_events(

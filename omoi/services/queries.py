@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.domain.events import EventType
 from omoi.models import Database, Event, Task, Ticket
 from omoi.services.errors import NotFound
@@ -36,6 +37,14 @@ def task_counts(session: Session, ticket_id: uuid.UUID) -> dict[str, int]:
             .where(Task.ticket_id == ticket_id)
             .group_by(Task.status)
         ).all()
+    )
+
+
+def progress(counts: dict[str, int]) -> float:
+    """Share of a ticket's tasks in a terminal state (1.0 for a ticket with none)."""
+    total = sum(counts.values())
+    return (
+        sum(n for s, n in counts.items() if s in TERMINAL_TASK_STATUSES) / total if total else 1.0
     )
 
 

@@ -17,7 +17,7 @@ import redis
 
 from tests.support.api import submit, wait_finished
 from tests.support.handlers import EFFECT_KEY
-from tests.support.procs import Proc, start_beat, start_worker, wait_for
+from tests.support.procs import Proc, report_recovery, start_beat, start_worker, wait_for
 
 HEARTBEAT_TIMEOUT, SWEEP = 4, 1  # tests/conftest.py TEST_ENV
 
@@ -93,6 +93,7 @@ def test_kill_9_mid_task_finishes_exactly_once_elsewhere(
     assert int(redis_client.get(EFFECT_KEY.format(task_id))) == 1  # killed before its effect
     # lost within timeout + sweep, then the retry's backoff (≤ 1.25 s) and the 3 s run
     assert recovery < HEARTBEAT_TIMEOUT + SWEEP + 1.25 + 3 + 5, recovery
+    report_recovery(recovery)
 
 
 def test_a_frozen_worker_loses_its_task_and_its_late_result_is_refused(
@@ -101,7 +102,9 @@ def test_a_frozen_worker_loses_its_task_and_its_late_result_is_refused(
     ticket, task_id, frozen = run_on_a_victim(client, victims, seconds=2)
     frozen_agent = client.get(f"/api/v1/tasks/{task_id}").get_json()["agent_id"]
     os.killpg(frozen.pid, signal.SIGSTOP)
+    frozen_at = time.monotonic()
     assert wait_finished(client, ticket["id"], timeout=60)["status"] == "done"
+    report_recovery(time.monotonic() - frozen_at)
     assert client.get(f"/api/v1/agents/{frozen_agent}").get_json()["status"] == "stale"
     os.killpg(frozen.pid, signal.SIGCONT)
 

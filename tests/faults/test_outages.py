@@ -18,7 +18,7 @@ from omoi.config import Settings
 from omoi.models.migrate import upgrade
 from tests.support.api import make_app, submit, wait_finished
 from tests.support.handlers import EFFECT_KEY
-from tests.support.procs import Proc, start_beat, start_worker, wait_for
+from tests.support.procs import Proc, report_recovery, start_beat, start_worker, wait_for
 from tests.support.services import PostgresServer, RedisServer
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -119,7 +119,7 @@ def test_redis_restart_mid_run_loses_nothing(
 ) -> None:
     env, broker = stack_env
     recovery = redis_restart(env, broker, tmp_path, redis_client, lose_data=lose_data)
-    print(f"recovered {recovery:.1f} s after the Redis restart")
+    report_recovery(recovery)
 
 
 def postgres_restart(env: dict[str, str], tmp: Path, redis_client: redis.Redis) -> float:
@@ -166,4 +166,4 @@ def test_postgres_restart_mid_run_answers_503_and_recovers(
     env: dict[str, str], tmp_path: Path, redis_client: redis.Redis
 ) -> None:
     recovery = postgres_restart(env, tmp_path, redis_client)
-    print(f"recovered {recovery:.1f} s after the PostgreSQL restart")
+    report_recovery(recovery)

@@ -14,7 +14,7 @@ import redis
 from tests.faults.test_lost_workers import beat, run_on_a_victim, victims  # noqa: F401
 from tests.support.api import submit, wait_finished
 from tests.support.handlers import EFFECT_KEY
-from tests.support.procs import Proc, start_worker, wait_for
+from tests.support.procs import Proc, report_recovery, start_worker, wait_for
 
 
 def pool_children(proc: Proc) -> list[int]:
@@ -45,6 +45,7 @@ def test_a_killed_pool_child_is_recovered_and_the_worker_keeps_working(
     assert int(redis_client.get(EFFECT_KEY.format(task_id))) == 1
     assert worker.popen.poll() is None  # the main process replaced its child and lives on
     assert recovery < 30, recovery
+    report_recovery(recovery)
 
 
 def test_sigterm_under_load_finishes_or_requeues_every_task(
@@ -75,6 +76,7 @@ def test_sigterm_under_load_finishes_or_requeues_every_task(
         what="the load to be under way",
     )
     stopping.popen.send_signal(signal.SIGTERM)  # warm shutdown: running tasks finish
+    terminated = time.monotonic()
     assert stopping.popen.wait(30) == 0
     survivor, _ = start_worker(env, tmp_path, concurrency=2, capabilities=capability)
     try:
@@ -84,3 +86,4 @@ def test_sigterm_under_load_finishes_or_requeues_every_task(
         stopping.stop()
     assert final["task_counts"] == {"succeeded": 16}
     assert effects_of(client, redis_client, ticket["id"]) == [1] * 16
+    report_recovery(time.monotonic() - terminated)

@@ -107,6 +107,11 @@ def start_beat(env: dict[str, str], tmp: Path) -> Proc:
     )
 
 
+def report_recovery(seconds: float) -> None:
+    """The line ``python -m tests.faults.chaos`` reads (pytest shows it with ``-s``)."""
+    print(f"RECOVERY {seconds:.2f}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
