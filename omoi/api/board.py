@@ -45,7 +45,11 @@ def page(template: str, stream: dict[str, str], **context: Any) -> str:
 @blp.get("")
 def index() -> str:
     cards = board.cards(runtime().db)
-    columns = {phase.value: [c for c in cards if c["phase"] == phase] for phase in Phase}
+    columns = {
+        phase.value: [c for c in cards if c["column"] == phase]
+        for phase in Phase
+        if phase != Phase.BLOCKED
+    }
     return page("index", {}, columns=columns)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from omoi.domain.dag import layers
+from omoi.domain.enums import Phase
 from omoi.models import Database, Task, Ticket
 from omoi.services.errors import NotFound
 from omoi.services.queries import progress
@@ -30,6 +31,8 @@ def cards(db: Database, limit: int = 300) -> list[dict[str, Any]]:
             "id": t.id,
             "title": t.title,
             "phase": t.phase,
+            # a blocked ticket stays in the column of the phase it is blocked in
+            "column": t.previous_phase if t.phase == Phase.BLOCKED else t.phase,
             "status": t.status,
             "workflow": t.workflow,
             "priority": t.priority,
