@@ -266,24 +266,41 @@ def _bar(fraction: float, width: int = 30) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
+def progress_lines(ticket: dict[str, Any], phases: list[dict[str, Any]]) -> list[str]:
+    """The ticket's bar, then one bar per phase that has tasks (in workflow order)."""
+    current = ticket["previous_phase"] if ticket["phase"] == "PHASE_BLOCKED" else ticket["phase"]
+    lines = [
+        f"{_bar(ticket['progress'])} {ticket['progress'] * 100:5.1f}%  {ticket['status']:<9} "
+        f"{ticket['phase']}"
+    ]
+    for p in phases:
+        counts = p["task_counts"]
+        done = sum(n for s, n in counts.items() if s in TERMINAL_TASK_STATUSES)
+        marker = ">" if p["phase"] == current else " "
+        detail = " ".join(f"{s}={n}" for s, n in sorted(counts.items()))
+        name = p["phase"].removeprefix("PHASE_").lower()
+        lines.append(
+            f"{marker} {name:<15}{_bar(p['progress'], 20)} {done}/{sum(counts.values())}  {detail}"
+        )
+    return lines
+
+
 def follow(url: str, ticket_id: str, timeout: float) -> dict[str, Any]:
-    """Print a progress bar until the ticket leaves ``active``; return the final ticket."""
+    """Show per-phase progress bars until the ticket leaves ``active``; return the final
+    ticket. On a terminal the bars are redrawn in place; otherwise each change is printed."""
     deadline = time.monotonic() + timeout
     tty = sys.stdout.isatty()
-    last = ""
+    shown: list[str] = []
     while True:
         ticket = _request(f"{url}/api/v1/tickets/{ticket_id}")
-        counts = ticket["task_counts"]
-        line = (
-            f"{_bar(ticket['progress'])} {ticket['progress'] * 100:5.1f}%  "
-            f"{ticket['phase']:<14} " + " ".join(f"{s}={n}" for s, n in sorted(counts.items()))
-        )
-        if line != last:
-            click.echo(("\r" + line) if tty else line, nl=not tty)
-            last = line
+        phases = _request(f"{url}/api/v1/tickets/{ticket_id}/phase-progress")["items"]
+        lines = progress_lines(ticket, phases)
+        if lines != shown:
+            if tty and shown:
+                click.echo(f"\x1b[{len(shown)}F\x1b[J", nl=False)  # up, then clear below
+            click.echo("\n".join(lines))
+            shown = lines
         if ticket["status"] != "active":
-            if tty:
-                click.echo()
             return ticket
         if time.monotonic() > deadline:
             raise click.ClickException(f"ticket {ticket_id} still active after {timeout:.0f} s")

@@ -133,6 +133,16 @@ class TicketOut(Schema):
     progress = fields.Float(metadata={"description": "share of tasks in a terminal state"})
 
 
+class PhaseProgressOut(Schema):
+    phase = _enum(Phase)
+    task_counts = fields.Dict(keys=fields.String(), values=fields.Integer())
+    progress = fields.Float(metadata={"description": "share of the phase's tasks finished"})
+
+
+class PhaseProgressList(Schema):
+    items = fields.List(fields.Nested(PhaseProgressOut))
+
+
 class TicketCreated(TicketOut):
     tasks = fields.List(fields.Nested(TaskBrief))
 

@@ -18,6 +18,7 @@ from omoi.api.schemas import (
     ContextOut,
     GateStatus,
     HistoryList,
+    PhaseProgressList,
     TicketCreated,
     TicketIn,
     TicketOut,
@@ -137,6 +138,15 @@ class PhaseHistoryView(MethodView):
     def get(self, ticket_id: uuid.UUID) -> Any:
         queries.get_ticket(runtime().db, ticket_id)  # 404 for an unknown ticket
         return {"items": phases.history_of(runtime().db, ticket_id)}
+
+
+@blp.route("/<uuid:ticket_id>/phase-progress")
+class PhaseProgressView(MethodView):
+    @blp.response(200, PhaseProgressList)
+    @blp.alt_response(404, description="No such ticket")
+    def get(self, ticket_id: uuid.UUID) -> Any:
+        """Task counts and progress per phase, in workflow order."""
+        return {"items": queries.phase_progress(runtime().db, ticket_id)}
 
 
 @blp.route("/<uuid:ticket_id>/gate-status")

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from omoi.domain.enums import TERMINAL_TASK_STATUSES
+from omoi.domain.enums import TERMINAL_TASK_STATUSES, Phase
 from omoi.domain.events import EventType
 from omoi.models import Database, Event, Task, Ticket
 from omoi.services.errors import NotFound
@@ -46,6 +46,26 @@ def progress(counts: dict[str, int]) -> float:
     return (
         sum(n for s, n in counts.items() if s in TERMINAL_TASK_STATUSES) / total if total else 1.0
     )
+
+
+def phase_progress(db: Database, ticket_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Task counts per phase, in the phases' order (tasks created so far: a phase's tasks
+    are created when the ticket enters it)."""
+    with db.session() as session:
+        _ticket(session, ticket_id)
+        rows = session.execute(
+            select(Task.phase, Task.status, func.count())
+            .where(Task.ticket_id == ticket_id)
+            .group_by(Task.phase, Task.status)
+        ).all()
+    by_phase: dict[str, dict[str, int]] = {}
+    for phase, status, n in rows:
+        by_phase.setdefault(phase, {})[status] = n
+    order = {p.value: i for i, p in enumerate(Phase)}
+    return [
+        {"phase": p, "task_counts": c, "progress": round(progress(c), 4)}
+        for p, c in sorted(by_phase.items(), key=lambda item: order.get(item[0], len(order)))
+    ]
 
 
 def get_ticket(db: Database, ticket_id: uuid.UUID) -> tuple[Ticket, dict[str, int]]:

@@ -3,6 +3,7 @@ to end: ``omoi demo`` starts API, prefork worker and beat and walks a software-d
 every phase."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,4 +28,8 @@ def test_demo_runs_a_dag_on_the_embedded_default(tmp_path: Path) -> None:
         assert f"  {key}" in proc.stdout
     for phase in ("PHASE_REQUIREMENTS", "PHASE_IMPLEMENTATION", "PHASE_DEPLOYMENT"):
         assert phase in proc.stdout  # the progress lines walked through the phases
+    # a bar per phase: the current one marked while it ran, each full at the end
+    assert re.search(r"^> design +\[[#.]{20}\] 0/1", proc.stdout, re.M)
+    for name, total in (("requirements", 1), ("implementation", 2), ("deployment", 1)):
+        assert re.search(rf"^  {name} +\[#{{20}}\] {total}/{total}  succeeded", proc.stdout, re.M)
     assert (tmp_path / ".omoi" / "omoi.sqlite").exists()
