@@ -1,23 +1,28 @@
 """Benchmarks: omoi against raw Celery on the same Redis, measured in the same run.
 
-    python -m benchmarks [--runs 3] [--tasks 2000]
+    python -m benchmarks [--runs 3] [--tasks 2000] [--concurrency 2] [--quick]
 
 Needs PostgreSQL and Redis (``OMOI_TEST_PG_URL``, ``OMOI_TEST_REDIS_URL`` as for the tests).
-Prints each figure's median and spread over the runs, and the ratio against raw Celery.
+Every figure is measured on an empty database, then again with 100,000 finished tasks seeded,
+each over ``--runs`` runs; it prints medians and spreads, the ratio against raw Celery where
+Celery has the same thing, the ratio seeded/empty, and the peak memory of API and worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -26,6 +31,7 @@ from sqlalchemy import select, text
 
 from omoi.api import create_app
 from omoi.config import Settings
+from omoi.domain.auth import new_secret
 from omoi.domain.enums import TicketStatus
 from omoi.models import Database, Task, Ticket
 from omoi.models.migrate import upgrade
@@ -34,6 +40,7 @@ from omoi.services.dispatcher import NullDispatcher
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("OMOI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("OMOI_TEST_REDIS_URL", "redis://127.0.0.1:6379/10")
+TOKEN = new_secret()
 
 
 def poll(done: Callable[[], bool], timeout: float = 600) -> None:
@@ -41,7 +48,7 @@ def poll(done: Callable[[], bool], timeout: float = 600) -> None:
     while not done():
         if time.monotonic() > deadline:
             raise TimeoutError("benchmark did not finish")
-        time.sleep(0.01)
+        time.sleep(0.02)  # coarse enough to cost the machine nothing either side
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -51,7 +58,19 @@ def percentile(values: list[float], p: float) -> float:
 
 def summary(values: list[float]) -> str:
     med = statistics.median(values)
-    return f"{med:10.2f}  (min {min(values):.2f}, max {max(values):.2f})"
+    return f"{med:10.2f}  ({min(values):.2f}..{max(values):.2f})"
+
+
+def peak_rss_mib(pid: int) -> float:
+    """High-water resident memory of a process and its children (VmHWM), in MiB."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    total = 0
+    for p in [pid, *map(int, children.stdout.split())]:
+        status = Path(f"/proc/{p}/status").read_text()
+        total += int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
+        )
+    return total / 1024
 
 
 class Bench:
@@ -70,6 +89,9 @@ class Bench:
             "OMOI_DATABASE_URL": url,
             "OMOI_BROKER_URL": REDIS_URL,
             "OMOI_DATA_DIR": str(self.tmp),
+            "OMOI_WORKFLOWS_DIR": str(ROOT / "benchmarks" / "workflows"),
+            "OMOI_BOOTSTRAP_TOKEN": TOKEN,
+            "OMOI_RATE_LIMIT": "",  # a benchmark client is one token doing everything
             "PYTHONPATH": str(ROOT),
         }
         self.settings = Settings.from_env(self.env)
@@ -81,53 +103,36 @@ class Bench:
 
         self.raw = raw_celery
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.app = create_app(self.settings, db=self.db).test_client()
-        self.quiet_app = create_app(
-            self.settings, db=self.db, dispatcher=NullDispatcher()
-        ).test_client()
+        self.app = self.client(create_app(self.settings, db=self.db))
+        self.quiet_app = self.client(
+            create_app(self.settings, db=self.db, dispatcher=NullDispatcher())
+        )
+
+    @staticmethod
+    def client(app: Any) -> Any:
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {TOKEN}"
+        return client
+
+    def spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.tmp / "processes.log").open("ab")
+        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        self.procs.append(proc)
+        return proc
 
     def start_workers(self) -> None:
-        log = (self.tmp / "workers.log").open("wb")
-        common = {"cwd": ROOT, "env": self.env, "stdout": log, "stderr": log}
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "omoi",
-                    "worker",
-                    "--concurrency",
-                    str(self.concurrency),
-                    "--loglevel",
-                    "WARNING",
-                    "--name",
-                    "omoi-bench@localhost",
-                ],
-                **common,
-            )
+        self.worker = self.spawn(
+            [
+                *(sys.executable, "-m", "omoi", "worker", "--concurrency", str(self.concurrency)),
+                *("--loglevel", "WARNING", "--name", "omoi-bench@localhost"),
+            ]
         )
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "benchmarks.raw_celery",
-                    "worker",
-                    "-P",
-                    "prefork",
-                    "-c",
-                    str(self.concurrency),
-                    "-Q",
-                    self.raw.QUEUE,
-                    "--loglevel",
-                    "WARNING",
-                    "-n",
-                    "raw-bench@localhost",
-                ],
-                **common,
-            )
+        self.spawn(
+            [
+                *(sys.executable, "-m", "celery", "-A", "benchmarks.raw_celery", "worker"),
+                *("-P", "prefork", "-c", str(self.concurrency), "-Q", self.raw.QUEUE),
+                *("--loglevel", "WARNING", "-n", "raw-bench@localhost"),
+            ]
         )
         app = self.raw.app
         poll(lambda: len(app.control.ping(timeout=0.5) or []) >= 2, timeout=60)
@@ -141,9 +146,12 @@ class Bench:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
 
-    def submit(self, tasks: list[dict[str, object]], quiet: bool = False) -> str:
+    def submit(
+        self, tasks: list[dict[str, object]], quiet: bool = False, workflow: str = "dag"
+    ) -> str:
         client = self.quiet_app if quiet else self.app
-        resp = client.post("/api/v1/tickets", json={"title": "bench", "tasks": tasks})
+        body = {"title": "bench", "workflow": workflow, "tasks": tasks}
+        resp = client.post("/api/v1/tickets", json=body)
         assert resp.status_code == 201, resp.get_json()
         return str(resp.get_json()["id"])
 
@@ -156,11 +164,25 @@ class Bench:
             ).scalar_one()
         return status != TicketStatus.ACTIVE
 
-    # -- figures ------------------------------------------------------------------------
+    def run_ticket(self, tasks: list[dict[str, object]], workflow: str = "dag") -> str:
+        ticket = self.submit(tasks, workflow=workflow)
+        poll(lambda: self.finished(ticket))
+        return ticket
+
+    def spans(self, ticket: str) -> list[Any]:
+        with self.db.session() as session:
+            return list(
+                session.execute(
+                    select(Task.started_at, Task.finished_at)
+                    .where(Task.ticket_id == uuid.UUID(ticket))
+                    .order_by(Task.id)
+                )
+            )
+
+    # -- figures: omoi and raw Celery side by side -------------------------------------
     def omoi_throughput(self) -> float:
         start = time.perf_counter()
-        ticket = self.submit([{"key": f"t{i}", "task_type": "noop"} for i in range(self.n)])
-        poll(lambda: self.finished(ticket))
+        self.run_ticket([{"key": f"t{i}", "task_type": "noop"} for i in range(self.n)])
         return self.n / (time.perf_counter() - start)
 
     def raw_throughput(self) -> float:
@@ -171,18 +193,15 @@ class Bench:
         return self.n / (time.perf_counter() - start)
 
     def omoi_hops(self, length: int = 100) -> list[float]:
-        tasks = [
-            {"key": f"h{i}", "task_type": "noop", "depends_on": [f"h{i - 1}"] if i else []}
-            for i in range(length)
-        ]
-        ticket = self.submit(tasks)
-        poll(lambda: self.finished(ticket))
-        with self.db.session() as session:
-            rows = session.execute(
-                select(Task.started_at, Task.finished_at)
-                .where(Task.ticket_id == uuid.UUID(ticket))
-                .order_by(Task.id)
-            ).all()
+        """Milliseconds from one task's end to the next one's start along a chain."""
+        rows = self.spans(
+            self.run_ticket(
+                [
+                    {"key": f"h{i}", "task_type": "noop", "depends_on": [f"h{i - 1}"] if i else []}
+                    for i in range(length)
+                ]
+            )
+        )
         return [
             (rows[i].started_at - rows[i - 1].finished_at).total_seconds() * 1000
             for i in range(1, length)
@@ -197,6 +216,39 @@ class Bench:
         ]
         return [(spans[i][0] - spans[i - 1][1]) * 1000 for i in range(1, length)]
 
+    def omoi_fan(self, width: int = 1000) -> float:
+        """Seconds from submitting root → ``width`` leaves → join until the join is done."""
+        leaves = [f"f{i}" for i in range(width)]
+        start = time.perf_counter()
+        self.run_ticket(
+            [
+                {"key": "root", "task_type": "noop"},
+                *({"key": k, "task_type": "noop", "depends_on": ["root"]} for k in leaves),
+                {"key": "join", "task_type": "noop", "depends_on": leaves},
+            ]
+        )
+        return time.perf_counter() - start
+
+    def raw_fan(self, width: int = 1000) -> float:
+        counter, done = f"bench:fan:{uuid.uuid4()}", f"bench:fan-done:{uuid.uuid4()}"
+        start = time.perf_counter()
+        self.raw.fan_root.delay(counter, done, width)
+        poll(lambda: bool(self.redis.exists(done)))
+        return time.perf_counter() - start
+
+    # -- figures: omoi only ---------------------------------------------------------------
+    def gate_latency(self, tickets: int = 4) -> list[float]:
+        """Milliseconds from a phase's last task ending to the next phase's task starting:
+        the gate judged, the next phase's tasks created, queued and published, claimed."""
+        gaps: list[float] = []
+        for _ in range(tickets):
+            rows = self.spans(self.run_ticket([], workflow="bench-phases"))
+            gaps += [
+                (rows[i].started_at - rows[i - 1].finished_at).total_seconds() * 1000
+                for i in range(1, len(rows))
+            ]
+        return gaps
+
     def acceptance(self, size: int) -> float:
         tasks = [
             {"key": f"a{i}", "task_type": "noop", "depends_on": [f"a{i - 1}"] if i % 100 else []}
@@ -205,25 +257,6 @@ class Bench:
         start = time.perf_counter()
         self.submit(tasks, quiet=True)
         return (time.perf_counter() - start) * 1000
-
-    def seed_finished(self, count: int) -> None:
-        """``count`` succeeded tasks (one ticket), so claims run against a grown table."""
-        ticket = self.submit([], quiet=True)
-        with self.db.connect() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO tasks (id, ticket_id, phase, key, task_type, description,"
-                    " capabilities, payload, priority, dependencies, unmet_dependencies, status,"
-                    " attempt, retry_count, max_retries, resources, external, created_at,"
-                    " queued_at, started_at, finished_at, result)"
-                    " SELECT gen_random_uuid(), :t, 'PHASE_RUN', 'seed' || g, 'noop', '',"
-                    " ARRAY['default'], '{}', 'MEDIUM', '{\"depends_on\": []}', 0, 'succeeded',"
-                    " 1, 0, 3, '{}', false, now(), now(), now(), now(), '{\"ok\": true}'"
-                    " FROM generate_series(1, :n) AS g"
-                ),
-                {"t": uuid.UUID(ticket), "n": count},
-            )
-            conn.execute(text("ANALYZE tasks"))
 
     def claims(self, count: int = 1000) -> tuple[float, list[float]]:
         """An external agent claiming and completing ``count`` tasks through the API (in
@@ -252,62 +285,163 @@ class Bench:
             assert done.status_code == 200
         return count / (time.perf_counter() - start), latencies
 
+    def seed_finished(self, count: int) -> None:
+        """``count`` succeeded tasks with their two events each, as a real history leaves."""
+        ticket = uuid.UUID(self.submit([], quiet=True))
+        with self.db.connect() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO tasks (id, ticket_id, phase, key, task_type, description,"
+                    " capabilities, payload, priority, dependencies, unmet_dependencies, status,"
+                    " attempt, retry_count, max_retries, resources, external, created_at,"
+                    " queued_at, started_at, finished_at, published_at, result)"
+                    " SELECT gen_random_uuid(), :t, 'PHASE_RUN', 'seed' || g, 'noop', '',"
+                    " ARRAY['default'], '{}', 'MEDIUM', '{\"depends_on\": []}', 0, 'succeeded',"
+                    " 1, 0, 3, '{}', false, now(), now(), now(), now(), now(), '{\"ok\": true}'"
+                    " FROM generate_series(1, :n) AS g"
+                ),
+                {"t": ticket, "n": count},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO events (type, entity_type, entity_id, ticket_id, payload,"
+                    " created_at) SELECT e.type, 'task', t.id, t.ticket_id, '{}', now()"
+                    " FROM tasks t, (VALUES ('task.started'), ('task.succeeded')) AS e(type)"
+                    " WHERE t.ticket_id = :t"
+                ),
+                {"t": ticket},
+            )
+            conn.execute(text("ANALYZE"))
+
+    def api_memory(self) -> float:
+        """Peak RSS of a gunicorn API (one process) that accepted a 10,000-task ticket and
+        served reads of it."""
+        port = 5000 + os.getpid() % 1000
+        api = self.spawn(
+            [sys.executable, "-m", "omoi", "api", "--workers", "1", "--port", str(port)]
+        )
+        url = f"http://127.0.0.1:{port}"
+
+        def call(path: str, body: Any = None) -> Any:
+            request = urllib.request.Request(
+                url + path,
+                json.dumps(body).encode() if body is not None else None,
+                {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+            )
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                return json.loads(resp.read())
+
+        def ready() -> bool:
+            try:
+                return bool(call("/readyz"))
+            except OSError:
+                return False
+
+        poll(ready, timeout=60)
+        tasks = [{"key": f"m{i}", "task_type": "noop", "external": True} for i in range(10_000)]
+        ticket = call("/api/v1/tickets", {"title": "memory", "tasks": tasks})["id"]
+        call(f"/api/v1/tasks?ticket_id={ticket}&limit=1000")
+        call("/api/v1/tickets?limit=500")
+        return peak_rss_mib(api.pid)
+
+    def measure(self, runs: int, results: dict[str, list[float]], tag: str) -> None:
+        def add(key: str, value: float) -> None:
+            results.setdefault(f"{key}{tag}", []).append(value)
+
+        for _ in range(runs):
+            add("omoi_tps", self.omoi_throughput())
+            add("raw_tps", self.raw_throughput())
+            omoi_hops, raw_hops = self.omoi_hops(), self.raw_hops()
+            add("omoi_hop_p50", percentile(omoi_hops, 50))
+            add("omoi_hop_p99", percentile(omoi_hops, 99))
+            add("raw_hop_p50", percentile(raw_hops, 50))
+            add("raw_hop_p99", percentile(raw_hops, 99))
+            add("omoi_fan_s", self.omoi_fan())
+            add("raw_fan_s", self.raw_fan())
+            gaps = self.gate_latency()
+            add("gate_p50", percentile(gaps, 50))
+            add("gate_p99", percentile(gaps, 99))
+            add("accept_1k_ms", self.acceptance(1_000))
+            add("accept_10k_ms", self.acceptance(10_000))
+            rate, latencies = self.claims()
+            add("claim_rate", rate)
+            add("claim_p50", percentile(latencies, 50))
+            add("claim_p99", percentile(latencies, 99))
+
+
+# (label, omoi's key, raw Celery's key or None); rates are better higher, times lower
+RATES = {"omoi_tps", "claim_rate"}
+ROWS = [
+    ("throughput, tasks/s", "omoi_tps", "raw_tps"),
+    ("chain hop p50, ms", "omoi_hop_p50", "raw_hop_p50"),
+    ("chain hop p99, ms", "omoi_hop_p99", "raw_hop_p99"),
+    ("fan-out/fan-in of 1,000, s", "omoi_fan_s", "raw_fan_s"),
+    ("gate to next phase p50, ms", "gate_p50", None),
+    ("gate to next phase p99, ms", "gate_p99", None),
+    ("accept 1,000-task ticket, ms", "accept_1k_ms", None),
+    ("accept 10,000-task ticket, ms", "accept_10k_ms", None),
+    ("claim+complete round trips/s *", "claim_rate", None),
+    ("claim latency p50, ms *", "claim_p50", None),
+    ("claim latency p99, ms *", "claim_p99", None),
+]
+
+
+def report(results: dict[str, list[float]], seeded: int) -> None:
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(
+        f"{'':<32}{'omoi':>10}  {'(spread)':<17}{'raw Celery':>11}{'omoi/raw':>10}"
+        f"{f'omoi with {seeded:,} rows':>24}{'worse by':>10}"
+    )
+    for label, key, raw in ROWS:
+        line = f"  {label:<30}{summary(results[key]):<29}"
+        line += f"{med[raw]:11.2f}{med[key] / med[raw]:10.2f}" if raw else f"{'':21}"
+        grown = med[key + "@seeded"]
+        worse = med[key] / grown if key in RATES else grown / med[key]
+        line += f"{grown:24.2f}{(worse - 1) * 100:9.0f}%"
+        print(line)
+    print(
+        f"  {'with rows: raw Celery throughput, ratio':<42}{med['raw_tps@seeded']:10.2f}"
+        f"{med['omoi_tps@seeded'] / med['raw_tps@seeded']:10.2f}"
+    )
+    print(
+        f"  {'with rows: raw Celery hop p50, ratio':<42}{med['raw_hop_p50@seeded']:10.2f}"
+        f"{med['omoi_hop_p50@seeded'] / med['raw_hop_p50@seeded']:10.2f}"
+    )
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=100_000, help="finished tasks to seed")
     parser.add_argument(
         "--concurrency", type=int, default=2, help="prefork children of each worker (both sides)"
     )
+    parser.add_argument("--quick", action="store_true", help="one small run: a smoke test")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.tasks, args.seed = 1, 200, 5_000
     bench = Bench(args.tasks, args.concurrency)
+    results: dict[str, list[float]] = {}
     try:
         bench.start_workers()
         bench.omoi_throughput(), bench.raw_throughput()  # warm up both
-        results: dict[str, list[float]] = {}
-        for _ in range(args.runs):
-            results.setdefault("omoi_tps", []).append(bench.omoi_throughput())
-            results.setdefault("raw_tps", []).append(bench.raw_throughput())
-            omoi_hops, raw_hops = bench.omoi_hops(), bench.raw_hops()
-            results.setdefault("omoi_hop_p50", []).append(percentile(omoi_hops, 50))
-            results.setdefault("omoi_hop_p99", []).append(percentile(omoi_hops, 99))
-            results.setdefault("raw_hop_p50", []).append(percentile(raw_hops, 50))
-            results.setdefault("raw_hop_p99", []).append(percentile(raw_hops, 99))
-            results.setdefault("accept_1k_ms", []).append(bench.acceptance(1_000))
-            results.setdefault("accept_10k_ms", []).append(bench.acceptance(10_000))
-        bench.seed_finished(100_000)
-        for _ in range(args.runs):
-            rate, latencies = bench.claims()
-            results.setdefault("claim_rate", []).append(rate)
-            results.setdefault("claim_p50", []).append(percentile(latencies, 50))
-            results.setdefault("claim_p99", []).append(percentile(latencies, 99))
+        bench.measure(args.runs, results, "")
+        bench.seed_finished(args.seed)
+        bench.measure(args.runs, results, "@seeded")
+        worker_mib = peak_rss_mib(bench.worker.pid)
+        api_mib = bench.api_memory()
     finally:
         bench.stop()
-    med = {k: statistics.median(v) for k, v in results.items()}
     print(
         f"\nomoi benchmarks: {args.runs} runs, {args.tasks} tasks for throughput, "
         f"{os.cpu_count()} cores, {args.concurrency} prefork children per worker; "
-        "median (min, max)"
+        "median (min..max)"
     )
-    rows = [
-        ("throughput omoi, tasks/s", "omoi_tps"),
-        ("throughput raw Celery, tasks/s", "raw_tps"),
-        ("chain hop p50 omoi, ms", "omoi_hop_p50"),
-        ("chain hop p50 raw Celery, ms", "raw_hop_p50"),
-        ("chain hop p99 omoi, ms", "omoi_hop_p99"),
-        ("chain hop p99 raw Celery, ms", "raw_hop_p99"),
-        ("accept 1,000-task ticket, ms", "accept_1k_ms"),
-        ("accept 10,000-task ticket, ms", "accept_10k_ms"),
-        ("claim+complete round trips/s *", "claim_rate"),
-        ("claim latency p50, ms *", "claim_p50"),
-        ("claim latency p99, ms *", "claim_p99"),
-    ]
-    for label, key in rows:
-        print(f"  {label:<34}{summary(results[key])}")
-    print(f"  {'throughput ratio omoi/raw':<34}{med['omoi_tps'] / med['raw_tps']:10.2f}")
-    print(f"  {'hop p50 ratio omoi/raw':<34}{med['omoi_hop_p50'] / med['raw_hop_p50']:10.2f}")
-    print("  * external agent through the API in process, 100,000 finished tasks in the table")
+    report(results, args.seed)
+    print(f"  {'peak memory, worker (main + children), MiB':<42}{worker_mib:10.1f}")
+    print(f"  {'peak memory, API (gunicorn, 1 process), MiB':<42}{api_mib:10.1f}")
+    print("  * an external agent through the API in process")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import os
 import time
 
 import redis
-from celery import Celery
+from celery import Celery, group
 
 import celeryconfig
 from omoi.config import Settings
@@ -36,3 +36,21 @@ def noop(counter: str) -> None:
 def hop(timeline: str) -> None:
     start = time.time()
     client().rpush(timeline, f"{start}:{time.time()}")
+
+
+@app.task(name="raw.fan_root")
+def fan_root(counter: str, done: str, width: int) -> None:
+    """The hand-written fan-out/fan-in a Celery user writes without a result backend: a group
+    of leaves, each counting itself in Redis; the last one to count fires the join."""
+    group(fan_leaf.si(counter, done, width) for _ in range(width)).apply_async()
+
+
+@app.task(name="raw.fan_leaf")
+def fan_leaf(counter: str, done: str, width: int) -> None:
+    if client().incr(counter) == width:
+        fan_join.delay(done)
+
+
+@app.task(name="raw.fan_join")
+def fan_join(done: str) -> None:
+    client().set(done, time.time())

@@ -110,11 +110,14 @@ class Task(Base):
             **partial("status = 'pending' AND sync_deadline IS NOT NULL"),
         ),
         Index("ix_tasks_claimable", PRIORITY_RANK, "queued_at", **partial("status = 'queued'")),
+        # Dependents are looked up among pending tasks only; a partial GIN index is not
+        # touched by a task's claim and result updates (a full one would be, twice a task).
         Index(
             "ix_tasks_dependencies",
             "dependencies",
             postgresql_using="gin",
             postgresql_ops={"dependencies": "jsonb_path_ops"},
+            postgresql_where=text("status = 'pending'"),
         ),
     )
 
