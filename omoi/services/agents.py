@@ -399,6 +399,8 @@ def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
         _db=db,
         _lease=lease,
     )
+    if getattr(row, "ticket_context", None) is not None:  # read in the claim's statement
+        ctx.__dict__["ticket_context"] = dict(row.ticket_context)
     if ctx.resources:
         tokens = locks.acquire_or_wait(db, ctx.task_id, ctx.ticket_id, lease, ctx.resources)
         if tokens is None:

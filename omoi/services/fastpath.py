@@ -116,7 +116,8 @@ WITH me AS (
            agent_id = %(agent)s, celery_id = NULL
       FROM picked WHERE tasks.id = picked.id
  RETURNING tasks.id, tasks.ticket_id, tasks.key, tasks.task_type, tasks.payload,
-           tasks.timeout_seconds, tasks.dependencies, tasks.attempt, tasks.resources
+           tasks.timeout_seconds, tasks.dependencies, tasks.attempt, tasks.resources,
+           (SELECT context FROM tickets WHERE tickets.id = tasks.ticket_id) AS ticket_context
 ), started AS (
     INSERT INTO events ({EVENT_COLUMNS})
     SELECT '{EventType.TASK_STARTED}', 'task', id, ticket_id,

@@ -3,44 +3,19 @@ heartbeat timeout plus a sweep, finishes on another worker, and a late result is
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from tests.support.api import submit, wait_finished
 from tests.support.handlers import EFFECT_KEY
-from tests.support.procs import Proc, report_recovery, start_beat, start_worker, wait_for
+from tests.support.procs import Proc, report_recovery, wait_for
 
 HEARTBEAT_TIMEOUT, SWEEP = 4, 1  # tests/conftest.py TEST_ENV
-
-
-@pytest.fixture()
-def beat(env: dict[str, str], tmp_path: Path) -> Iterator[Proc]:
-    proc = start_beat(env, tmp_path)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture()
-def victims(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, list[Proc]]]:
-    """Two one-process workers that alone serve a fresh capability."""
-    capability = f"victim{uuid.uuid4().hex[:8]}"
-    procs = [
-        start_worker(env, tmp_path, concurrency=1, capabilities=capability)[0] for _ in range(2)
-    ]
-    yield capability, procs
-    for proc in procs:
-        with contextlib.suppress(ProcessLookupError):  # a test may have killed it
-            os.killpg(proc.pid, signal.SIGCONT)
-        proc.stop()
 
 
 def running_on(client: Any, task_id: str, procs: list[Proc]) -> Proc:

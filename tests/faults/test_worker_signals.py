@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from tests.faults.test_lost_workers import beat, run_on_a_victim, victims  # noqa: F401
+from tests.faults.test_lost_workers import run_on_a_victim
 from tests.support.api import submit, wait_finished
 from tests.support.handlers import EFFECT_KEY
 from tests.support.procs import Proc, report_recovery, start_worker, wait_for
@@ -29,8 +29,8 @@ def effects_of(client: Any, redis_client: redis.Redis, ticket_id: str) -> list[i
 
 def test_a_killed_pool_child_is_recovered_and_the_worker_keeps_working(
     client: Any,
-    beat: Proc,  # noqa: F811
-    victims: tuple[str, list[Proc]],  # noqa: F811
+    beat: Proc,
+    victims: tuple[str, list[Proc]],
     redis_client: redis.Redis,
 ) -> None:
     ticket, task_id, worker = run_on_a_victim(client, victims, seconds=3)
