@@ -12,6 +12,8 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from tests.support.procs import ROOT
 
@@ -40,13 +42,18 @@ SCENARIOS = {
 }
 
 
-def run(node: str) -> tuple[bool, float | None]:
+def run(node: str, logs: Path) -> tuple[bool, float | None]:
+    """One fresh pytest session of the scenario; a failing one's output is kept in ``logs``."""
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", node],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
+    if proc.returncode != 0:
+        kept = logs / f"failed-{len(list(logs.iterdir()))}.log"
+        kept.write_text(f"{node}\n\n{proc.stdout}\n{proc.stderr}")
+        print(f"{node} failed: {kept}", file=sys.stderr, flush=True)
     recoveries = [
         float(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("RECOVERY ")
     ]
@@ -58,11 +65,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", default="", help="run scenarios whose name contains this")
     args = parser.parse_args()
+    logs = Path(tempfile.mkdtemp(prefix="omoi-chaos-"))
     rows = []
     for name, node in SCENARIOS.items():
         if args.only.lower() not in name.lower():
             continue
-        outcomes = [run(node) for _ in range(args.runs)]
+        outcomes = [run(node, logs) for _ in range(args.runs)]
         times = [r for ok, r in outcomes if ok and r is not None]
         rows.append(
             (
