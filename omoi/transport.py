@@ -4,9 +4,12 @@ turns ready tasks into ``omoi.run_task`` messages. Used by the API, the worker a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import structlog
 from celery import Celery, group
 from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import redis as redis_transport
 from kombu.transport import sqlalchemy as sqla_transport
 
 import celeryconfig
@@ -14,6 +17,7 @@ from omoi.config import Settings
 from omoi.services.dispatcher import Dispatch
 
 RUN_TASK = "omoi.run_task"
+log = structlog.get_logger(__name__)
 
 
 def make_celery(settings: Settings, main: str = "omoi") -> Celery:
@@ -86,3 +90,29 @@ class EmbeddedTransport(sqla_transport.Transport):
 
 
 TRANSPORT_ALIASES.setdefault("omoi-sqla", f"{__name__}:EmbeddedTransport")
+
+
+class RedisQoS(redis_transport.QoS):  # type: ignore[misc]
+    """Celery 5.7 closes a worker's broken broker connection before its channel returns the
+    unacknowledged messages, and kombu then fails building a client from the closed
+    connection (``AttributeError``), which kills the worker. Those messages are safe in
+    Redis's unacked set (restored after the visibility timeout) and omoi's outbox re-sends
+    their attempts anyway, so a restore that cannot reach Redis is skipped, not fatal."""
+
+    def restore_unacked(self, client: Any = None) -> None:
+        try:
+            super().restore_unacked(client)
+        except AttributeError:
+            log.warning("unacked_restore_skipped", messages=len(self._delivered))
+            self._delivered.clear()
+
+
+class RedisChannel(redis_transport.Channel):  # type: ignore[misc]
+    QoS = RedisQoS
+
+
+class RedisTransport(redis_transport.Transport):  # type: ignore[misc]
+    Channel = RedisChannel
+
+
+TRANSPORT_ALIASES["redis"] = f"{__name__}:RedisTransport"

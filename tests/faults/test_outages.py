@@ -41,6 +41,20 @@ def succeeded(client: Any, ticket_id: str) -> int:
     return int(resp.get_json()["task_counts"].get("succeeded", 0)) if resp.status_code == 200 else 0
 
 
+def wait_done(client: Any, ticket_id: str) -> None:
+    """Wait for the ticket to be done; on a timeout, say which tasks are not finished."""
+    try:
+        assert wait_finished(client, ticket_id, timeout=90)["status"] == "done"
+    except AssertionError as exc:
+        items = client.get(f"/api/v1/tasks?ticket_id={ticket_id}&limit=1000").get_json()["items"]
+        open_ = [
+            (t["key"], t["status"], t["attempt"], t["agent_id"], t.get("published_at"))
+            for t in items
+            if t["status"] not in TERMINAL
+        ]
+        raise AssertionError(f"{exc}; unfinished: {open_}") from exc
+
+
 def assert_clean(client: Any, redis_client: redis.Redis, ticket_ids: list[str]) -> None:
     """Every ticket done, every task terminal, every effect applied exactly once."""
     for ticket_id in ticket_ids:
@@ -101,7 +115,7 @@ def redis_restart(
         broker.start()
         restarted = time.monotonic()
         for ticket_id in (first, second):
-            assert wait_finished(stack.client, ticket_id, timeout=90)["status"] == "done"
+            wait_done(stack.client, ticket_id)
         recovery = time.monotonic() - restarted
         assert_clean(stack.client, redis_client, [first, second])
         return recovery
@@ -148,7 +162,7 @@ def postgres_restart(env: dict[str, str], tmp: Path, redis_client: redis.Redis) 
             time.sleep(3)  # the outage itself: what is measured is the time after it
             server.start()
             restarted = time.monotonic()
-            assert wait_finished(stack.client, ticket, timeout=90)["status"] == "done"
+            wait_done(stack.client, ticket)
             recovery = time.monotonic() - restarted
             assert_clean(stack.client, redis_client, [ticket])
             items = stack.client.get(f"/api/v1/tasks?ticket_id={ticket}").get_json()["items"]
