@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import structlog
 from celery import Celery, group
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as redis_transport
@@ -17,7 +16,6 @@ from omoi.config import Settings
 from omoi.services.dispatcher import Dispatch
 
 RUN_TASK = "omoi.run_task"
-log = structlog.get_logger(__name__)
 
 
 def make_celery(settings: Settings, main: str = "omoi") -> Celery:
@@ -92,23 +90,18 @@ class EmbeddedTransport(sqla_transport.Transport):
 TRANSPORT_ALIASES.setdefault("omoi-sqla", f"{__name__}:EmbeddedTransport")
 
 
-class RedisQoS(redis_transport.QoS):  # type: ignore[misc]
-    """Celery 5.7 closes a worker's broken broker connection before its channel returns the
-    unacknowledged messages, and kombu then fails building a client from the closed
-    connection (``AttributeError``), which kills the worker. Those messages are safe in
-    Redis's unacked set (restored after the visibility timeout) and omoi's outbox re-sends
-    their attempts anyway, so a restore that cannot reach Redis is skipped, not fatal."""
-
-    def restore_unacked(self, client: Any = None) -> None:
-        try:
-            super().restore_unacked(client)
-        except AttributeError:
-            log.warning("unacked_restore_skipped", messages=len(self._delivered))
-            self._delivered.clear()
-
-
 class RedisChannel(redis_transport.Channel):  # type: ignore[misc]
-    QoS = RedisQoS
+    """Celery 5.7 closes a worker's broken broker connection first, then its channel still
+    restores unacknowledged messages and acks the attempts that finished meanwhile; kombu
+    then builds a client from the closed connection and fails with ``AttributeError``, which
+    kills the worker. Report a closed connection as the connection error it is: Celery and
+    kombu handle those (the message stays in Redis's unacked set, restored after the
+    visibility timeout, and omoi's outbox re-sends the attempt anyway)."""
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if self._pool is None and (self.connection is None or self.connection.client is None):
+            raise redis_transport.redis.exceptions.ConnectionError("the connection is closed")
+        return super()._create_client(asynchronous)
 
 
 class RedisTransport(redis_transport.Transport):  # type: ignore[misc]
