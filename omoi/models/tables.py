@@ -97,9 +97,8 @@ class Task(Base):
         one_of("phase", Phase, "ck_tasks_phase"),
         Index("uq_tasks_ticket_key", "ticket_id", "key", unique=True),
         # Partial indexes: a task's two updates per attempt leave them untouched, and each
-        # holds only the rows its query looks for (dependents waiting; the outbox).
+        # holds only the rows its query looks for (dependents waiting; retries due).
         Index("ix_tasks_pending", "ticket_id", **partial("status = 'pending'")),
-        Index("ix_tasks_queued", "queued_at", **partial("status = 'queued'")),
         Index("ix_tasks_retrying", "next_attempt_at", **partial("status = 'retrying'")),
         # Running attempts, by agent: the lost-agent and deadline sweeps read only these.
         Index("ix_tasks_agent", "agent_id", **partial("status = 'running'")),
@@ -109,6 +108,8 @@ class Task(Base):
             "sync_deadline",
             **partial("status = 'pending' AND sync_deadline IS NOT NULL"),
         ),
+        # The only index over queued tasks (claims, the outbox, metrics): with a second one
+        # the planner, on statistics taken when few were queued, sorted them all per claim.
         Index("ix_tasks_claimable", PRIORITY_RANK, "queued_at", **partial("status = 'queued'")),
         # Dependents are looked up among pending tasks only; a partial GIN index is not
         # touched by a task's claim and result updates (a full one would be, twice a task).

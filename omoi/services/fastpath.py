@@ -102,11 +102,13 @@ WITH me AS (
       FROM agents AS a, unnest(a.capabilities || ARRAY['{DEFAULT_CAPABILITY}']) AS c
      WHERE a.kind = '{AgentKind.CELERY}' AND a.status IN {LIVE_STATUSES}
 ), picked AS (
-    SELECT t.id FROM tasks AS t, me, celery
-     WHERE t.status = '{TaskStatus.QUEUED}' AND me.status <> '{AgentStatus.OFFLINE}'
-       AND t.capabilities <@ me.capabilities
+    SELECT t.id FROM tasks AS t
+     WHERE t.status = '{TaskStatus.QUEUED}'
+       AND (SELECT status FROM me) <> '{AgentStatus.OFFLINE}'
+       AND t.capabilities <@ (SELECT capabilities FROM me)
        AND (t.external
-            OR NOT coalesce(t.capabilities[1], '{DEFAULT_CAPABILITY}') = ANY (celery.caps))
+            OR NOT coalesce(t.capabilities[1], '{DEFAULT_CAPABILITY}')
+                   = ANY ((SELECT caps FROM celery)::text[]))
      ORDER BY {PRIORITY_RANK}, t.queued_at
      LIMIT 1
        FOR UPDATE OF t SKIP LOCKED
