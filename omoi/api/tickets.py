@@ -79,7 +79,8 @@ class Tickets(MethodView):
         """List tickets, newest first; pass ``next_cursor`` back as ``cursor``."""
         page = queries.list_tickets(runtime().db, **args)
         with runtime().db.session() as session:
-            items = [ticket_view(t, queries.task_counts(session, t.id)) for t in page.items]
+            counts = queries.counts_by_ticket(session, [t.id for t in page.items])
+            items = [ticket_view(t, counts[t.id]) for t in page.items]
         return {"items": items, "next_cursor": page.next_cursor}
 
 

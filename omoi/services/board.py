@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from omoi.domain.dag import layers
 from omoi.domain.enums import Phase
 from omoi.models import Database, Task, Ticket
 from omoi.services.errors import NotFound
-from omoi.services.queries import progress
+from omoi.services.queries import counts_by_ticket, progress
 
 
 def cards(db: Database, limit: int = 300) -> list[dict[str, Any]]:
     """The newest tickets with their task counts (two queries, whatever the number)."""
     with db.session() as session:
         rows = list(session.scalars(select(Ticket).order_by(Ticket.id.desc()).limit(limit)))
-        counts: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
-        for ticket_id, status, n in session.execute(
-            select(Task.ticket_id, Task.status, func.count())
-            .where(Task.ticket_id.in_([t.id for t in rows]))
-            .group_by(Task.ticket_id, Task.status)
-        ):
-            counts[ticket_id][status] = n
+        counts = counts_by_ticket(session, [t.id for t in rows])
     return [
         {
             "id": t.id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,13 +32,21 @@ def _ticket(session: Session, ticket_id: uuid.UUID) -> Ticket:
 
 
 def task_counts(session: Session, ticket_id: uuid.UUID) -> dict[str, int]:
-    return dict(
-        session.execute(
-            select(Task.status, func.count())
-            .where(Task.ticket_id == ticket_id)
-            .group_by(Task.status)
-        ).all()
-    )
+    return counts_by_ticket(session, [ticket_id])[ticket_id]
+
+
+def counts_by_ticket(
+    session: Session, ticket_ids: list[uuid.UUID]
+) -> defaultdict[uuid.UUID, dict[str, int]]:
+    """Task counts per status of each ticket, in one query whatever the number of tickets."""
+    counts: defaultdict[uuid.UUID, dict[str, int]] = defaultdict(dict)
+    for ticket_id, status, n in session.execute(
+        select(Task.ticket_id, Task.status, func.count())
+        .where(Task.ticket_id.in_(ticket_ids))
+        .group_by(Task.ticket_id, Task.status)
+    ):
+        counts[ticket_id][status] = n
+    return counts
 
 
 def progress(counts: dict[str, int]) -> float:

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from omoi.models import Database, Ticket
 
@@ -106,6 +106,23 @@ def test_list_tickets_paginates_with_a_cursor_and_filters(api_client: Any) -> No
     assert set(made) <= {t["id"] for t in done}  # a ticket without tasks is done at once
     assert all(t["status"] == "done" for t in done)
     assert api_client.get("/api/v1/tickets?status=bogus").status_code == 422
+
+
+def test_listing_tickets_counts_their_tasks_in_one_query(api_client: Any, db: Database) -> None:
+    made = [post(api_client, {"title": "counted", "tasks": DIAMOND}).get_json() for _ in range(3)]
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        items = api_client.get("/api/v1/tickets?limit=3").get_json()["items"]
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert [t["id"] for t in items] == [t["id"] for t in reversed(made)]
+    assert all(sum(t["task_counts"].values()) == len(DIAMOND) for t in items)
+    assert len([s for s in statements if "FROM tasks" in s]) == 1  # not one per ticket
 
 
 def test_list_tasks_filters_by_ticket_and_status(api_client: Any) -> None:
