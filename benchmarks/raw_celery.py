@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 
+import psycopg
 import redis
 from celery import Celery, group
 
@@ -18,6 +19,8 @@ app = Celery("raw-bench", set_as_current=False)
 app.conf.update(celeryconfig.config_for(Settings.from_env()))
 app.conf.task_default_queue = QUEUE
 _redis: redis.Redis | None = None
+_pg: psycopg.Connection | None = None
+RECORD_DDL = "CREATE TABLE raw_bench_done (id bigserial PRIMARY KEY, counter text)"
 
 
 def client() -> redis.Redis:
@@ -29,6 +32,16 @@ def client() -> redis.Redis:
 
 @app.task(name="raw.noop")
 def noop(counter: str) -> None:
+    client().incr(counter)
+
+
+@app.task(name="raw.recorded")
+def recorded(counter: str) -> None:
+    """The least glue that keeps a durable record: one committed insert per job."""
+    global _pg
+    if _pg is None:
+        _pg = psycopg.connect(os.environ["OMOI_DATABASE_URL"], autocommit=True)
+    _pg.execute("INSERT INTO raw_bench_done (counter) VALUES (%s)", (counter,))
     client().incr(counter)
 
 
