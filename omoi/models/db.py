@@ -39,12 +39,12 @@ class Database:
         self._pid: int | None = None
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
-        self._fast: Engine | None = None
+        self._fast: dict[bool, Engine] = {}  # durable or not: the two driver() pools
 
     @property
     def engine(self) -> Engine:
         if self._engine is None or self._pid != os.getpid():
-            self._fast = None
+            self._fast = {}
             self._engine = self._make_engine()
             self._sessions = sessionmaker(self._engine, expire_on_commit=False)
             self._pid = os.getpid()
@@ -88,20 +88,25 @@ class Database:
             yield conn
 
     @contextmanager
-    def driver(self) -> Iterator[Any]:
+    def driver(self, durable: bool = True) -> Iterator[Any]:
         """A pooled psycopg connection in autocommit mode, for the per-task single-statement
         units of work on PostgreSQL (SQLAlchemy's execution layer cost more than the SQL).
+        ``durable=False`` commits without waiting for the WAL flush (``synchronous_commit =
+        off``): for writes that a crash may lose because something else repairs them (the
+        claim; see ``execution.claim``). Any later durable commit flushes them too.
         A connection that failed is invalidated rather than returned to the pool."""
-        if self._fast is None or self._pid != os.getpid():
-            self.engine  # noqa: B018 - resets per-process state after a fork
-            self._fast = create_engine(
+        self.engine  # noqa: B018 - resets per-process state after a fork
+        if durable not in self._fast:
+            options = {} if durable else {"options": "-c synchronous_commit=off"}
+            self._fast[durable] = create_engine(
                 self._driver_url(),
                 isolation_level="AUTOCOMMIT",
                 pool_size=self.pool_size,
                 max_overflow=self.pool_size,
                 pool_reset_on_return=None,
+                connect_args=options,
             )
-        raw = self._fast.raw_connection()
+        raw = self._fast[durable].raw_connection()
         try:
             yield raw.driver_connection
         finally:
@@ -111,9 +116,9 @@ class Database:
 
     def dispose(self) -> None:
         if self._pid == os.getpid():
-            for engine in (self._engine, self._fast):
+            for engine in (self._engine, *self._fast.values()):
                 if engine is not None:
                     engine.dispose()
         self._engine = None
-        self._fast = None
+        self._fast = {}
         self._sessions = None

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, text, update
 
 from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
@@ -62,9 +62,16 @@ def sweep(
     ``lost_age`` seconds ago and still unclaimed — or published at all, when the broker lost
     its data (``broker_reset``): those messages are gone. Batches of ``limit`` until none is
     left. A duplicate message is harmless: the claim matches on ``(id, status='queued',
-    attempt)`` and only one delivery wins."""
+    attempt)`` and only one delivery wins. On PostgreSQL, rows published before the server
+    last started count as lost too: a crash may have lost their claims (committed without
+    waiting for the flush), and those messages were acknowledged. Re-published rows are
+    stamped after the start, so this happens once per restart."""
     now = utcnow()
     lost_before = now if broker_reset else now - timedelta(seconds=lost_age)
+    if db.dialect == "postgresql":
+        with db.connect() as conn:
+            started = conn.execute(text("SELECT pg_postmaster_start_time()")).scalar_one()
+        lost_before = max(lost_before, started)
     total = 0
     while count := _sweep_batch(
         db, dispatcher, now - timedelta(seconds=unpublished_age), lost_before, limit

@@ -6,7 +6,9 @@ Each test returns its recovery time; ``python -m tests.faults.chaos`` repeats th
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,10 @@ import pytest
 import redis
 
 from omoi.config import Settings
+from omoi.models import Database
 from omoi.models.migrate import upgrade
+from omoi.services import execution, outbox
+from omoi.transport import CeleryDispatcher, make_celery
 from tests.support.api import make_app, submit, wait_finished
 from tests.support.handlers import EFFECT_KEY
 from tests.support.procs import Proc, report_recovery, start_beat, start_worker, wait_for
@@ -181,3 +186,59 @@ def test_postgres_restart_mid_run_answers_503_and_recovers(
 ) -> None:
     recovery = postgres_restart(env, tmp_path, redis_client)
     report_recovery(recovery)
+
+
+def take_messages(broker: redis.Redis, queue: str = "cap.default") -> list[str]:
+    """Consume every message waiting on ``queue``, as a worker that ran them would: their ids."""
+    raw = broker.lrange(queue, 0, -1)
+    broker.delete(queue)
+    return [json.loads(m)["headers"]["id"] for m in raw]
+
+
+def test_a_claim_lost_in_a_postgres_crash_is_republished_and_its_result_refused(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A claim commits without waiting for the WAL flush (one fsync less per task). Crash
+    PostgreSQL right after one, before the WAL writer ran: the claim is gone, the attempt's
+    late result is refused, the outbox sweep re-publishes the task once, and it runs once."""
+    server = PostgresServer()
+    broker_server = RedisServer(tmp_path / "redis", persist=False)
+    # the WAL writer and the background writer stay idle: nothing flushes the claim for it
+    quiet = ("wal_writer_delay=10000", "bgwriter_lru_maxpages=0")
+    try:
+        server.start(*quiet)
+        broker_server.start()
+        url = server.create_database("omoi")
+        upgrade(url)
+        settings = Settings.from_env({**env, "OMOI_DATABASE_URL": url})
+        settings = dataclasses.replace(settings, broker_url=broker_server.url())
+        broker = redis.Redis.from_url(broker_server.url())
+        client = make_app(settings).test_client()
+        ticket = submit(client, [{"key": "a", "task_type": "effect"}])["id"]
+        (task,) = client.get(f"/api/v1/tasks?ticket_id={ticket}").get_json()["items"]
+        task_id = uuid.UUID(task["id"])
+        assert take_messages(broker) == [f"{task_id}:1"]  # published, then taken by a worker
+
+        db = Database(url, pre_ping=False)
+        claimed = execution.claim(db, task_id, 1)
+        assert claimed is not None
+        server.crash()
+        db.dispose()
+        server.start(*quiet)
+
+        assert client.get(f"/api/v1/tasks/{task_id}").get_json()["status"] == "queued"
+        assert execution.succeed(db, claimed[0], "late") == (False, [])
+        dispatcher = CeleryDispatcher(make_celery(settings), settings.time_limit_grace)
+        assert outbox.sweep(db, dispatcher, unpublished_age=10, lost_age=600) == 1
+        assert take_messages(broker) == [f"{task_id}:1"]
+        assert outbox.sweep(db, dispatcher, unpublished_age=10, lost_age=600) == 0
+
+        again = execution.claim(db, task_id, 1)
+        assert again is not None
+        assert execution.succeed(db, again[0], "done") == (True, [])
+        final = client.get(f"/api/v1/tasks/{task_id}").get_json()
+        assert (final["status"], final["result"]) == ("succeeded", "done")
+        db.dispose()
+    finally:
+        broker_server.kill()
+        server.remove()

@@ -85,14 +85,20 @@ class PostgresServer:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
-    def start(self) -> None:
+    def start(self, *settings: str) -> None:
+        """``settings``: extra ``name=value`` server settings for this start."""
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+        options += "".join(f" -c {setting}" for setting in settings)
         log = str(self.root / "log")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-l", log, "start")
 
     def stop(self) -> None:
         """A fast shutdown: every connection is cut, as in a restart."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def crash(self) -> None:
+        """An immediate shutdown: no checkpoint, WAL not yet written is gone, as in a crash."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def remove(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
