@@ -80,6 +80,13 @@ SELECT (SELECT count(*) FROM finished) AS landed,
 """
 
 
+STAMP = "UPDATE tasks SET published_at = %(now)s WHERE id = ANY(%(ids)s) AND attempt = %(attempt)s"
+
+
+def stamp(pg: Any, params: dict[str, Any]) -> None:
+    pg.execute(STAMP, params)
+
+
 def claim(pg: Any, params: dict[str, Any]) -> Any:
     """The claimed row, or None when the task is not queued at this attempt."""
     with pg.cursor(row_factory=namedtuple_row) as cur:

@@ -13,6 +13,7 @@ from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
 from omoi.models import Database, Task
 from omoi.models.types import utcnow
+from omoi.services import fastpath
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.records import record, task_event
 from omoi.services.sql import sweep_lock
@@ -37,10 +38,20 @@ def publish(db: Database, dispatcher: Dispatcher, batch: Sequence[Dispatch]) -> 
 
 
 def stamp(db: Database, batch: Sequence[Dispatch]) -> None:
+    """Mark the batch published. The next attempt's claim may be waiting for these row locks,
+    so on PostgreSQL each attempt's rows are one statement that does not wait for the WAL
+    flush: a stamp lost in a crash only makes the sweep publish a harmless duplicate."""
     now = utcnow()
+    by_attempt = {
+        a: [d.task_id for d in batch if d.attempt == a] for a in {d.attempt for d in batch}
+    }
+    if db.dialect == "postgresql":
+        with db.driver(durable=False) as pg:
+            for attempt, ids in sorted(by_attempt.items()):
+                fastpath.stamp(pg, {"now": now, "ids": ids, "attempt": attempt})
+        return
     with db.session() as session:
-        for attempt in sorted({d.attempt for d in batch}):
-            ids = [d.task_id for d in batch if d.attempt == attempt]
+        for attempt, ids in sorted(by_attempt.items()):
             session.execute(
                 update(Task)
                 .where(Task.id.in_(ids), Task.attempt == attempt)

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from omoi.config import Settings
 from omoi.models import Database, Task, Ticket
+from omoi.services import outbox
 from omoi.services.dispatcher import Dispatch
 from omoi.transport import CeleryDispatcher, make_celery
 from tests.support.api import wait_finished
@@ -93,3 +94,33 @@ def test_a_published_message_names_only_the_task_and_attempt(
     assert headers["timelimit"] == [7, 5]
     args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
     assert (args, kwargs) == ([str(dispatch.task_id), 3], {})
+
+
+def test_a_published_task_is_stamped_and_the_sweep_leaves_it_alone(
+    client: Any, db: Database, settings: Settings, redis_client: redis.Redis
+) -> None:
+    """``published_at`` is what tells the sweep a message exists: without it, every task
+    would be published twice."""
+    capability = f"stamp{uuid.uuid4().hex[:6]}"  # a queue no worker consumes
+    queue = f"cap.{capability}"
+    resp = client.post(
+        "/api/v1/tickets",
+        json={
+            "title": "stamp",
+            "tasks": [{"key": "a", "task_type": "noop", "capabilities": [capability]}],
+        },
+    )
+    ticket_id = resp.get_json()["id"]
+    try:
+        with db.session() as session:
+            published_at = session.execute(
+                select(Task.published_at).where(Task.ticket_id == uuid.UUID(ticket_id))
+            ).scalar_one()
+        assert published_at is not None
+        dispatcher = CeleryDispatcher(make_celery(settings, "omoi-test"), 2)
+        outbox.sweep(db, dispatcher, unpublished_age=0, lost_age=600)
+        assert redis_client.llen(queue) == 1
+    finally:
+        redis_client.delete(queue)
+        cancelled = client.post(f"/api/v1/tickets/{ticket_id}/cancel", json={"reason": "done"})
+        assert cancelled.status_code == 200, cancelled.get_json()
