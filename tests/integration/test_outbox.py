@@ -110,6 +110,7 @@ def test_a_published_task_is_stamped_and_the_sweep_leaves_it_alone(
             "tasks": [{"key": "a", "task_type": "noop", "capabilities": [capability]}],
         },
     )
+    assert resp.status_code == 201, resp.get_json()
     ticket_id = resp.get_json()["id"]
     try:
         with db.session() as session:
