@@ -61,16 +61,42 @@ def summary(values: list[float]) -> str:
     return f"{med:10.2f}  ({min(values):.2f}..{max(values):.2f})"
 
 
+def children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
 def peak_rss_mib(pid: int) -> float:
     """High-water resident memory of a process and its children (VmHWM), in MiB."""
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     total = 0
-    for p in [pid, *map(int, children.stdout.split())]:
+    for p in [pid, *children(pid)]:
         status = Path(f"/proc/{p}/status").read_text()
         total += int(
             next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
         )
     return total / 1024
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes have used so far (processes gone meanwhile count 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def named(command: str) -> list[int]:
+    """Local processes by name: the servers' CPU is read from ``/proc`` like the workers'."""
+    found = subprocess.run(["pgrep", "-x", command], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+# Where a throughput run spends CPU; "main"/"children" are the worker that ran the jobs.
+CPU_PARTS = ("worker main", "pool children", "PostgreSQL", "Redis", "benchmark process")
 
 
 class Bench:
@@ -129,7 +155,7 @@ class Bench:
                 *("--loglevel", "WARNING", "--name", "omoi-bench@localhost"),
             ]
         )
-        self.spawn(
+        self.raw_worker = self.spawn(
             [
                 *(sys.executable, "-m", "celery", "-A", "benchmarks.raw_celery", "worker"),
                 *("-P", "prefork", "-c", str(self.concurrency), "-Q", self.raw.QUEUE),
@@ -138,6 +164,27 @@ class Bench:
         )
         app = self.raw.app
         poll(lambda: len(app.control.ping(timeout=0.5) or []) >= 2, timeout=60)
+
+    def cpu_per_task(
+        self, worker: subprocess.Popen[bytes], run: Callable[[], float]
+    ) -> tuple[float, dict[str, float]]:
+        """``run()``'s figure and the CPU milliseconds per task each part spent meanwhile:
+        ``worker``'s main process and pool children, every local PostgreSQL and Redis
+        process, and this process (the API in process, submitting and polling)."""
+
+        def now() -> list[float]:
+            return [
+                cpu_seconds([worker.pid]),
+                cpu_seconds(children(worker.pid)),
+                cpu_seconds(named("postgres")),
+                cpu_seconds(named("redis-server")),
+                time.process_time(),
+            ]
+
+        before = now()
+        figure = run()
+        spent = [(b - a) * 1000 / self.n for a, b in zip(before, now(), strict=True)]
+        return figure, dict(zip(CPU_PARTS, spent, strict=True))
 
     def stop(self) -> None:
         for p in self.procs:
@@ -367,9 +414,15 @@ class Bench:
             results.setdefault(f"{key}{tag}", []).append(value)
 
         for _ in range(runs):
-            add("omoi_tps", self.omoi_throughput())
-            add("raw_tps", self.raw_throughput())
-            add("recorded_tps", self.raw_throughput(recorded=True))
+            for key, worker, run in (
+                ("omoi", self.worker, self.omoi_throughput),
+                ("raw", self.raw_worker, self.raw_throughput),
+                ("recorded", self.raw_worker, lambda: self.raw_throughput(recorded=True)),
+            ):
+                rate, cpu = self.cpu_per_task(worker, run)
+                add(f"{key}_tps", rate)
+                for part, ms in cpu.items():
+                    add(f"cpu:{key}:{part}", ms)
             omoi_hops, raw_hops = self.omoi_hops(), self.raw_hops()
             add("omoi_hop_p50", percentile(omoi_hops, 50))
             add("omoi_hop_p99", percentile(omoi_hops, 99))
@@ -426,6 +479,19 @@ def report(results: dict[str, list[float]], seeded: int) -> None:
     ):
         base, ours = med[f"{raw}@seeded"], med[f"{key}@seeded"]
         print(f"  {f'with rows: {label}, ratio':<52}{base:10.2f}{ours / base:10.2f}")
+
+    sides = ("omoi", "raw", "recorded")
+    title = "CPU per task in the throughput runs, ms"
+    print(f"\n  {title:<42}{'omoi':>10}{'raw':>8}{'raw+insert':>12}")
+    cpu = {(side, part): med[f"cpu:{side}:{part}"] for side in sides for part in CPU_PARTS}
+    for side in sides:
+        cpu[side, "total"] = sum(cpu[side, part] for part in CPU_PARTS)
+    for part in (*CPU_PARTS, "total"):
+        omoi, raw, recorded = (cpu[side, part] for side in sides)
+        print(f"    {part:<40}{omoi:10.2f}{raw:8.2f}{recorded:12.2f}")
+    # CPU per task times tasks per second: how much of the machine a throughput run kept busy
+    omoi, raw, recorded = (cpu[side, "total"] * med[f"{side}_tps"] / 1000 for side in sides)
+    print(f"    {'cores busy (total * tasks/s)':<40}{omoi:10.2f}{raw:8.2f}{recorded:12.2f}")
 
 
 def main() -> None:
