@@ -2,10 +2,12 @@
 
     python -m benchmarks [--runs 3] [--tasks 2000] [--concurrency 2] [--quick]
 
-Needs PostgreSQL and Redis (``OMOI_TEST_PG_URL``, ``OMOI_TEST_REDIS_URL`` as for the tests).
-Every figure is measured on an empty database, then again with 100,000 finished tasks seeded,
-each over ``--runs`` runs; it prints medians and spreads, the ratio against raw Celery where
-Celery has the same thing, the ratio seeded/empty, and the peak memory of API and worker.
+Needs PostgreSQL and Redis (``OMOI_TEST_PG_URL``, ``OMOI_TEST_REDIS_URL`` as for the tests;
+omoi uses that Redis database and the next one). Two omoi run side by side, each with its own
+database and worker: one empty, one holding 100,000 finished tasks. Each of ``--runs`` rounds
+measures every figure on the empty one, then on the seeded one, each beside raw Celery. It
+prints medians and spreads, the ratio against raw Celery where Celery has the same thing, the
+ratio seeded/empty, the CPU each part spent per task, and the peak memory of API and worker.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from omoi.domain.enums import TicketStatus
 from omoi.models import Database, Task, Ticket
 from omoi.models.migrate import upgrade
 from omoi.services.dispatcher import NullDispatcher
+from omoi.transport import make_celery
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("OMOI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -99,22 +102,26 @@ def named(command: str) -> list[int]:
 CPU_PARTS = ("worker main", "pool children", "PostgreSQL", "Redis", "benchmark process")
 
 
-class Bench:
-    def __init__(self, tasks: int, concurrency: int) -> None:
+class Omoi:
+    """One omoi under test: its own PostgreSQL database and Redis database, its API in this
+    process (as test clients) and a worker. The benchmark runs two side by side, one empty
+    and one holding a history, and measures them turn about, so a slow minute of a shared
+    machine lands on both rather than on whichever was measured then."""
+
+    def __init__(self, tasks: int, redis_db: int, tmp: Path) -> None:
         self.n = tasks
-        self.concurrency = concurrency
-        self.tmp = Path(tempfile.mkdtemp(prefix="omoi-bench-"))
         self.dbname = f"omoi_bench_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
         url = PG_ADMIN.rpartition("/")[0] + "/" + self.dbname
         upgrade(url)
+        broker = f"{REDIS_URL.rpartition('/')[0]}/{redis_db}"
         base = {k: v for k, v in os.environ.items() if not k.startswith("OMOI_")}
         self.env = {
             **base,
             "OMOI_DATABASE_URL": url,
-            "OMOI_BROKER_URL": REDIS_URL,
-            "OMOI_DATA_DIR": str(self.tmp),
+            "OMOI_BROKER_URL": broker,
+            "OMOI_DATA_DIR": str(tmp),
             "OMOI_WORKFLOWS_DIR": str(ROOT / "benchmarks" / "workflows"),
             "OMOI_BOOTSTRAP_TOKEN": TOKEN,
             "OMOI_RATE_LIMIT": "",  # a benchmark client is one token doing everything
@@ -122,19 +129,13 @@ class Bench:
         }
         self.settings = Settings.from_env(self.env)
         self.db = Database(url)
-        self.redis = redis.Redis.from_url(REDIS_URL)
-        self.redis.flushdb()
-        os.environ.update(self.env)  # the raw app reads the same settings
-        from benchmarks import raw_celery
-
-        self.raw = raw_celery
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(raw_celery.RECORD_DDL)
-        self.procs: list[subprocess.Popen[bytes]] = []
+        redis.Redis.from_url(broker).flushdb()
+        self.celery = make_celery(self.settings)  # to ping its worker
         self.app = self.client(create_app(self.settings, db=self.db))
         self.quiet_app = self.client(
             create_app(self.settings, db=self.db, dispatcher=NullDispatcher())
         )
+        self.worker: subprocess.Popen[bytes] | None = None
 
     @staticmethod
     def client(app: Any) -> Any:
@@ -142,55 +143,7 @@ class Bench:
         client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {TOKEN}"
         return client
 
-    def spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
-        log = (self.tmp / "processes.log").open("ab")
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=log)
-        self.procs.append(proc)
-        return proc
-
-    def start_workers(self) -> None:
-        self.worker = self.spawn(
-            [
-                *(sys.executable, "-m", "omoi", "worker", "--concurrency", str(self.concurrency)),
-                *("--loglevel", "WARNING", "--name", "omoi-bench@localhost"),
-            ]
-        )
-        self.raw_worker = self.spawn(
-            [
-                *(sys.executable, "-m", "celery", "-A", "benchmarks.raw_celery", "worker"),
-                *("-P", "prefork", "-c", str(self.concurrency), "-Q", self.raw.QUEUE),
-                *("--loglevel", "WARNING", "-n", "raw-bench@localhost"),
-            ]
-        )
-        app = self.raw.app
-        poll(lambda: len(app.control.ping(timeout=0.5) or []) >= 2, timeout=60)
-
-    def cpu_per_task(
-        self, worker: subprocess.Popen[bytes], run: Callable[[], float]
-    ) -> tuple[float, dict[str, float]]:
-        """``run()``'s figure and the CPU milliseconds per task each part spent meanwhile:
-        ``worker``'s main process and pool children, every local PostgreSQL and Redis
-        process, and this process (the API in process, submitting and polling)."""
-
-        def now() -> list[float]:
-            return [
-                cpu_seconds([worker.pid]),
-                cpu_seconds(children(worker.pid)),
-                cpu_seconds(named("postgres")),
-                cpu_seconds(named("redis-server")),
-                time.process_time(),
-            ]
-
-        before = now()
-        figure = run()
-        spent = [(b - a) * 1000 / self.n for a, b in zip(before, now(), strict=True)]
-        return figure, dict(zip(CPU_PARTS, spent, strict=True))
-
-    def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            p.wait(30)
+    def drop(self) -> None:
         self.db.dispose()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
@@ -228,23 +181,12 @@ class Bench:
                 )
             )
 
-    # -- figures: omoi and raw Celery side by side -------------------------------------
-    def omoi_throughput(self) -> float:
+    def throughput(self) -> float:
         start = time.perf_counter()
         self.run_ticket([{"key": f"t{i}", "task_type": "noop"} for i in range(self.n)])
         return self.n / (time.perf_counter() - start)
 
-    def raw_throughput(self, recorded: bool = False) -> float:
-        """Raw Celery's jobs only count themselves in Redis, or (``recorded``) also commit a
-        row each to PostgreSQL: the least glue that keeps a durable record of the work."""
-        job = self.raw.recorded if recorded else self.raw.noop
-        counter = f"bench:count:{uuid.uuid4()}"
-        start = time.perf_counter()
-        group(job.si(counter) for _ in range(self.n)).apply_async()
-        poll(lambda: int(self.redis.get(counter) or 0) == self.n)
-        return self.n / (time.perf_counter() - start)
-
-    def omoi_hops(self, length: int = 100) -> list[float]:
+    def hops(self, length: int = 100) -> list[float]:
         """Milliseconds from one task's end to the next one's start along a chain."""
         rows = self.spans(
             self.run_ticket(
@@ -259,16 +201,7 @@ class Bench:
             for i in range(1, length)
         ]
 
-    def raw_hops(self, length: int = 100) -> list[float]:
-        timeline = f"bench:hops:{uuid.uuid4()}"
-        chain(self.raw.hop.si(timeline) for _ in range(length)).apply_async()
-        poll(lambda: self.redis.llen(timeline) == length)
-        spans = [
-            tuple(map(float, v.decode().split(":"))) for v in self.redis.lrange(timeline, 0, -1)
-        ]
-        return [(spans[i][0] - spans[i - 1][1]) * 1000 for i in range(1, length)]
-
-    def omoi_fan(self, width: int = 1000) -> float:
+    def fan(self, width: int = 1000) -> float:
         """Seconds from submitting root → ``width`` leaves → join until the join is done."""
         leaves = [f"f{i}" for i in range(width)]
         start = time.perf_counter()
@@ -281,14 +214,6 @@ class Bench:
         )
         return time.perf_counter() - start
 
-    def raw_fan(self, width: int = 1000) -> float:
-        counter, done = f"bench:fan:{uuid.uuid4()}", f"bench:fan-done:{uuid.uuid4()}"
-        start = time.perf_counter()
-        self.raw.fan_root.delay(counter, done, width)
-        poll(lambda: bool(self.redis.exists(done)))
-        return time.perf_counter() - start
-
-    # -- figures: omoi only ---------------------------------------------------------------
     def gate_latency(self, tickets: int = 25) -> list[float]:
         """Milliseconds from a phase's last task ending to the next phase's task starting:
         the gate judged, the next phase's tasks created, queued and published, claimed.
@@ -378,12 +303,116 @@ class Bench:
             pg.execute("VACUUM (ANALYZE)")
             pg.execute("CHECKPOINT")
 
+
+class Bench:
+    """Raw Celery and two omoi installations (``empty`` and ``seeded``) on one machine."""
+
+    def __init__(self, tasks: int, concurrency: int) -> None:
+        self.n = tasks
+        self.concurrency = concurrency
+        self.tmp = Path(tempfile.mkdtemp(prefix="omoi-bench-"))
+        redis_db = int(REDIS_URL.rpartition("/")[2] or 0)
+        self.empty = Omoi(tasks, redis_db, self.tmp)
+        self.seeded = Omoi(tasks, redis_db + 1, self.tmp)
+        os.environ.update(self.empty.env)  # raw Celery: the empty omoi's Redis and database
+        from benchmarks import raw_celery
+
+        self.raw = raw_celery
+        self.redis = redis.Redis.from_url(self.empty.settings.broker_url)
+        with psycopg.connect(self.empty.settings.database_url, autocommit=True) as conn:
+            conn.execute(raw_celery.RECORD_DDL)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.tmp / "processes.log").open("ab")
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=log)
+        self.procs.append(proc)
+        return proc
+
+    def start_workers(self) -> None:
+        for name, omoi in (("empty", self.empty), ("seeded", self.seeded)):
+            omoi.worker = self.spawn(
+                [
+                    *(sys.executable, "-m", "omoi", "worker"),
+                    *("--concurrency", str(self.concurrency), "--loglevel", "WARNING"),
+                    *("--name", f"omoi-bench-{name}@localhost"),
+                ],
+                omoi.env,
+            )
+        self.raw_worker = self.spawn(
+            [
+                *(sys.executable, "-m", "celery", "-A", "benchmarks.raw_celery", "worker"),
+                *("-P", "prefork", "-c", str(self.concurrency), "-Q", self.raw.QUEUE),
+                *("--loglevel", "WARNING", "-n", "raw-bench@localhost"),
+            ],
+            self.empty.env,
+        )
+        poll(lambda: len(self.raw.app.control.ping(timeout=0.5) or []) >= 2, timeout=60)
+        poll(lambda: bool(self.seeded.celery.control.ping(timeout=0.5)), timeout=60)
+
+    def cpu_per_task(
+        self, worker: subprocess.Popen[bytes] | None, run: Callable[[], float]
+    ) -> tuple[float, dict[str, float]]:
+        """``run()``'s figure and the CPU milliseconds per task each part spent meanwhile:
+        ``worker``'s main process and pool children, every local PostgreSQL and Redis
+        process, and this process (the API in process, submitting and polling)."""
+        assert worker is not None
+
+        def now() -> list[float]:
+            return [
+                cpu_seconds([worker.pid]),
+                cpu_seconds(children(worker.pid)),
+                cpu_seconds(named("postgres")),
+                cpu_seconds(named("redis-server")),
+                time.process_time(),
+            ]
+
+        before = now()
+        figure = run()
+        spent = [(b - a) * 1000 / self.n for a, b in zip(before, now(), strict=True)]
+        return figure, dict(zip(CPU_PARTS, spent, strict=True))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(30)
+        self.empty.drop()
+        self.seeded.drop()
+
+    def raw_throughput(self, recorded: bool = False) -> float:
+        """Raw Celery's jobs only count themselves in Redis, or (``recorded``) also commit a
+        row each to PostgreSQL: the least glue that keeps a durable record of the work."""
+        job = self.raw.recorded if recorded else self.raw.noop
+        counter = f"bench:count:{uuid.uuid4()}"
+        start = time.perf_counter()
+        group(job.si(counter) for _ in range(self.n)).apply_async()
+        poll(lambda: int(self.redis.get(counter) or 0) == self.n)
+        return self.n / (time.perf_counter() - start)
+
+    def raw_hops(self, length: int = 100) -> list[float]:
+        timeline = f"bench:hops:{uuid.uuid4()}"
+        chain(self.raw.hop.si(timeline) for _ in range(length)).apply_async()
+        poll(lambda: self.redis.llen(timeline) == length)
+        spans = [
+            tuple(map(float, v.decode().split(":"))) for v in self.redis.lrange(timeline, 0, -1)
+        ]
+        return [(spans[i][0] - spans[i - 1][1]) * 1000 for i in range(1, length)]
+
+    def raw_fan(self, width: int = 1000) -> float:
+        counter, done = f"bench:fan:{uuid.uuid4()}", f"bench:fan-done:{uuid.uuid4()}"
+        start = time.perf_counter()
+        self.raw.fan_root.delay(counter, done, width)
+        poll(lambda: bool(self.redis.exists(done)))
+        return time.perf_counter() - start
+
     def api_memory(self) -> float:
         """Peak RSS of a gunicorn API (one process) that accepted a 10,000-task ticket and
         served reads of it."""
         port = 5000 + os.getpid() % 1000
         api = self.spawn(
-            [sys.executable, "-m", "omoi", "api", "--workers", "1", "--port", str(port)]
+            [sys.executable, "-m", "omoi", "api", "--workers", "1", "--port", str(port)],
+            self.empty.env,
         )
         url = f"http://127.0.0.1:{port}"
 
@@ -409,36 +438,42 @@ class Bench:
         call("/api/v1/tickets?limit=500")
         return peak_rss_mib(api.pid)
 
-    def measure(self, runs: int, results: dict[str, list[float]], tag: str) -> None:
+    def measure(self, runs: int, results: dict[str, list[float]]) -> None:
+        """``runs`` rounds; each measures the empty omoi, then the seeded one, each beside
+        raw Celery (figures of the seeded one are keyed ``…@seeded``)."""
+        for _ in range(runs):
+            for tag, omoi in (("", self.empty), ("@seeded", self.seeded)):
+                self.measure_one(omoi, results, tag)
+
+    def measure_one(self, omoi: Omoi, results: dict[str, list[float]], tag: str) -> None:
         def add(key: str, value: float) -> None:
             results.setdefault(f"{key}{tag}", []).append(value)
 
-        for _ in range(runs):
-            for key, worker, run in (
-                ("omoi", self.worker, self.omoi_throughput),
-                ("raw", self.raw_worker, self.raw_throughput),
-                ("recorded", self.raw_worker, lambda: self.raw_throughput(recorded=True)),
-            ):
-                rate, cpu = self.cpu_per_task(worker, run)
-                add(f"{key}_tps", rate)
-                for part, ms in cpu.items():
-                    add(f"cpu:{key}:{part}", ms)
-            omoi_hops, raw_hops = self.omoi_hops(), self.raw_hops()
-            add("omoi_hop_p50", percentile(omoi_hops, 50))
-            add("omoi_hop_p99", percentile(omoi_hops, 99))
-            add("raw_hop_p50", percentile(raw_hops, 50))
-            add("raw_hop_p99", percentile(raw_hops, 99))
-            add("omoi_fan_s", self.omoi_fan())
-            add("raw_fan_s", self.raw_fan())
-            gaps = self.gate_latency()
-            add("gate_p50", percentile(gaps, 50))
-            add("gate_p99", percentile(gaps, 99))
-            add("accept_1k_ms", self.acceptance(1_000))
-            add("accept_10k_ms", self.acceptance(10_000))
-            rate, latencies = self.claims()
-            add("claim_rate", rate)
-            add("claim_p50", percentile(latencies, 50))
-            add("claim_p99", percentile(latencies, 99))
+        for key, worker, run in (
+            ("omoi", omoi.worker, omoi.throughput),
+            ("raw", self.raw_worker, self.raw_throughput),
+            ("recorded", self.raw_worker, lambda: self.raw_throughput(recorded=True)),
+        ):
+            rate, cpu = self.cpu_per_task(worker, run)
+            add(f"{key}_tps", rate)
+            for part, ms in cpu.items():
+                add(f"cpu:{key}:{part}", ms)
+        omoi_hops, raw_hops = omoi.hops(), self.raw_hops()
+        add("omoi_hop_p50", percentile(omoi_hops, 50))
+        add("omoi_hop_p99", percentile(omoi_hops, 99))
+        add("raw_hop_p50", percentile(raw_hops, 50))
+        add("raw_hop_p99", percentile(raw_hops, 99))
+        add("omoi_fan_s", omoi.fan())
+        add("raw_fan_s", self.raw_fan())
+        gaps = omoi.gate_latency()
+        add("gate_p50", percentile(gaps, 50))
+        add("gate_p99", percentile(gaps, 99))
+        add("accept_1k_ms", omoi.acceptance(1_000))
+        add("accept_10k_ms", omoi.acceptance(10_000))
+        rate, latencies = omoi.claims()
+        add("claim_rate", rate)
+        add("claim_p50", percentile(latencies, 50))
+        add("claim_p99", percentile(latencies, 99))
 
 
 # (label, omoi's key, raw Celery's key or None); rates are better higher, times lower
@@ -509,12 +544,12 @@ def main() -> None:
     bench = Bench(args.tasks, args.concurrency)
     results: dict[str, list[float]] = {}
     try:
+        bench.seeded.seed_finished(args.seed)
         bench.start_workers()
-        bench.omoi_throughput(), bench.raw_throughput()  # warm up both
-        bench.measure(args.runs, results, "")
-        bench.seed_finished(args.seed)
-        bench.measure(args.runs, results, "@seeded")
-        worker_mib = peak_rss_mib(bench.worker.pid)
+        bench.empty.throughput(), bench.seeded.throughput(), bench.raw_throughput()  # warm up
+        bench.measure(args.runs, results)
+        assert bench.empty.worker is not None
+        worker_mib = peak_rss_mib(bench.empty.worker.pid)
         api_mib = bench.api_memory()
     finally:
         bench.stop()
