@@ -299,9 +299,13 @@ class Omoi:
             )
         # A history accrues over days, vacuumed as it goes; a bulk load measured at once would
         # time autovacuum and the checkpoint digesting 300,000 fresh rows instead.
+        self.vacuum()
+        with psycopg.connect(self.settings.database_url, autocommit=True) as pg:
+            pg.execute("CHECKPOINT")
+
+    def vacuum(self) -> None:
         with psycopg.connect(self.settings.database_url, autocommit=True) as pg:
             pg.execute("VACUUM (ANALYZE)")
-            pg.execute("CHECKPOINT")
 
 
 class Bench:
@@ -322,6 +326,11 @@ class Bench:
         with psycopg.connect(self.empty.settings.database_url, autocommit=True) as conn:
             conn.execute(raw_celery.RECORD_DDL)
         self.procs: list[subprocess.Popen[bytes]] = []
+        # A server running without autovacuum (some development machines do) would leave
+        # every claimed or finished task's old row version, and planner statistics from
+        # before the first task, in the way of every query.
+        with psycopg.connect(PG_ADMIN) as pg:
+            self.autovacuum = pg.execute("SHOW autovacuum").fetchone() == ("on",)
 
     def spawn(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.tmp / "processes.log").open("ab")
@@ -442,6 +451,9 @@ class Bench:
         """``runs`` rounds; each measures the empty omoi, then the seeded one, each beside
         raw Celery (figures of the seeded one are keyed ``…@seeded``)."""
         for _ in range(runs):
+            if not self.autovacuum:  # do between rounds what the server would do meanwhile
+                for omoi in (self.empty, self.seeded):
+                    omoi.vacuum()
             for tag, omoi in (("", self.empty), ("@seeded", self.seeded)):
                 self.measure_one(omoi, results, tag)
 
@@ -559,6 +571,10 @@ def main() -> None:
         "median (min..max)"
     )
     report(results, args.seed)
+    if not bench.autovacuum:
+        print(
+            "  PostgreSQL runs with autovacuum off: both databases were vacuumed before each round"
+        )
     print(f"  {'peak memory, worker (main + children), MiB':<42}{worker_mib:10.1f}")
     print(f"  {'peak memory, API (gunicorn, 1 process), MiB':<42}{api_mib:10.1f}")
     print("  * an external agent through the API in process")
