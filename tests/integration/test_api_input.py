@@ -153,3 +153,42 @@ def test_hostile_strings_round_trip(api_client: Any) -> None:
     assert got["title"] == odd
     task_id = resp.get_json()["tasks"][0]["id"]
     assert api_client.get(f"/api/v1/tasks/{task_id}").get_json()["payload"] == {"s": odd}
+
+
+def test_every_task_field_is_stored_as_given(api_client: Any) -> None:
+    """A ticket's tasks are written with a typed binary COPY: each column arrives intact."""
+    given = task(
+        "a",
+        description="described",
+        capabilities=["gpu", "python"],
+        payload={"n": [1, 2.5, None, True, {"deep": "é"}]},
+        priority="HIGH",
+        max_retries=7,
+        retry_backoff=1.5,
+        retry_backoff_max=30.25,
+        timeout_seconds=2.5,
+        resources=["db", "cache"],
+        external=True,
+    )
+    waiting = task("b", "a", sync={"need": 1, "timeout_seconds": 60})
+    resp = api_client.post("/api/v1/tickets", json=ticket(given, waiting))
+    assert resp.status_code == 201
+    ids = {t["key"]: t["id"] for t in resp.get_json()["tasks"]}
+    a = api_client.get(f"/api/v1/tasks/{ids['a']}").get_json()
+    assert {k: a[k] for k in given if k != "depends_on"} == {
+        **{k: v for k, v in given.items() if k != "depends_on"},
+        "capabilities": ["gpu", "python"],
+    }
+    assert (a["status"], a["attempt"], a["unmet_dependencies"]) == ("queued", 1, 0)
+    assert a["queued_at"] == a["created_at"]
+    b = api_client.get(f"/api/v1/tasks/{ids['b']}").get_json()
+    assert (b["status"], b["attempt"], b["unmet_dependencies"], b["sync_need"]) == (
+        "pending",
+        0,
+        1,
+        1,
+    )
+    assert b["depends_on"] == [ids["a"]]
+    assert b["queued_at"] is None
+    assert b["sync_deadline"] > b["created_at"]
+    assert (b["max_retries"], b["retry_backoff"], b["external"]) == (3, None, False)
