@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from omoi.domain.auth import digest, new_secret, parse_scopes
 from omoi.models import ApiToken, Database
@@ -61,11 +62,21 @@ def create(
 
 
 def ensure(db: Database, name: str, secret: str, scopes: list[str]) -> None:
-    """Make a configured secret (``OMOI_BOOTSTRAP_TOKEN``) a token, once."""
-    with db.connect() as conn:
-        found = conn.execute(select(tokens.c.id).where(tokens.c.digest == digest(secret))).first()
-    if found is None:
+    """Make a configured secret (``OMOI_BOOTSTRAP_TOKEN``) a token, once. API processes
+    starting together race to insert it: the loser finds the winner's row and goes on."""
+
+    def exists() -> bool:
+        with db.connect() as conn:
+            query = select(tokens.c.id).where(tokens.c.digest == digest(secret))
+            return conn.execute(query).first() is not None
+
+    if exists():
+        return
+    try:
         create(db, name, scopes, secret)
+    except IntegrityError:
+        if not exists():
+            raise
 
 
 def list_tokens(db: Database) -> list[dict[str, Any]]:

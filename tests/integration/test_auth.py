@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 import uuid
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from omoi.api import create_app
 from omoi.config import Settings
+from omoi.domain.auth import digest, new_secret
 from omoi.models import ApiToken, Database
 from omoi.services import tokens
 from omoi.services.dispatcher import NullDispatcher
@@ -73,6 +75,51 @@ def test_tokens_are_stored_only_as_digests(db: Database) -> None:
         stored = session.scalars(select(ApiToken).where(ApiToken.id == row["id"])).one()
         assert secret not in (stored.digest, stored.name)
         assert len(stored.digest) == 64 and stored.digest != secret
+
+
+def test_api_processes_starting_together_both_ensure_the_bootstrap_token(db: Database) -> None:
+    """Two API processes check for the configured token, both find none, both insert it: the
+    second insert waits on the first's unique key, then fails; its process must start anyway.
+    The first insert is held open here while ``ensure`` runs into it."""
+    secret = new_secret()
+    first = db.engine.connect()
+    first.execute(
+        tokens.tokens.insert().values(
+            id=uuid.uuid4(), name="bootstrap", digest=digest(secret), scopes=["admin"]
+        )
+    )  # not committed: invisible to ensure's check, in the way of its insert
+    outcome: list[BaseException | None] = []
+
+    def start() -> None:
+        try:
+            tokens.ensure(db, "bootstrap", secret, ["admin"])
+            outcome.append(None)
+        except BaseException as exc:  # the assertion below reports it
+            outcome.append(exc)
+
+    def blocked() -> bool:
+        with db.connect() as conn:  # a fresh transaction: pg_stat_activity is snapshotted
+            return bool(
+                conn.execute(
+                    text(
+                        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE 'INSERT INTO api_tokens%'"
+                    )
+                ).first()
+            )
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    try:
+        wait_for(blocked, what="ensure's insert waiting on the first one's key")
+        first.commit()
+    finally:
+        first.close()  # rolls back if it was not committed, freeing ensure's insert
+        starter.join(30)
+    assert outcome == [None]
+    with db.connect() as conn:
+        rows = conn.execute(select(ApiToken.id).where(ApiToken.digest == digest(secret))).all()
+    assert len(rows) == 1
 
 
 def test_scopes_decide_what_a_token_may_do(bare: Flask, db: Database) -> None:
