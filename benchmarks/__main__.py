@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import redis
@@ -115,7 +116,7 @@ class Omoi:
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
         url = PG_ADMIN.rpartition("/")[0] + "/" + self.dbname
         upgrade(url)
-        broker = f"{REDIS_URL.rpartition('/')[0]}/{redis_db}"
+        broker = urlsplit(REDIS_URL)._replace(path=f"/{redis_db}").geturl()
         base = {k: v for k, v in os.environ.items() if not k.startswith("OMOI_")}
         self.env = {
             **base,
@@ -315,7 +316,7 @@ class Bench:
         self.n = tasks
         self.concurrency = concurrency
         self.tmp = Path(tempfile.mkdtemp(prefix="omoi-bench-"))
-        redis_db = int(REDIS_URL.rpartition("/")[2] or 0)
+        redis_db = int(urlsplit(REDIS_URL).path.strip("/") or 0)
         self.empty = Omoi(tasks, redis_db, self.tmp)
         self.seeded = Omoi(tasks, redis_db + 1, self.tmp)
         os.environ.update(self.empty.env)  # raw Celery: the empty omoi's Redis and database
