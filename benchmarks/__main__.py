@@ -3,11 +3,11 @@
     python -m benchmarks [--runs 3] [--tasks 2000] [--concurrency 2] [--quick]
 
 Needs PostgreSQL and Redis (``OMOI_TEST_PG_URL``, ``OMOI_TEST_REDIS_URL`` as for the tests;
-omoi uses that Redis database and the next one). Two omoi run side by side, each with its own
-database and worker: one empty, one holding 100,000 finished tasks. Each of ``--runs`` rounds
-measures every figure on the empty one, then on the seeded one, each beside raw Celery. It
-prints medians and spreads, the ratio against raw Celery where Celery has the same thing, the
-ratio seeded/empty, the CPU each part spent per task, and the peak memory of API and worker.
+it empties and uses that Redis database and the next one). Two omoi run side by side, each
+with its own database and worker: one empty, one holding 100,000 finished tasks. Each of
+``--runs`` rounds measures every figure on both, in turn, each beside raw Celery. It prints
+medians and spreads, the ratio against raw Celery where Celery has the same thing, the ratio
+seeded/empty, the CPU each part spent per task, and the peak memory of API and worker.
 """
 
 from __future__ import annotations
@@ -81,15 +81,18 @@ def peak_rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU the processes have used so far (processes gone meanwhile count 0)."""
+def cpu_seconds(pids: list[int], *, own: bool = True, reaped: bool = False) -> float:
+    """User + system CPU the processes have used so far (``own``), and what their ended
+    children used (``reaped``: a replaced pool child, a backend that disconnected). A process
+    that ends between two readings leaves the sum, its parent's reaped time takes it up."""
     ticks = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        utime, stime, cutime, cstime = map(int, fields[11:15])
+        ticks += (utime + stime if own else 0) + (cutime + cstime if reaped else 0)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -371,9 +374,10 @@ class Bench:
         def now() -> list[float]:
             return [
                 cpu_seconds([worker.pid]),
-                cpu_seconds(children(worker.pid)),
-                cpu_seconds(named("postgres")),
-                cpu_seconds(named("redis-server")),
+                cpu_seconds(children(worker.pid))
+                + cpu_seconds([worker.pid], own=False, reaped=True),
+                cpu_seconds(named("postgres"), reaped=True),
+                cpu_seconds(named("redis-server"), reaped=True),
                 time.process_time(),
             ]
 
@@ -449,13 +453,14 @@ class Bench:
         return peak_rss_mib(api.pid)
 
     def measure(self, runs: int, results: dict[str, list[float]]) -> None:
-        """``runs`` rounds; each measures the empty omoi, then the seeded one, each beside
-        raw Celery (figures of the seeded one are keyed ``…@seeded``)."""
-        for _ in range(runs):
+        """``runs`` rounds; each measures the empty omoi and the seeded one, in turn, each
+        beside raw Celery (figures of the seeded one are keyed ``…@seeded``)."""
+        sides = [("", self.empty), ("@seeded", self.seeded)]
+        for round_ in range(runs):
             if not self.autovacuum:  # do between rounds what the server would do meanwhile
-                for omoi in (self.empty, self.seeded):
+                for _, omoi in sides:
                     omoi.vacuum()
-            for tag, omoi in (("", self.empty), ("@seeded", self.seeded)):
+            for tag, omoi in sides if round_ % 2 == 0 else sides[::-1]:  # neither always first
                 self.measure_one(omoi, results, tag)
 
     def measure_one(self, omoi: Omoi, results: dict[str, list[float]], tag: str) -> None:
