@@ -65,9 +65,18 @@ def summary(values: list[float]) -> str:
     return f"{med:10.2f}  ({min(values):.2f}..{max(values):.2f})"
 
 
-def children(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+def pgrep(*args: str) -> list[int]:
+    found = subprocess.run(["pgrep", *args], capture_output=True, text=True)
     return [int(p) for p in found.stdout.split()]
+
+
+def children(pid: int) -> list[int]:
+    return pgrep("-P", str(pid))
+
+
+def in_turn(sides: list[Any], turn: int) -> list[Any]:
+    """``sides`` in order on even turns, reversed on odd ones: neither always goes first."""
+    return sides if turn % 2 == 0 else sides[::-1]
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -98,8 +107,7 @@ def cpu_seconds(pids: list[int], *, own: bool = True, reaped: bool = False) -> f
 
 def named(command: str) -> list[int]:
     """Local processes by name: the servers' CPU is read from ``/proc`` like the workers'."""
-    found = subprocess.run(["pgrep", "-x", command], capture_output=True, text=True)
-    return [int(p) for p in found.stdout.split()]
+    return pgrep("-x", command)
 
 
 # Where a throughput run spends CPU; "main"/"children" are the worker that ran the jobs.
@@ -457,7 +465,7 @@ class Bench:
             if not self.autovacuum:  # do between rounds what the server would do meanwhile
                 for _, omoi in sides:
                     omoi.vacuum()
-            order = sides if round_ % 2 == 0 else sides[::-1]  # neither always first
+            order = in_turn(sides, round_)
             for tag, omoi in order:
                 self.measure_one(omoi, results, tag)
             self.measure_acceptance(order, results)
@@ -472,7 +480,7 @@ class Bench:
         for size, key in ((1_000, "accept_1k_ms"), (10_000, "accept_10k_ms")):
             times: dict[str, list[float]] = {tag: [] for tag, _ in sides}
             for turn in range(3):
-                for tag, omoi in sides if turn % 2 == 0 else sides[::-1]:
+                for tag, omoi in in_turn(sides, turn):
                     times[tag].append(omoi.acceptance(size))
             for tag, values in times.items():
                 results.setdefault(f"{key}{tag}", []).append(statistics.median(values))
