@@ -6,6 +6,7 @@ from flask import Flask
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
+from omoi import process
 from omoi.api import (
     agents,
     auth,
@@ -25,7 +26,6 @@ from omoi.api.runtime import Runtime
 from omoi.api.schemas import ErrorOut
 from omoi.config import Settings
 from omoi.domain.auth import Scope
-from omoi.logs import configure as configure_logs
 from omoi.models import Database
 from omoi.services import tokens, workflows
 from omoi.services.dispatcher import Dispatcher
@@ -61,7 +61,7 @@ def create_app(
     dispatcher: Dispatcher | None = None,
 ) -> Flask:
     settings = settings or Settings.from_env()
-    configure_logs(settings.log_level)
+    process.set_up(settings.log_level)
     workflows.configure(settings.workflows_dir or None)  # a bad workflow file stops start-up
     app = Flask("omoi")
     app.config.update(

@@ -13,10 +13,10 @@ from celery import Celery
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure
 
+from omoi import process
 from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
-from omoi.logs import configure as configure_logs
 from omoi.models import Database
 from omoi.services import agents, execution, failures, locks, outbox, phases, sql, workflows
 from omoi.services.failures import RetryPolicy
@@ -29,7 +29,7 @@ CONTROL_QUEUE = "omoi.control"
 
 
 def create_worker_app(settings: Settings) -> Celery:
-    configure_logs(settings.log_level)
+    process.set_up(settings.log_level)
     app = make_celery(settings)
     db = Database(settings.database_url, pool_size=2, pre_ping=False)
     sql.wait_out_outages(settings.db_outage_patience)  # a result must be stored, not dropped
