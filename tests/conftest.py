@@ -3,6 +3,7 @@ worker subprocesses. ``OMOI_TEST_PG_URL`` / ``OMOI_TEST_REDIS_URL`` point elsewh
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
@@ -81,6 +82,32 @@ def fresh_database_url() -> Iterator[str]:
     """A database of the test's own (no other test's rows, tokens or sweeps)."""
     with migrated_database() as url:
         yield url
+
+
+def own_store(url: str, settings: Settings) -> Iterator[tuple[Database, Any]]:
+    """A database of its own and an API on it that publishes nothing."""
+    db = Database(url)
+    local = dataclasses.replace(settings, database_url=url)
+    yield db, make_app(local, db=db, dispatcher=NullDispatcher()).test_client()
+    db.dispose()
+
+
+@pytest.fixture()
+def sqlite(tmp_path: Path, settings: Settings) -> Iterator[tuple[Database, Any]]:
+    """The embedded default: a SQLite file of the test's own."""
+    url = f"sqlite:///{tmp_path / 'omoi.sqlite'}"
+    upgrade(url)
+    yield from own_store(url, settings)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store(request: pytest.FixtureRequest, settings: Settings) -> Iterator[tuple[Database, Any]]:
+    """Each database omoi runs on, of the test's own, with a quiet API."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite")
+        return
+    with migrated_database() as url:
+        yield from own_store(url, settings)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ from omoi.domain.enums import (
     TicketStatus,
 )
 from omoi.domain.ids import new_id
+from omoi.domain.routing import DEFAULT_CAPABILITY
 from omoi.models.types import JsonDoc, TextList, UTCDateTime, utcnow
 
 
@@ -110,7 +111,15 @@ class Task(Base):
         ),
         # The only index over queued tasks (claims, the outbox, metrics): with a second one
         # the planner, on statistics taken when few were queued, sorted them all per claim.
-        Index("ix_tasks_claimable", PRIORITY_RANK, "queued_at", **partial("status = 'queued'")),
+        # An external claim probes each (external, route) it may take in claim order.
+        Index(
+            "ix_tasks_claimable",
+            "external",
+            "route",
+            PRIORITY_RANK,
+            "queued_at",
+            **partial("status = 'queued'"),
+        ),
         # Dependents are looked up among pending tasks only; a partial GIN index is not
         # touched by a task's claim and result updates (a full one would be, twice a task).
         Index(
@@ -129,6 +138,8 @@ class Task(Base):
     task_type: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(Text, default="")
     capabilities: Mapped[list[str]] = mapped_column(TextList, default=list)
+    # The capability that picks its queue: the first, or ``default`` (``routing.route_of``).
+    route: Mapped[str] = mapped_column(String(200), server_default=DEFAULT_CAPABILITY)
     payload: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     priority: Mapped[str] = mapped_column(String(16), default=Priority.MEDIUM)
     dependencies: Mapped[dict[str, list[str]]] = mapped_column(

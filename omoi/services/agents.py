@@ -17,11 +17,11 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, and_, func, not_, or_, select, text, update
 
-from omoi.domain.enums import AgentKind, AgentStatus, ErrorCategory, TaskStatus
+from omoi.domain.enums import AgentKind, AgentStatus, ErrorCategory, Priority, TaskStatus
 from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
-from omoi.domain.routing import DEFAULT_CAPABILITY, normalize_capabilities
+from omoi.domain.routing import DEFAULT_CAPABILITY, external_routes, normalize_capabilities
 from omoi.models import Agent, Database
 from omoi.models.tables import PRIORITY_RANK
 from omoi.models.types import utcnow
@@ -324,13 +324,6 @@ def _celery_capabilities(conn: Connection) -> set[str]:
     return served
 
 
-def _claimable(task: Any, caps: set[str], celery: set[str]) -> bool:
-    """The rule: an external agent may take a queued task whose capabilities it all has, if
-    the task is marked external or no live Celery worker serves its queue."""
-    first = task.capabilities[0] if task.capabilities else DEFAULT_CAPABILITY
-    return set(task.capabilities) <= caps and (task.external or first not in celery)
-
-
 def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
     """The next queued task for this agent, by priority then age, under a fresh lease; locked
     with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers never get the same task."""
@@ -417,17 +410,31 @@ def _check_agent(agent_id: uuid.UUID, status: str | None) -> None:
 
 
 def _pick(conn: Connection, caps: set[str], celery: set[str]) -> Any:
-    """SQLite's claim choice (PostgreSQL does the same in ``fastpath.CLAIM_NEXT``)."""
-    query = (
-        select(tasks.c.id, tasks.c.attempt, tasks.c.capabilities, tasks.c.external)
-        .where(tasks.c.status == TaskStatus.QUEUED)
-        .order_by(PRIORITY_RANK, tasks.c.queued_at)
-        .limit(500)
+    """SQLite's claim choice (PostgreSQL does the same in ``fastpath.CLAIM_NEXT``): the head
+    of each (external, route) the agent may take, in claim order, then the first of those."""
+    heads = []
+    for external, route in external_routes(caps, celery):
+        candidates = conn.execute(
+            select(
+                tasks.c.id,
+                tasks.c.attempt,
+                tasks.c.capabilities,
+                tasks.c.priority,
+                tasks.c.queued_at,
+            )
+            .where(
+                tasks.c.status == TaskStatus.QUEUED,
+                tasks.c.external == external,
+                tasks.c.route == route,
+            )
+            .order_by(PRIORITY_RANK, tasks.c.queued_at)
+        )
+        heads += [next((t for t in candidates if set(t.capabilities) <= caps), None)]
+    return min(
+        (h for h in heads if h is not None),
+        key=lambda h: (Priority(h.priority).rank, h.queued_at),
+        default=None,
     )
-    for task in conn.execute(query):
-        if _claimable(task, caps, celery):
-            return task
-    return None
 
 
 def _attempt_of(db: Database, task_id: uuid.UUID) -> Any:

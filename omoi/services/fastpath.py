@@ -104,21 +104,28 @@ def succeed(pg: Any, params: dict[str, Any]) -> list[Any]:
 CLAIM_NEXT = f"""
 WITH me AS (
     SELECT capabilities, status FROM agents WHERE id = %(agent)s
-), celery AS (
+), served AS (
     SELECT coalesce(array_agg(DISTINCT c), '{{}}') AS caps
       FROM agents AS a, unnest(a.capabilities || ARRAY['{DEFAULT_CAPABILITY}']) AS c
      WHERE a.kind = '{AgentKind.CELERY}' AND a.status IN {LIVE_STATUSES}
+), routes AS (
+    SELECT DISTINCT x.external, r.route
+      FROM me, unnest(me.capabilities || ARRAY['{DEFAULT_CAPABILITY}']) AS r(route),
+           (VALUES (true), (false)) AS x(external)
+     WHERE me.status <> '{AgentStatus.OFFLINE}'
+       AND (x.external OR NOT r.route = ANY ((SELECT caps FROM served)::text[]))
+), heads AS (
+    SELECT head.* FROM routes, LATERAL (
+        SELECT t.id, {PRIORITY_RANK} AS rank, t.queued_at FROM tasks AS t
+         WHERE t.status = '{TaskStatus.QUEUED}'
+           AND t.external = routes.external AND t.route = routes.route
+           AND t.capabilities <@ (SELECT capabilities FROM me)
+         ORDER BY {PRIORITY_RANK}, t.queued_at
+         LIMIT 1
+           FOR UPDATE OF t SKIP LOCKED
+    ) AS head
 ), picked AS (
-    SELECT t.id FROM tasks AS t
-     WHERE t.status = '{TaskStatus.QUEUED}'
-       AND (SELECT status FROM me) <> '{AgentStatus.OFFLINE}'
-       AND t.capabilities <@ (SELECT capabilities FROM me)
-       AND (t.external
-            OR NOT coalesce(t.capabilities[1], '{DEFAULT_CAPABILITY}')
-                   = ANY ((SELECT caps FROM celery)::text[]))
-     ORDER BY {PRIORITY_RANK}, t.queued_at
-     LIMIT 1
-       FOR UPDATE OF t SKIP LOCKED
+    SELECT id FROM heads ORDER BY rank, queued_at LIMIT 1
 ), claimed AS (
     UPDATE tasks
        SET status = '{TaskStatus.RUNNING}', lease_token = %(lease)s, started_at = %(now)s,

@@ -24,7 +24,7 @@ from omoi.domain.context import aggregate, summarize
 from omoi.domain.enums import OPEN_TASK_STATUSES, Phase, TaskStatus, TicketStatus
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
-from omoi.domain.routing import normalize_capabilities, queue_for
+from omoi.domain.routing import normalize_capabilities, queue_for, route_of
 from omoi.domain.workflow import Workflow
 from omoi.models import Approval, Artifact, Database, GateResult, PhaseHistory
 from omoi.models.types import utcnow
@@ -140,6 +140,7 @@ def instantiate(
                 "task_type": t.task_type,
                 "description": t.description,
                 "capabilities": caps,
+                "route": route_of(caps),
                 "payload": t.payload,
                 "priority": priority,
                 "dependencies": {"depends_on": [str(ids[d]) for d in deps]},

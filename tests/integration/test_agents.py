@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from omoi.domain.enums import AgentKind
 from omoi.models import Agent, Database
 from omoi.models.types import utcnow
 from omoi.services import agents
@@ -226,6 +227,28 @@ def test_external_agent_pull_protocol(api_client: Any) -> None:
     assert late.status_code == 409
     ticket_now = api_client.get(f"/api/v1/tickets/{ticket['id']}").get_json()
     assert ticket_now["task_counts"] == {"succeeded": 1, "failed": 1, "retrying": 1}
+
+
+def test_an_external_claim_reaches_past_a_celery_backlog(store: tuple[Database, Any]) -> None:
+    """600 queued tasks a live Celery worker will take rank ahead of everything (CRITICAL,
+    queued first). An external agent's claim passes over them to the two tasks it may take,
+    in claim order across their routes, and then finds nothing: the backlog is not offered."""
+    db, client = store
+    served, unserved = cap(), cap()
+    agents.register(db, name="busy", kind=AgentKind.CELERY, capabilities=[served])
+    backlog = {"task_type": "noop", "capabilities": [served], "priority": "CRITICAL"}
+    submit(client, [{"key": f"b{i}", **backlog} for i in range(600)])
+    submit(
+        client,
+        [
+            {"key": "orphan", "task_type": "noop", "capabilities": [unserved], "priority": "LOW"},
+            {"key": "mine", "task_type": "noop", "capabilities": [served], "external": True},
+        ],
+    )
+    agent = register(client, [served, unserved])
+    claims = [client.post(f"/api/v1/agents/{agent}/claim") for _ in range(3)]
+    assert [c.status_code for c in claims] == [200, 200, 204]
+    assert [c.get_json()["key"] for c in claims[:2]] == ["mine", "orphan"]
 
 
 def test_celery_served_tasks_are_not_offered_to_external_agents(

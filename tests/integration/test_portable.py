@@ -3,32 +3,14 @@ statements: claim, success with released dependents, failure, retry, external cl
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from omoi.config import Settings
 from omoi.domain.errors import PermanentError
 from omoi.models import Database
-from omoi.models.migrate import upgrade
 from omoi.services import execution
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy
-from tests.support.api import make_app
-
-
-@pytest.fixture()
-def sqlite(tmp_path: Path, settings: Settings) -> Iterator[tuple[Database, Any]]:
-    url = f"sqlite:///{tmp_path / 'omoi.sqlite'}"
-    upgrade(url)
-    db = Database(url)
-    local = dataclasses.replace(settings, database_url=url)
-    yield db, make_app(local, db=db, dispatcher=NullDispatcher()).test_client()
-    db.dispose()
 
 
 def handlers(task_type: str) -> Any:
