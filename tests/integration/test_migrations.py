@@ -1,13 +1,18 @@
-"""The initial migration runs both ways on PostgreSQL and on SQLite and matches the models."""
+"""The migrations run both ways on PostgreSQL and on SQLite and match the models; those that
+derive a column from existing rows derive it right."""
 
 import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import insert, select
 
-from omoi.models import Base, Database
+from omoi.models import Base, Database, Task, Ticket
 from omoi.models.migrate import downgrade, upgrade
 from tests.conftest import PG_ADMIN, _pg_url
 
@@ -49,3 +54,58 @@ def test_sqlite_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
     downgrade(url, "base")
     upgrade(url)
     assert_no_drift(url)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables yet, on each database omoi runs on."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'm.sqlite'}"
+        return
+    name = f"omoi_mig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_routes_are_derived_from_the_tasks_capabilities(empty_url: str) -> None:
+    """Migration 0011 gives existing tasks the route of their first capability, or default.
+    (The models' tables can write rows at 0010: the statements name no ``route``.)"""
+    upgrade(empty_url, "0010")
+    database = Database(empty_url)
+    now = datetime.now(UTC)
+    ticket = uuid.uuid4()
+    with database.engine.begin() as conn:
+        conn.execute(
+            insert(Ticket.__table__).values(
+                id=ticket,
+                title="t",
+                workflow="dag",
+                phase="PHASE_RUN",
+                status="active",
+                context={},
+            )
+        )
+        for key, caps in (("gpu", ["gpu", "python"]), ("plain", [])):
+            conn.execute(
+                insert(Task.__table__).values(
+                    ticket_id=ticket,
+                    phase="PHASE_RUN",
+                    key=key,
+                    task_type="noop",
+                    capabilities=caps,
+                    status="queued",
+                    queued_at=now,
+                )
+            )
+    database.dispose()
+    upgrade(empty_url)
+    database = Database(empty_url)
+    with database.engine.connect() as conn:
+        routes = dict(conn.execute(select(Task.key, Task.route)).all())
+    database.dispose()
+    assert routes == {"gpu": "gpu", "plain": "default"}
