@@ -301,12 +301,13 @@ class Omoi:
             conn.execute(
                 text(
                     "INSERT INTO tasks (id, ticket_id, phase, key, task_type, description,"
-                    " capabilities, payload, priority, dependencies, unmet_dependencies, status,"
-                    " attempt, retry_count, max_retries, resources, external, created_at,"
+                    " capabilities, route, payload, priority, dependencies, unmet_dependencies,"
+                    " status, attempt, retry_count, max_retries, resources, external, created_at,"
                     " queued_at, started_at, finished_at, published_at, result)"
                     " SELECT gen_random_uuid(), :t, 'PHASE_RUN', 'seed' || g, 'noop', '',"
-                    " ARRAY['default'], '{}', 'MEDIUM', '{\"depends_on\": []}', 0, 'succeeded',"
-                    " 1, 0, 3, '{}', false, now(), now(), now(), now(), now(), '{\"ok\": true}'"
+                    " ARRAY['default'], 'default', '{}', 'MEDIUM', '{\"depends_on\": []}', 0,"
+                    " 'succeeded', 1, 0, 3, '{}', false, now(), now(), now(), now(), now(),"
+                    " '{\"ok\": true}'"
                     " FROM generate_series(1, :n) AS g"
                 ),
                 {"t": ticket, "n": count},

@@ -100,14 +100,17 @@ def sqlite(tmp_path: Path, settings: Settings) -> Iterator[tuple[Database, Any]]
     yield from own_store(url, settings)
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def store(request: pytest.FixtureRequest, settings: Settings) -> Iterator[tuple[Database, Any]]:
-    """Each database omoi runs on, of the test's own, with a quiet API."""
-    if request.param == "sqlite":
-        yield request.getfixturevalue("sqlite")
-        return
+@pytest.fixture()
+def pg_store(settings: Settings) -> Iterator[tuple[Database, Any]]:
+    """A PostgreSQL database of the test's own."""
     with migrated_database() as url:
         yield from own_store(url, settings)
+
+
+@pytest.fixture(params=["pg_store", "sqlite"])
+def store(request: pytest.FixtureRequest) -> tuple[Database, Any]:
+    """Each database omoi runs on, of the test's own, with a quiet API."""
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,9 @@ index over queued tasks now leads with ``external`` and ``route``, so an externa
 claim probes the few (external, route) pairs it may take, each an ordered index scan, instead
 of walking every queued task in claim order past those Celery workers will take.
 
+It rewrites every task row that has capabilities, history included, holding the table's
+lock: on a large database, run it in a quiet moment.
+
 Revision ID: 0011
 Revises: 0010
 Create Date: 2026-11-30
@@ -44,12 +47,15 @@ def _claimable(*columns: str) -> None:
 
 
 def upgrade() -> None:
-    # a plain ALTER: SQLite's batch mode would rebuild tasks and lose its expression index
-    op.add_column(
-        "tasks",
-        sa.Column("route", sa.String(200), nullable=False, server_default="default"),
-    )
-    op.execute(FIRST_CAPABILITY[op.get_context().dialect.name])
+    # A plain ALTER: SQLite's batch mode would rebuild tasks and lose its expression index.
+    # The default only fills the existing rows: on PostgreSQL it is dropped again, so a writer
+    # that forgot the route fails instead of routing a task to ``default``. SQLite cannot drop
+    # a column's default without rebuilding the table; it keeps it.
+    op.add_column("tasks", sa.Column("route", sa.Text(), nullable=False, server_default="default"))
+    dialect = op.get_context().dialect.name
+    op.execute(FIRST_CAPABILITY[dialect])
+    if dialect == "postgresql":
+        op.alter_column("tasks", "route", server_default=None)
     _claimable("external", "route")
 
 

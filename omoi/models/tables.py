@@ -31,7 +31,6 @@ from omoi.domain.enums import (
     TicketStatus,
 )
 from omoi.domain.ids import new_id
-from omoi.domain.routing import DEFAULT_CAPABILITY
 from omoi.models.types import JsonDoc, TextList, UTCDateTime, utcnow
 
 
@@ -139,7 +138,7 @@ class Task(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     capabilities: Mapped[list[str]] = mapped_column(TextList, default=list)
     # The capability that picks its queue: the first, or ``default`` (``routing.route_of``).
-    route: Mapped[str] = mapped_column(String(200), server_default=DEFAULT_CAPABILITY)
+    route: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     priority: Mapped[str] = mapped_column(String(16), default=Priority.MEDIUM)
     dependencies: Mapped[dict[str, list[str]]] = mapped_column(

@@ -412,16 +412,17 @@ def _check_agent(agent_id: uuid.UUID, status: str | None) -> None:
 def _pick(conn: Connection, caps: set[str], celery: set[str]) -> Any:
     """SQLite's claim choice (PostgreSQL does the same in ``fastpath.CLAIM_NEXT``): the head
     of each (external, route) the agent may take, in claim order, then the first of those."""
+    columns = (
+        tasks.c.id,
+        tasks.c.attempt,
+        tasks.c.capabilities,
+        tasks.c.priority,
+        tasks.c.queued_at,
+    )
     heads = []
     for external, route in external_routes(caps, celery):
-        candidates = conn.execute(
-            select(
-                tasks.c.id,
-                tasks.c.attempt,
-                tasks.c.capabilities,
-                tasks.c.priority,
-                tasks.c.queued_at,
-            )
+        query = (
+            select(*columns)
             .where(
                 tasks.c.status == TaskStatus.QUEUED,
                 tasks.c.external == external,
@@ -429,7 +430,8 @@ def _pick(conn: Connection, caps: set[str], celery: set[str]) -> Any:
             )
             .order_by(PRIORITY_RANK, tasks.c.queued_at)
         )
-        heads += [next((t for t in candidates if set(t.capabilities) <= caps), None)]
+        with conn.execute(query) as candidates:  # closed once the first that fits is read
+            heads += [next((t for t in candidates if set(t.capabilities) <= caps), None)]
     return min(
         (h for h in heads if h is not None),
         key=lambda h: (Priority(h.priority).rank, h.queued_at),

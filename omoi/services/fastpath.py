@@ -101,6 +101,17 @@ def succeed(pg: Any, params: dict[str, Any]) -> list[Any]:
         return cur.execute(SUCCEED, params).fetchall()
 
 
+def _takes(pair: str) -> str:
+    """A queued task ``t`` the agent may take, on the (external, route) pair ``pair``."""
+    return f"""t.status = '{TaskStatus.QUEUED}'
+           AND t.external = {pair}.external AND t.route = {pair}.route
+           AND t.capabilities <@ (SELECT capabilities FROM me)"""
+
+
+# Each (external, route) the agent may take has its first task found by an ordered index scan
+# (``heads``); in that order, the first pair's first task that no other claim holds is locked
+# and taken (``picked``). The executor stops at the first pair that yields one, so a claim locks
+# only the task it takes: a concurrent claimer is never left without a task a lock held back.
 CLAIM_NEXT = f"""
 WITH me AS (
     SELECT capabilities, status FROM agents WHERE id = %(agent)s
@@ -115,17 +126,22 @@ WITH me AS (
      WHERE me.status <> '{AgentStatus.OFFLINE}'
        AND (x.external OR NOT r.route = ANY ((SELECT caps FROM served)::text[]))
 ), heads AS (
-    SELECT head.* FROM routes, LATERAL (
-        SELECT t.id, {PRIORITY_RANK} AS rank, t.queued_at FROM tasks AS t
-         WHERE t.status = '{TaskStatus.QUEUED}'
-           AND t.external = routes.external AND t.route = routes.route
-           AND t.capabilities <@ (SELECT capabilities FROM me)
+    SELECT routes.*, head.rank, head.queued_at FROM routes, LATERAL (
+        SELECT {PRIORITY_RANK} AS rank, t.queued_at FROM tasks AS t
+         WHERE {_takes("routes")}
+         ORDER BY {PRIORITY_RANK}, t.queued_at
+         LIMIT 1
+    ) AS head
+), picked AS (
+    SELECT task.id FROM (SELECT * FROM heads ORDER BY rank, queued_at) AS h, LATERAL (
+        SELECT t.id FROM tasks AS t
+         WHERE {_takes("h")}
          ORDER BY {PRIORITY_RANK}, t.queued_at
          LIMIT 1
            FOR UPDATE OF t SKIP LOCKED
-    ) AS head
-), picked AS (
-    SELECT id FROM heads ORDER BY rank, queued_at LIMIT 1
+    ) AS task
+     ORDER BY h.rank, h.queued_at
+     LIMIT 1
 ), claimed AS (
     UPDATE tasks
        SET status = '{TaskStatus.RUNNING}', lease_token = %(lease)s, started_at = %(now)s,

@@ -3,6 +3,7 @@ pull protocol external agents speak over HTTP."""
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import uuid
@@ -10,13 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
-from omoi.domain.enums import AgentKind
-from omoi.models import Agent, Database
+from omoi.domain.enums import AgentKind, Priority
+from omoi.models import Agent, Database, Ticket
 from omoi.models.types import utcnow
-from omoi.services import agents
+from omoi.services import agents, fastpath
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy
 from tests.support.api import submit, wait_finished
@@ -249,6 +251,88 @@ def test_an_external_claim_reaches_past_a_celery_backlog(store: tuple[Database, 
     claims = [client.post(f"/api/v1/agents/{agent}/claim") for _ in range(3)]
     assert [c.status_code for c in claims] == [200, 200, 204]
     assert [c.get_json()["key"] for c in claims[:2]] == ["mine", "orphan"]
+
+
+def allowed(task: dict[str, Any], mine: list[str], served: set[str]) -> bool:
+    """The rule, written out plainly."""
+    route = task["capabilities"][0] if task["capabilities"] else "default"
+    fits = set(task["capabilities"]) <= set(mine)
+    return fits and (task["external"] or route not in served)
+
+
+def test_external_claims_follow_the_rule_in_random_fleets(store: tuple[Database, Any]) -> None:
+    """The claim against the rule: a queued task whose capabilities the agent all has, marked
+    external or routed (first capability, or default) where no live Celery worker listens; the
+    best by priority, then age. Random fleets and tasks, drained claim by claim: each claim is
+    one of the best the rule allows, and 204 comes only when the rule allows none."""
+    db, client = store
+    rng = random.Random(7)
+    for scenario in range(25):
+        universe = [f"s{scenario}a", f"s{scenario}b", f"s{scenario}c", "default"]
+        fleet = []
+        for n in range(rng.randint(0, 2)):
+            caps = rng.sample(universe, rng.randint(0, 2))
+            celery = agents.register(db, name=f"c{n}", kind=AgentKind.CELERY, capabilities=caps)
+            fleet.append((celery, caps))
+        served = {"default", *(c for _, caps in fleet for c in caps)} if fleet else set()
+        mine = rng.sample(universe, rng.randint(1, 3))
+        remaining, tickets = [], []
+        for age in range(3):  # three tickets, queued one after the other
+            specs = [
+                {
+                    "key": f"t{age}.{n}",
+                    "task_type": "noop",
+                    "capabilities": rng.sample(universe, rng.randint(0, 2)),
+                    "external": rng.random() < 0.4,
+                    "priority": rng.choice(list(Priority)).value,
+                }
+                for n in range(rng.randint(1, 5))
+            ]
+            tickets.append(uuid.UUID(submit(client, specs)["id"]))
+            remaining += [{**spec, "age": age} for spec in specs]
+        agent = register(client, mine)
+        while True:
+            candidates = [t for t in remaining if allowed(t, mine, served)]
+            resp = client.post(f"/api/v1/agents/{agent}/claim")
+            if not candidates:
+                assert resp.status_code == 204, (scenario, resp.get_json())
+                break
+            best = min((Priority(t["priority"]).rank, t["age"]) for t in candidates)
+            keys = {
+                t["key"] for t in candidates if (Priority(t["priority"]).rank, t["age"]) == best
+            }
+            assert resp.status_code == 200, (scenario, keys)
+            claimed = resp.get_json()["key"]
+            assert claimed in keys, (scenario, claimed, keys)
+            remaining = [t for t in remaining if t["key"] != claimed]
+        for celery, _ in fleet:
+            agents.go_offline(db, celery)
+        with db.connect() as conn:
+            conn.execute(delete(Ticket).where(Ticket.id.in_(tickets)))
+
+
+def test_a_claim_locks_only_the_task_it_takes(pg_store: tuple[Database, Any]) -> None:
+    """Held open mid-transaction, an external claim that looked at two routes holds a lock on
+    the task it took and on nothing else: a concurrent claimer of the other route finds its
+    task free (locking every route's head would have left it nothing until the commit)."""
+    db, client = pg_store  # SQLite serialises writers: no claim runs beside another there
+    x, y = cap(), cap()
+    submit(
+        client,
+        [
+            {"key": "on-y", "task_type": "noop", "capabilities": [y], "priority": "HIGH"},
+            {"key": "on-x", "task_type": "noop", "capabilities": [x], "priority": "LOW"},
+        ],
+    )
+    agent = uuid.UUID(register(client, [x, y]))
+    params = {"agent": agent, "lease": uuid.uuid4(), "now": utcnow()}
+    with psycopg.connect(db.url) as holding, psycopg.connect(db.url, autocommit=True) as other:
+        assert fastpath.claim_next(holding, params).key == "on-y"  # not committed yet
+        free = other.execute(
+            "SELECT key FROM tasks WHERE status = 'queued' FOR UPDATE SKIP LOCKED"
+        ).fetchall()
+        assert free == [("on-x",)]
+        holding.rollback()
 
 
 def test_celery_served_tasks_are_not_offered_to_external_agents(
