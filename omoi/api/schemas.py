@@ -7,6 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
+from omoi.domain import specs
 from omoi.domain.enums import (
     AgentKind,
     AgentStatus,
@@ -24,11 +25,12 @@ from omoi.services.tickets import NewTicket
 INT_MAX = 2**31 - 1  # PostgreSQL integer
 SERIAL = validate.Range(min=0, max=2**63 - 1)  # a BIGINT sequence number (events, messages)
 
-TOKEN = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", error="must be a short token")
+TOKEN = validate.Regexp(specs.TOKEN, error="must be a short token")
 KEY = validate.And(
-    validate.Length(min=1, max=200),
-    validate.Regexp(r"^[^#]+$", error="may not contain '#' (omoi marks repeated phases with it)"),
+    validate.Length(min=1, max=specs.KEY_LENGTH),
+    validate.Regexp(specs.KEY, error="may not contain '#' (omoi marks repeated phases with it)"),
 )
+LONGEST_WAIT = validate.Range(min=0, max=specs.LONGEST_WAIT, min_inclusive=False)
 
 
 def _enum(enum: type, **kw: Any) -> fields.String:
@@ -41,37 +43,42 @@ class SyncIn(Schema):
         validate=validate.Range(min=1),
         metadata={"description": "how many dependencies must succeed"},
     )
-    timeout_seconds = fields.Float(
-        load_default=None, validate=validate.Range(min=0, max=7 * 86400, min_inclusive=False)
-    )
+    timeout_seconds = fields.Float(load_default=None, validate=LONGEST_WAIT)
 
 
 class TaskIn(Schema):
     key = fields.String(required=True, validate=KEY)
-    task_type = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    task_type = fields.String(
+        required=True, validate=validate.Length(min=1, max=specs.TASK_TYPE_LENGTH)
+    )
     depends_on = fields.List(fields.String(validate=KEY), load_default=list)
-    description = fields.String(load_default="", validate=validate.Length(max=20_000))
+    description = fields.String(
+        load_default="", validate=validate.Length(max=specs.DESCRIPTION_LENGTH)
+    )
     capabilities = fields.List(
-        fields.String(validate=TOKEN), load_default=list, validate=validate.Length(max=32)
+        fields.String(validate=TOKEN),
+        load_default=list,
+        validate=validate.Length(max=specs.CAPABILITIES),
     )
     payload = fields.Dict(keys=fields.String(), load_default=dict)
     priority = _enum(Priority, load_default=None)
-    max_retries = fields.Integer(load_default=None, validate=validate.Range(min=0, max=100))
+    max_retries = fields.Integer(
+        load_default=None, validate=validate.Range(min=0, max=specs.MAX_RETRIES)
+    )
     retry_backoff = fields.Float(
         load_default=None,
-        validate=validate.Range(min=0, max=86400, min_inclusive=False),
+        validate=validate.Range(min=0, max=specs.FIRST_BACKOFF, min_inclusive=False),
         metadata={"description": "seconds before the first retry; doubles each retry"},
     )
     retry_backoff_max = fields.Float(
         load_default=None,
-        validate=validate.Range(min=0, max=7 * 86400, min_inclusive=False),
+        validate=LONGEST_WAIT,
         metadata={"description": "the longest wait between two attempts"},
     )
-    timeout_seconds = fields.Float(
-        load_default=None, validate=validate.Range(min=0, max=7 * 86400, min_inclusive=False)
-    )
+    timeout_seconds = fields.Float(load_default=None, validate=LONGEST_WAIT)
     resources = fields.List(
-        fields.String(validate=validate.Length(min=1, max=200)), load_default=list
+        fields.String(validate=validate.Length(min=1, max=specs.RESOURCE_LENGTH)),
+        load_default=list,
     )
     sync = fields.Nested(
         SyncIn,

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from omoi.domain import dag
-from omoi.domain.enums import Phase, Priority
+from omoi.domain import dag, specs
+from omoi.domain.enums import Phase
 
 
 class WorkflowError(ValueError):
@@ -105,14 +105,9 @@ def _phase(value: Any, where: str) -> Phase:
 
 
 def _template(raw: Any, where: str) -> Template:
-    if not isinstance(raw, dict) or not {"key", "task_type"} <= set(raw):
-        raise WorkflowError(f"{where}: a task template needs at least key and task_type")
-    known = {f for f in Template.__dataclass_fields__}
-    unknown = set(raw) - known
-    if unknown:
-        raise WorkflowError(f"{where}: unknown template fields {sorted(unknown)}")
-    if raw.get("priority") is not None and raw["priority"] not in {p.value for p in Priority}:
-        raise WorkflowError(f"{where}: unknown priority {raw['priority']!r}")
+    bad = specs.problems(raw, Template.__dataclass_fields__)
+    if bad:
+        raise WorkflowError(f"{where}: {'; '.join(bad)}")
     return Template(
         **{
             **raw,

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
+from omoi.domain.specs import problems as spec_problems
 from omoi.models import Database
 from omoi.models.types import utcnow
 from omoi.services.dispatcher import Dispatch
@@ -35,6 +36,9 @@ def merge_spec(merge: str | dict[str, Any], keys: Sequence[str]) -> NewTask:
     ``{"task_type": "my-merge", ...}`` for a custom merge handler."""
     options = {"strategy": merge} if isinstance(merge, str) else dict(merge)
     task_type = options.pop("task_type", MERGE_TYPE)
+    bad = spec_problems({"key": "merge", "task_type": task_type}, ("key", "task_type"))
+    if bad:
+        raise Invalid(f"merge: {'; '.join(bad)}")
     if task_type == MERGE_TYPE and options.get("strategy", "all") not in STRATEGIES:
         raise Invalid(
             f"unknown merge strategy {options.get('strategy')!r}", {"strategies": list(STRATEGIES)}
@@ -56,9 +60,13 @@ def split(
 ) -> list[Dispatch]:
     """Add the subtasks and their merge to the running task's phase; re-point the task's
     dependents at the merge. Returns the subtasks to publish once this returns."""
-    specs = [NewTask(**{"depends_on": [], **s}) for s in subtasks]
-    if not specs:
+    if not subtasks:
         raise Invalid("split needs at least one subtask")
+    for n, raw in enumerate(subtasks):  # a handler's specs pass through no API schema
+        bad = spec_problems(raw, NewTask.__dataclass_fields__)
+        if bad:
+            raise Invalid(f"subtasks[{n}]: {'; '.join(bad)}", {"subtask": n})
+    specs = [NewTask(**{"depends_on": [], **s}) for s in subtasks]
     specs.append(merge_spec(merge, [s.key for s in specs]))
 
     def tx() -> list[Dispatch]:

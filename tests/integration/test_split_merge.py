@@ -81,3 +81,27 @@ def test_a_custom_merge_handler_gets_the_results(client: Any) -> None:
     merged = tasks_by_key(client, ticket["id"])["s/merge"]
     assert merged["task_type"] == "effect"
     assert merged["result"]["inputs"] == ["s/v0", "s/v1"]
+
+
+def test_a_split_with_a_bad_subtask_fails_the_task_and_adds_nothing(client: Any) -> None:
+    """A handler's subtask specs pass through no API schema: the split checks them by the
+    same rules, refuses them whole, and the task fails at once (retrying cannot fix them)."""
+    ticket = submit(
+        client,
+        [
+            {
+                "key": "ask",
+                "task_type": "fan-out",
+                "payload": {"values": [1, 2], "extra": {"max_retries": "three"}},
+                "max_retries": 2,
+            }
+        ],
+    )
+    final = wait_finished(client, ticket["id"])
+    tasks = tasks_by_key(client, ticket["id"])
+    assert list(tasks) == ["ask"]  # no subtask, no merge
+    error = tasks["ask"]["error"]
+    assert (tasks["ask"]["status"], tasks["ask"]["retry_count"]) == ("failed", 0)
+    assert error["category"] == "permanent"
+    assert "subtasks[0]: max_retries must be an integer from 0 to 100" in error["message"]
+    assert final["status"] == "blocked"

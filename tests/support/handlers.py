@@ -94,9 +94,15 @@ def messenger(ctx: TaskContext) -> dict[str, Any]:
 
 @handler("fan-out")
 def fan_out(ctx: TaskContext) -> dict[str, Any]:
-    """Splits into one ``vote`` subtask per value in ``payload.values``."""
+    """Splits into one ``vote`` subtask per value in ``payload.values``, each with the fields
+    of ``payload.extra`` too."""
     subtasks = [
-        {"key": f"v{i}", "task_type": "vote", "payload": {"value": v}}
+        {
+            "key": f"v{i}",
+            "task_type": "vote",
+            "payload": {"value": v},
+            **ctx.payload.get("extra", {}),
+        }
         for i, v in enumerate(ctx.payload["values"])
     ]
     ids = ctx.split(subtasks, merge=ctx.payload.get("merge", "all"))

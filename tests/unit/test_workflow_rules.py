@@ -63,7 +63,51 @@ def test_shipped_workflows_load() -> None:
                     {"name": "PHASE_DONE"},
                 ]
             },
-            "unknown template fields",
+            r"unknown fields \['colour'\]",
+        ),
+        (
+            {
+                "phases": [
+                    {
+                        "name": "PHASE_RUN",
+                        "tasks": [{"key": "a", "task_type": "x", "max_retries": "three"}],
+                    },
+                    {"name": "PHASE_DONE"},
+                ]
+            },
+            "max_retries must be an integer from 0 to 100",
+        ),
+        (
+            {
+                "phases": [
+                    {
+                        "name": "PHASE_RUN",
+                        "tasks": [
+                            {"key": "a", "task_type": "x"},
+                            {
+                                "key": "b",
+                                "task_type": "x",
+                                "depends_on": ["a"],
+                                "sync": {"need": 0},
+                            },
+                        ],
+                    },
+                    {"name": "PHASE_DONE"},
+                ]
+            },
+            "sync must be",
+        ),
+        (
+            {
+                "phases": [
+                    {
+                        "name": "PHASE_RUN",
+                        "tasks": [{"key": "a", "task_type": "x", "capabilities": "gpu"}],
+                    },
+                    {"name": "PHASE_DONE"},
+                ]
+            },
+            "capabilities must be a list",
         ),
         (
             {
