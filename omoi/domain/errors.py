@@ -44,7 +44,6 @@ TIMEOUT_NAMES = {
     "TimeoutExpired",
 }
 PERMANENT_NAMES = {
-    "Invalid",  # omoi's own: a request that would be refused the same way again (a bad split)
     "ValidationError",
     "ValueError",
     "TypeError",

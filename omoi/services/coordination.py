@@ -31,6 +31,10 @@ MERGE_TYPE = "omoi.merge"
 STRATEGIES = ("all", "first", "majority")
 
 
+# What a subtask spec may set: a task's fields but its phase, which is the splitting task's.
+SUBTASK_FIELDS = set(NewTask.__dataclass_fields__) - {"phase"}
+
+
 def merge_spec(merge: str | dict[str, Any], keys: Sequence[str]) -> NewTask:
     """``"all"``, ``"first"``, ``"majority"`` (the built-in merge handler), or
     ``{"task_type": "my-merge", ...}`` for a custom merge handler."""
@@ -63,7 +67,7 @@ def split(
     if not subtasks:
         raise Invalid("split needs at least one subtask")
     for n, raw in enumerate(subtasks):  # a handler's specs pass through no API schema
-        bad = spec_problems(raw, NewTask.__dataclass_fields__)
+        bad = spec_problems(raw, SUBTASK_FIELDS)
         if bad:
             raise Invalid(f"subtasks[{n}]: {'; '.join(bad)}", {"subtask": n})
     specs = [NewTask(**{"depends_on": [], **s}) for s in subtasks]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from omoi.domain.errors import PermanentError
+
 
 class ServiceError(Exception):
     code = "error"
@@ -22,5 +24,8 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
-class Invalid(ServiceError):
+class Invalid(ServiceError, PermanentError):
+    """Refused as it stands; asked again the same way (a handler's bad split), refused again,
+    so a task that raises it fails at once."""
+
     code = "invalid"

@@ -8,6 +8,7 @@ import pytest
 from omoi.domain.backoff import retry_delay
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import PermanentError, TransientError, classify
+from omoi.services.errors import Invalid
 
 
 class SoftTimeLimitExceeded(Exception):  # stands for Celery's, matched by name
@@ -36,6 +37,7 @@ class RateLimitError(Exception):
         (ValidationError("bad"), ErrorCategory.PERMANENT),
         (ValueError("bad"), ErrorCategory.PERMANENT),
         (KeyError("unknown"), ErrorCategory.TRANSIENT),
+        (Invalid("a bad split"), ErrorCategory.PERMANENT),
     ],
 )
 def test_classification(exc: BaseException, category: ErrorCategory) -> None:
