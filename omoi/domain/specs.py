@@ -122,6 +122,12 @@ RULES: dict[str, tuple[Check, str]] = {
 }
 
 
+def field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with one field's value, or None."""
+    valid, expected = RULES[name]
+    return None if valid(value) else f"{name} must be {expected} (got {value!r})"
+
+
 def problems(spec: Any, known: Collection[str]) -> list[str]:
     """What is wrong with a task spec, one line per problem: not a mapping, ``key`` or
     ``task_type`` missing, a field outside ``known``, a field's value against its rule, a sync
@@ -133,11 +139,11 @@ def problems(spec: Any, known: Collection[str]) -> list[str]:
     if unknown:
         found.append(f"unknown fields {unknown}")
     wrong = {
-        name: expected
-        for name, (valid, expected) in RULES.items()
-        if name in spec and not valid(spec[name])
+        name: problem
+        for name in RULES
+        if name in spec and (problem := field_problem(name, spec[name]))
     }
-    found += [f"{name} must be {expected} (got {spec[name]!r})" for name, expected in wrong.items()]
+    found += wrong.values()
     sync, depends_on = spec.get("sync"), spec.get("depends_on") or []
     if sync and not {"sync", "depends_on"} & set(wrong):
         distinct = len(set(depends_on))

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
+from omoi.domain.specs import field_problem
 from omoi.domain.specs import problems as spec_problems
 from omoi.models import Database
 from omoi.models.types import utcnow
@@ -40,9 +41,9 @@ def merge_spec(merge: str | dict[str, Any], keys: Sequence[str]) -> NewTask:
     ``{"task_type": "my-merge", ...}`` for a custom merge handler."""
     options = {"strategy": merge} if isinstance(merge, str) else dict(merge)
     task_type = options.pop("task_type", MERGE_TYPE)
-    bad = spec_problems({"key": "merge", "task_type": task_type}, ("key", "task_type"))
+    bad = field_problem("task_type", task_type)
     if bad:
-        raise Invalid(f"merge: {'; '.join(bad)}")
+        raise Invalid(f"merge: {bad}")
     if task_type == MERGE_TYPE and options.get("strategy", "all") not in STRATEGIES:
         raise Invalid(
             f"unknown merge strategy {options.get('strategy')!r}", {"strategies": list(STRATEGIES)}

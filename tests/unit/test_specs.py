@@ -8,6 +8,8 @@ from marshmallow import ValidationError
 
 from omoi.api.schemas import TaskIn
 from omoi.domain.specs import problems
+from omoi.services.coordination import merge_spec
+from omoi.services.errors import Invalid
 
 CASES: list[dict[str, Any]] = [
     {},
@@ -73,3 +75,9 @@ def test_what_only_these_rules_see() -> None:
     too_few = {"key": "a", "task_type": "t", "depends_on": ["x"], "sync": {"need": 2}}
     assert problems(too_few, too_few) == ["sync.need must be at most the 1 tasks it depends on"]
     assert problems("a", {"key"}) == ["a task spec must be a mapping (got 'a')"]
+
+
+def test_a_custom_merge_needs_a_task_type_by_the_same_rule() -> None:
+    with pytest.raises(Invalid, match="merge: task_type must be a string of 1 to 100"):
+        merge_spec({"task_type": ""}, ["a"])
+    assert merge_spec({"task_type": "tally"}, ["a"]).task_type == "tally"
