@@ -43,6 +43,9 @@ def partial(where: str) -> dict[str, Any]:
     return {"postgresql_where": text(where), "sqlite_where": text(where)}
 
 
+# The predicate of ix_tasks_agent; sql.RUNNING_ATTEMPTS says the same in SQLAlchemy's terms.
+RUNNING_ATTEMPT = "status = 'running' AND started_at IS NOT NULL"
+
 # Claim order: priority first (CRITICAL before LOW), then age. The claim query orders by this
 # very text, so PostgreSQL matches it to the expression index (migration 0003 spells it out).
 PRIORITY_RANK = text(
@@ -98,10 +101,15 @@ class Task(Base):
         Index("uq_tasks_ticket_key", "ticket_id", "key", unique=True),
         # Partial indexes: a task's two updates per attempt leave them untouched, and each
         # holds only the rows its query looks for (dependents waiting; retries due).
-        Index("ix_tasks_pending", "ticket_id", **partial("status = 'pending'")),
+        # PostgreSQL finds dependents by ix_tasks_dependencies alone (see sql.dependents).
+        Index("ix_tasks_pending", "ticket_id", **partial("status = 'pending'")).ddl_if(
+            dialect="sqlite"
+        ),
         Index("ix_tasks_retrying", "next_attempt_at", **partial("status = 'retrying'")),
-        # Running attempts, by agent: the lost-agent and deadline sweeps read only these.
-        Index("ix_tasks_agent", "agent_id", **partial("status = 'running'")),
+        # Running attempts, by agent: the lost-agent and deadline sweeps read only these. The
+        # started_at term is for the planner: only reads that state it (sql.RUNNING_ATTEMPTS)
+        # may use this index, so one about a single running task takes the primary key.
+        Index("ix_tasks_agent", "agent_id", **partial(RUNNING_ATTEMPT)),
         Index("ix_tasks_waiting", "waiting_for", **partial("waiting_for IS NOT NULL")),
         Index(
             "ix_tasks_sync_deadline",

@@ -32,7 +32,7 @@ from omoi.services.execution import CLAIM, Claim, TaskContext, succeed
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
 from omoi.services.records import event_row, record, task_event
-from omoi.services.sql import retry_db, sweep_lock, tasks
+from omoi.services.sql import RUNNING_ATTEMPTS, retry_db, sweep_lock, tasks
 
 log = structlog.get_logger(__name__)
 agents = Agent.__table__
@@ -89,9 +89,7 @@ def register(
 
 def _running_count(agent_id: Any) -> Any:
     return (
-        select(func.count())
-        .where(tasks.c.agent_id == agent_id, tasks.c.status == TaskStatus.RUNNING)
-        .scalar_subquery()
+        select(func.count()).where(tasks.c.agent_id == agent_id, RUNNING_ATTEMPTS).scalar_subquery()
     )
 
 
@@ -239,9 +237,7 @@ def statistics(db: Database) -> dict[str, Any]:
             ).group_by(agents.c.kind, agents.c.status)
         ).all()
         running = conn.execute(
-            select(func.count()).where(
-                tasks.c.status == TaskStatus.RUNNING, tasks.c.agent_id.is_not(None)
-            )
+            select(func.count()).where(RUNNING_ATTEMPTS, tasks.c.agent_id.is_not(None))
         ).scalar_one()
     live_capacity = sum(cap or 0 for _, status, _, cap in by if status in LIVE)
     return {
@@ -285,7 +281,7 @@ def sweep_stale(db: Database, dispatcher: Dispatcher, policy: RetryPolicy, timeo
         orphans = conn.execute(
             select(tasks.c.id, tasks.c.attempt, tasks.c.agent_id)
             .join(agents, agents.c.id == tasks.c.agent_id)
-            .where(tasks.c.status == TaskStatus.RUNNING, not_(agents.c.status.in_(LIVE)))
+            .where(RUNNING_ATTEMPTS, not_(agents.c.status.in_(LIVE)))
         ).all()
     for task in orphans:
         error = TaskError(

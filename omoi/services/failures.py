@@ -24,6 +24,7 @@ from omoi.services.outbox import publish
 from omoi.services.phases import close_tasks
 from omoi.services.records import record, task_event
 from omoi.services.sql import (
+    RUNNING_ATTEMPTS,
     dependents,
     retry_db,
     sweep_lock,
@@ -269,7 +270,7 @@ def expire_deadlines(
             return 0
         running = conn.execute(
             select(tasks.c.id, tasks.c.attempt, tasks.c.started_at, tasks.c.timeout_seconds).where(
-                tasks.c.status == TaskStatus.RUNNING, tasks.c.timeout_seconds.is_not(None)
+                RUNNING_ATTEMPTS, tasks.c.timeout_seconds.is_not(None)
             )
         ).all()
     overdue = [

@@ -4,6 +4,8 @@ Each runs as one autocommit round trip: a data-modifying CTE changes the task, a
 events and (for success) releases dependents and decrements the ticket's open-task counter.
 They do exactly what the portable multi-statement code in ``execution`` does on SQLite; the
 tests run this form on PostgreSQL and the portable one on the embedded default.
+
+Dependents are found by the GIN index alone, as in ``sql.dependents`` (which says why).
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ WITH finished AS (
            status = CASE WHEN unmet_dependencies = 1 THEN '{TaskStatus.QUEUED}' ELSE status END,
            attempt = CASE WHEN unmet_dependencies = 1 THEN attempt + 1 ELSE attempt END,
            queued_at = CASE WHEN unmet_dependencies = 1 THEN %(now)s ELSE queued_at END
-     WHERE ticket_id = %(ticket)s AND status = '{TaskStatus.PENDING}'
-       AND dependencies @> %(needle)s AND EXISTS (SELECT 1 FROM finished)
+     WHERE status = '{TaskStatus.PENDING}' AND dependencies @> %(needle)s
+       AND EXISTS (SELECT 1 FROM finished)
  RETURNING id, status, attempt, capabilities, priority, timeout_seconds, external
 ), logged AS (
     INSERT INTO events ({EVENT_COLUMNS})

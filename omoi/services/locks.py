@@ -25,7 +25,7 @@ from omoi.models.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.outbox import publish
 from omoi.services.records import record, task_event
-from omoi.services.sql import dialect_of, retry_db, sweep_lock, tasks
+from omoi.services.sql import RUNNING_ATTEMPTS, dialect_of, retry_db, sweep_lock, tasks
 
 resources = Resource.__table__
 held = ResourceLock.__table__
@@ -162,7 +162,7 @@ def sweep(db: Database, dispatcher: Dispatcher) -> int:
     with db.connect() as conn, sweep_lock(conn, "locks") as got:
         if not got:
             return 0
-        running = select(tasks.c.id).where(tasks.c.status == TaskStatus.RUNNING)
+        running = select(tasks.c.id).where(RUNNING_ATTEMPTS)
         names = list(
             conn.execute(
                 delete(held).where(not_(held.c.holder_task.in_(running))).returning(held.c.name)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 
@@ -218,6 +219,10 @@ def test_a_claim_lost_in_a_postgres_crash_is_republished_and_its_result_refused(
         (task,) = client.get(f"/api/v1/tasks?ticket_id={ticket}").get_json()["items"]
         task_id = uuid.UUID(task["id"])
         assert take_messages(broker) == [f"{task_id}:1"]  # published, then taken by a worker
+        # The publish stamp is on disk, as the next durable commit of anyone puts it there
+        # (without one, whether it survives depends on where the WAL pages happen to end).
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute("UPDATE tickets SET updated_at = updated_at")
 
         db = Database(url, pre_ping=False)
         claimed = execution.claim(db, task_id, 1)

@@ -1,0 +1,143 @@
+"""PostgreSQL reads only the rows a statement is about, whatever its statistics say.
+
+Statistics are taken at a quiet moment (nothing running, nothing pending), as autovacuum may
+have left them; then a fleet runs 300 attempts and a ticket of chains waits on its first tasks.
+A scan that read rows and threw them away ("Rows Removed by Filter") means the planner walked
+a whole partial index or a whole ticket where the primary key or the dependency index goes
+straight to the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+from sqlalchemy import event, select
+
+from omoi.models import Database, Task
+from omoi.models.types import utcnow
+from omoi.services import execution, fastpath
+from omoi.services.execution import Claim
+from omoi.services.sql import RUNNING_ATTEMPTS, dependents, tasks
+from tests.support.api import submit
+
+CHAINS, LENGTH, RUNNING = 10, 50, 300
+
+
+def discarded(plan: dict[str, Any]) -> int:
+    """Rows of ``tasks`` that the plan's scans read and threw away."""
+    own = plan.get("Rows Removed by Filter", 0) if plan.get("Relation Name") == "tasks" else 0
+    return own + sum(discarded(p) for p in plan.get("Plans", []))
+
+
+def explain(url: str, statement: str, params: Any) -> dict[str, Any]:
+    """The executed plan of ``statement``, whose effects are rolled back."""
+    with psycopg.connect(url) as pg:
+        (plan,) = pg.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", params).fetchone()
+        pg.rollback()
+    return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture()
+def busy(pg_store: tuple[Database, Any]) -> tuple[Database, Claim]:
+    """Statistics from a quiet moment, then ``RUNNING`` attempts and a ticket of chains; the
+    claim of one chain's first task."""
+    db, client = pg_store
+    with psycopg.connect(db.url, autocommit=True) as pg:
+        pg.execute("ANALYZE")
+    fleet = submit(client, [{"key": f"r{i}", "task_type": "noop"} for i in range(RUNNING)])
+    chains = submit(
+        client,
+        [
+            {"key": f"c{i}", "task_type": "noop", "depends_on": [f"c{i - 1}"] if i % LENGTH else []}
+            for i in range(CHAINS * LENGTH)
+        ],
+    )
+    with db.connect() as conn:
+        ids = {
+            r.key: r.id
+            for r in conn.execute(
+                select(Task.key, Task.id).where(
+                    Task.ticket_id.in_([uuid.UUID(fleet["id"]), uuid.UUID(chains["id"])])
+                )
+            )
+        }
+    for i in range(RUNNING):
+        assert execution.claim(db, ids[f"r{i}"], 1) is not None
+    claimed = execution.claim(db, ids["c0"], 1)
+    assert claimed is not None
+    return db, claimed[0]
+
+
+def test_a_result_reads_only_its_task_and_its_dependents(busy: tuple[Database, Claim]) -> None:
+    db, c = busy
+    params = {
+        "id": c.task_id,
+        "lease": c.lease,
+        "ticket": c.ticket_id,
+        "attempt": c.attempt,
+        "result": Jsonb({"ok": True}),
+        "now": utcnow(),
+        "needle": Jsonb({"depends_on": [str(c.task_id)]}),
+    }
+    plan = explain(db.url, fastpath.SUCCEED, params)
+    assert discarded(plan) == 0
+
+
+def test_dependents_are_found_without_reading_the_tickets_other_tasks(
+    busy: tuple[Database, Claim],
+) -> None:
+    """The lookup a split and an upstream failure make (``sql.dependents``)."""
+    db, c = busy
+    plan = explain(
+        db.url,
+        *captured(
+            db, lambda conn: dependents(conn, c.ticket_id, [c.task_id], "pending", tasks.c.id)
+        ),
+    )
+    assert discarded(plan) == 0
+
+
+def test_a_read_of_one_running_task_takes_its_primary_key(busy: tuple[Database, Claim]) -> None:
+    db, c = busy
+    plan = explain(
+        db.url, *captured(db, lambda conn: conn.execute(execution.LEASE_OF, {"b_id": c.task_id}))
+    )
+    assert discarded(plan) == 0
+
+
+def test_the_sweeps_read_running_attempts_through_their_index(
+    busy: tuple[Database, Claim],
+) -> None:
+    """The fleet's 300 attempts among 500 pending tasks: the sweeps' reads of running
+    attempts (``RUNNING_ATTEMPTS``) match ``ix_tasks_agent``'s predicate."""
+    db, _ = busy
+    with psycopg.connect(db.url, autocommit=True) as pg:
+        pg.execute("ANALYZE tasks")  # even with up-to-date statistics it takes the index
+    plan = explain(
+        db.url, *captured(db, lambda conn: conn.execute(select(tasks.c.id).where(RUNNING_ATTEMPTS)))
+    )
+    assert discarded(plan) == 0
+    assert "ix_tasks_agent" in json.dumps(plan)
+
+
+def captured(db: Database, call: Callable[[Any], Any]) -> tuple[str, Any]:
+    """The one statement ``call`` runs on a connection, as the driver received it."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        seen.append((statement, params))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with db.connect() as conn:
+            call(conn)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    (statement,) = seen
+    return statement
