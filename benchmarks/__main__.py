@@ -44,6 +44,7 @@ from omoi.transport import make_celery
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("OMOI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("OMOI_TEST_REDIS_URL", "redis://127.0.0.1:6379/10")
+REDIS_DB = int(urlsplit(REDIS_URL).path.strip("/") or 0)
 TOKEN = new_secret()
 
 
@@ -339,9 +340,8 @@ class Bench:
         self.n = tasks
         self.concurrency = concurrency
         self.tmp = Path(tempfile.mkdtemp(prefix="omoi-bench-"))
-        redis_db = int(urlsplit(REDIS_URL).path.strip("/") or 0)
-        self.empty = Omoi(tasks, redis_db, self.tmp)
-        self.seeded = Omoi(tasks, redis_db + 1, self.tmp)
+        self.empty = Omoi(tasks, REDIS_DB, self.tmp)
+        self.seeded = Omoi(tasks, REDIS_DB + 1, self.tmp)
         os.environ.update(self.empty.env)  # raw Celery: the empty omoi's Redis and database
         from benchmarks import raw_celery
 
