@@ -5,6 +5,7 @@ from sqlalchemy import Connection
 
 from omoi.config import Settings
 from omoi.models import Base, Database
+from omoi.models.migrate import compared
 
 config = context.config
 
@@ -15,6 +16,7 @@ def run(connection: Connection) -> None:
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=compared(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

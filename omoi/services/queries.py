@@ -11,11 +11,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from omoi.domain.enums import TERMINAL_TASK_STATUSES, Phase
+from omoi.domain.enums import TERMINAL_TASK_STATUSES, Phase, TaskStatus
 from omoi.domain.events import EventType
 from omoi.models import Database, Event, Task, Ticket
 from omoi.services.errors import NotFound
-from omoi.services.sql import depends_on_one, depends_on_params, dialect_of, tasks
+from omoi.services.sql import (
+    RUNNING_ATTEMPTS,
+    depends_on_one,
+    depends_on_params,
+    dialect_of,
+    tasks,
+)
 
 
 @dataclass
@@ -194,7 +200,10 @@ def list_tasks(
     if ticket_id is not None:
         query = query.where(Task.ticket_id == ticket_id)
     if status is not None:
-        query = query.where(Task.status == status)
+        # the same rows; RUNNING_ATTEMPTS is how a read of running tasks reaches their index
+        query = query.where(
+            RUNNING_ATTEMPTS if status == TaskStatus.RUNNING else Task.status == status
+        )
     if cursor is not None:
         query = query.where(Task.id > cursor)
     with db.session() as session:

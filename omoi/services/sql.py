@@ -116,11 +116,12 @@ def dependents(
     """``columns`` of the ticket's tasks in ``status`` that depend on any of ``of``."""
     dialect = dialect_of(conn)
     query = select(*columns).where(tasks.c.status == status, depends_on_any(dialect, of))
-    if dialect != "postgresql":  # SQLite reads the json of the ticket's tasks, found by index
+    # A task id names one ticket's task, and on PostgreSQL the GIN index over pending tasks
+    # finds their dependents alone: naming the ticket too let the planner, on statistics from
+    # before the ticket's tasks existed, walk all of them through the ticket's index instead.
+    # Other statuses (and SQLite, without that index) read the ticket's tasks.
+    if dialect != "postgresql" or status != TaskStatus.PENDING:
         query = query.where(tasks.c.ticket_id == ticket_id)
-    # PostgreSQL: a task id names one ticket's task, and the GIN index finds its dependents
-    # alone. Naming the ticket too let the planner, on statistics from before the ticket's
-    # tasks existed, walk all of them through the ticket's index on every lookup.
     return list(conn.execute(query, depends_on_params(dialect, of)))
 
 

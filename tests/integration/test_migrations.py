@@ -3,6 +3,7 @@ derive a column from existing rows derive it right."""
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,46 +14,59 @@ from alembic.migration import MigrationContext
 from sqlalchemy import insert, select
 
 from omoi.models import Base, Database, Task, Ticket
-from omoi.models.migrate import downgrade, upgrade
+from omoi.models.migrate import compared, downgrade, upgrade
 from tests.conftest import PG_ADMIN, _pg_url
-
-# Alembic cannot compare expression indexes (PostgreSQL rewrites the expression's text); the
-# migration spells out the same text as the model's PRIORITY_RANK.
-EXPRESSION_INDEXES = {"ix_tasks_claimable"}
-# Alembic does not read an index's ``ddl_if``: this one exists on SQLite only (migration 0012).
-SQLITE_ONLY = {"ix_tasks_pending"}
 
 
 def assert_no_drift(url: str) -> None:
     database = Database(url)
     with database.engine.connect() as conn:
         context = MigrationContext.configure(
-            conn,
-            opts={
-                "include_object": lambda obj, name, kind, *_: (
-                    name not in EXPRESSION_INDEXES
-                    and (name not in SQLITE_ONLY or database.dialect == "sqlite")
-                )
-            },
+            conn, opts={"include_object": compared(database.dialect)}
         )
         diff = compare_metadata(context, Base.metadata)
     database.dispose()
     assert diff == []
 
 
-def test_postgres_upgrade_downgrade_upgrade() -> None:
+@contextmanager
+def new_pg_database() -> Iterator[str]:
+    """An empty database on the test server, dropped afterwards."""
     name = f"omoi_mig_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        url = _pg_url(name)
+        yield _pg_url(name)
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_postgres_upgrade_downgrade_upgrade() -> None:
+    with new_pg_database() as url:
         upgrade(url)
         downgrade(url, "base")
         upgrade(url)
         assert_no_drift(url)
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def index_definitions(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as pg:
+        rows = pg.execute(
+            "SELECT indexname, indexdef FROM pg_indexes"
+            " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        ).fetchall()
+    return dict(rows)
+
+
+def test_postgres_indexes_are_the_models_to_the_letter() -> None:
+    """What Alembic's comparison skips: partial-index predicates, expressions, ``ddl_if``."""
+    with new_pg_database() as migrated, new_pg_database() as modelled:
+        upgrade(migrated)
+        database = Database(modelled)
+        Base.metadata.create_all(database.engine)
+        database.dispose()
+        assert index_definitions(migrated) == index_definitions(modelled)
 
 
 def test_sqlite_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
@@ -69,14 +83,8 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'm.sqlite'}"
         return
-    name = f"omoi_mig_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _pg_url(name)
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_pg_database() as url:
+        yield url
 
 
 def test_routes_are_derived_from_the_tasks_capabilities(empty_url: str) -> None:
