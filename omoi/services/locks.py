@@ -117,12 +117,25 @@ def acquire_or_wait(
 
 
 def _wake(conn: Connection, names: list[str]) -> list[Dispatch]:
-    """Publish again the tasks parked on ``names`` (each takes its chance at the lock)."""
+    """Publish again the tasks parked on ``names`` (each takes its chance at the lock).
+
+    The parked tasks are found and locked through their own index, then woken by id: one
+    statement saying ``status = 'queued'`` too let the planner, on statistics from a moment
+    with nothing queued, walk every queued task through the claim index instead."""
     for name in sorted(set(names)):
         _head(conn, name)
+    parked = conn.execute(
+        select(tasks.c.id, tasks.c.status)
+        .where(tasks.c.waiting_for.in_(names))
+        .order_by(tasks.c.id)
+        .with_for_update()
+    ).all()
+    queued = [r.id for r in parked if r.status == TaskStatus.QUEUED]
+    if not queued:
+        return []
     rows = conn.execute(
         update(tasks)
-        .where(tasks.c.status == TaskStatus.QUEUED, tasks.c.waiting_for.in_(names))
+        .where(tasks.c.id.in_(queued))
         .values(waiting_for=None, published_at=None, queued_at=utcnow())
         .returning(
             tasks.c.id,

@@ -1,7 +1,8 @@
 """PostgreSQL reads only the rows a statement is about, whatever its statistics say.
 
-Statistics are taken at a quiet moment (nothing running, nothing pending), as autovacuum may
-have left them; then a fleet runs 300 attempts and a ticket of chains waits on its first tasks.
+Statistics are taken at a quiet moment (a history of finished tasks, nothing in flight), as
+autovacuum may have left them; then a fleet runs 300 attempts with 500 more queued, and a
+ticket of chains waits on its first tasks.
 A scan that read rows and threw them away ("Rows Removed by Filter") means the planner walked
 a whole partial index or a whole ticket where the primary key or the dependency index goes
 straight to the rows.
@@ -17,16 +18,16 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
 from omoi.models import Database, Task
 from omoi.models.types import utcnow
-from omoi.services import execution, fastpath, queries
+from omoi.services import execution, fastpath, locks, queries
 from omoi.services.execution import Claim
 from omoi.services.sql import RUNNING_ATTEMPTS, dependents, tasks
 from tests.support.api import submit
 
-CHAINS, LENGTH, RUNNING = 10, 50, 300
+HISTORY, BACKLOG, CHAINS, LENGTH, RUNNING = 2_000, 500, 10, 50, 300
 
 
 def discarded(plan: dict[str, Any]) -> int:
@@ -47,12 +48,21 @@ def explain(url: str, statement: str, params: Any) -> dict[str, Any]:
 
 @pytest.fixture()
 def busy(pg_store: tuple[Database, Any]) -> tuple[Database, Claim]:
-    """Statistics from a quiet moment, then ``RUNNING`` attempts and a ticket of chains; the
+    """Statistics from a quiet moment (a history of finished tasks, nothing in flight), then
+    ``RUNNING`` attempts with ``BACKLOG`` tasks queued behind them and a ticket of chains; the
     claim of one chain's first task."""
     db, client = pg_store
+    history = submit(client, [{"key": f"h{i}", "task_type": "noop"} for i in range(HISTORY)])
     with psycopg.connect(db.url, autocommit=True) as pg:
-        pg.execute("ANALYZE")
-    fleet = submit(client, [{"key": f"r{i}", "task_type": "noop"} for i in range(RUNNING)])
+        pg.execute(
+            "UPDATE tasks SET status = 'succeeded', started_at = now(), finished_at = now()"
+            " WHERE ticket_id = %s",
+            (history["id"],),
+        )
+        pg.execute("VACUUM ANALYZE")
+    fleet = submit(
+        client, [{"key": f"r{i}", "task_type": "noop"} for i in range(RUNNING + BACKLOG)]
+    )
     chains = submit(
         client,
         [
@@ -96,13 +106,8 @@ def test_dependents_are_found_without_reading_the_tickets_other_tasks(
 ) -> None:
     """The lookup a split and an upstream failure make (``sql.dependents``)."""
     db, c = busy
-    plan = explain(
-        db.url,
-        *captured(
-            db, lambda conn: dependents(conn, c.ticket_id, [c.task_id], "pending", tasks.c.id)
-        ),
-    )
-    assert discarded(plan) == 0
+    lookup = lambda conn: dependents(conn, c.ticket_id, [c.task_id], "pending", tasks.c.id)  # noqa: E731
+    assert discarded_by(db, lookup) == 0
 
 
 def test_a_lookup_of_other_dependents_reads_only_their_ticket(
@@ -112,29 +117,23 @@ def test_a_lookup_of_other_dependents_reads_only_their_ticket(
     index of their own: the lookup reads the ticket's tasks, not the whole table."""
     db, c = busy
     lookup = lambda conn: dependents(conn, c.ticket_id, [c.task_id], "cancelled", tasks.c.id)  # noqa: E731
-    plan = explain(db.url, *captured(db, lookup))
-    assert discarded(plan) <= CHAINS * LENGTH
+    assert discarded_by(db, lookup) <= CHAINS * LENGTH
 
 
 def test_a_read_of_one_running_task_takes_its_primary_key(busy: tuple[Database, Claim]) -> None:
     db, c = busy
-    plan = explain(
-        db.url, *captured(db, lambda conn: conn.execute(execution.LEASE_OF, {"b_id": c.task_id}))
-    )
-    assert discarded(plan) == 0
+    assert discarded_by(db, lambda conn: conn.execute(execution.LEASE_OF, {"b_id": c.task_id})) == 0
 
 
 def test_the_sweeps_read_running_attempts_through_their_index(
     busy: tuple[Database, Claim],
 ) -> None:
-    """The fleet's 300 attempts among 500 pending tasks: the sweeps' reads of running
-    attempts (``RUNNING_ATTEMPTS``) match ``ix_tasks_agent``'s predicate."""
+    """The fleet's 300 attempts among the other tasks: the sweeps' reads of running attempts
+    (``RUNNING_ATTEMPTS``) match ``ix_tasks_agent``'s predicate."""
     db, _ = busy
     with psycopg.connect(db.url, autocommit=True) as pg:
         pg.execute("ANALYZE tasks")  # even with up-to-date statistics it takes the index
-    plan = explain(
-        db.url, *captured(db, lambda conn: conn.execute(select(tasks.c.id).where(RUNNING_ATTEMPTS)))
-    )
+    (plan,) = plans_of(db, lambda conn: conn.execute(select(tasks.c.id).where(RUNNING_ATTEMPTS)))
     assert discarded(plan) == 0
     assert "ix_tasks_agent" in json.dumps(plan)
 
@@ -143,16 +142,30 @@ def test_listing_running_tasks_reads_only_running_ones(busy: tuple[Database, Cla
     """``GET /tasks?status=running``: all of them, through the index of running attempts."""
     db, _ = busy
     page: list[Any] = []
-    plan = explain(
-        db.url,
-        *captured(db, lambda _: page.extend(queries.list_tasks(db, status="running").items)),
-    )
-    assert discarded(plan) == 0
+    listing = lambda _: page.extend(queries.list_tasks(db, status="running").items)  # noqa: E731
+    assert discarded_by(db, listing) == 0
     assert len(page) == 100 and {t.status for t in page} == {"running"}
 
 
-def captured(db: Database, call: Callable[[Any], Any]) -> tuple[str, Any]:
-    """The one statement ``call`` runs on a connection, as the driver received it."""
+def test_waking_the_tasks_parked_on_a_lock_reads_only_them(busy: tuple[Database, Claim]) -> None:
+    """A released lock wakes its waiters, found through ``ix_tasks_waiting``; not by walking
+    the queued tasks (the fleet's backlog) through the claim index."""
+    db, _ = busy
+    with db.connect() as conn:
+        parked = conn.execute(
+            update(tasks)
+            .where(tasks.c.id == select(tasks.c.id).where(tasks.c.key == "c50").scalar_subquery())
+            .values(waiting_for="printer")
+            .returning(tasks.c.id)
+        ).scalar_one()
+    woken: list[Any] = []
+    assert discarded_by(db, lambda conn: woken.extend(locks._wake(conn, ["printer"]))) == 0
+    assert [d.task_id for d in woken] == [parked]
+
+
+def plans_of(db: Database, call: Callable[[Any], Any]) -> list[dict[str, Any]]:
+    """The executed plans of the statements ``call`` runs on a connection, as the driver
+    received them; its transaction is rolled back first, so each sees the state ``call`` saw."""
     seen: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
@@ -160,9 +173,12 @@ def captured(db: Database, call: Callable[[Any], Any]) -> tuple[str, Any]:
 
     event.listen(db.engine, "before_cursor_execute", record)
     try:
-        with db.connect() as conn:
+        with db.engine.connect() as conn:  # closed without a commit
             call(conn)
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
-    (executed,) = seen
-    return executed
+    return [explain(db.url, statement, params) for statement, params in seen]
+
+
+def discarded_by(db: Database, call: Callable[[Any], Any]) -> int:
+    return sum(discarded(plan) for plan in plans_of(db, call))
