@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     false,
     text,
 )
@@ -42,9 +43,6 @@ def one_of(column: str, enum: type[StrEnum], name: str) -> CheckConstraint:
 def partial(where: str) -> dict[str, Any]:
     return {"postgresql_where": text(where), "sqlite_where": text(where)}
 
-
-# The predicate of ix_tasks_agent; sql.RUNNING_ATTEMPTS says the same in SQLAlchemy's terms.
-RUNNING_ATTEMPT = "status = 'running' AND started_at IS NOT NULL"
 
 # Claim order: priority first (CRITICAL before LOW), then age. The claim query orders by this
 # very text, so PostgreSQL matches it to the expression index (migration 0003 spells it out).
@@ -106,10 +104,7 @@ class Task(Base):
             dialect="sqlite"
         ),
         Index("ix_tasks_retrying", "next_attempt_at", **partial("status = 'retrying'")),
-        # Running attempts, by agent: the lost-agent and deadline sweeps read only these. The
-        # started_at term is for the planner: only reads that state it (sql.RUNNING_ATTEMPTS)
-        # may use this index, so one about a single running task takes the primary key.
-        Index("ix_tasks_agent", "agent_id", **partial(RUNNING_ATTEMPT)),
+        # ix_tasks_agent, over running attempts, follows the class (RUNNING_ATTEMPTS).
         Index("ix_tasks_waiting", "waiting_for", **partial("waiting_for IS NOT NULL")),
         Index(
             "ix_tasks_sync_deadline",
@@ -183,6 +178,23 @@ class Task(Base):
     @property
     def depends_on(self) -> list[str]:
         return list(self.dependencies.get("depends_on", []))
+
+
+# Running attempts as the sweeps and counts read them, and the predicate of their index, by
+# agent (the lost-agent and deadline sweeps read only these). Every running task has a
+# started_at; the term is for the planner: only reads that state it may use the index, so a
+# statement about one task (by id, status and lease) takes the primary key. Before, on
+# statistics from a moment with nothing running, the planner chose the small-looking partial
+# index for those and walked every running task (migration 0012).
+RUNNING_ATTEMPTS = and_(
+    Task.__table__.c.status == TaskStatus.RUNNING, Task.__table__.c.started_at.is_not(None)
+)
+Index(
+    "ix_tasks_agent",
+    Task.__table__.c.agent_id,
+    postgresql_where=RUNNING_ATTEMPTS,
+    sqlite_where=RUNNING_ATTEMPTS,
+)
 
 
 class Agent(Base):

@@ -23,7 +23,7 @@ from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
 from omoi.domain.routing import DEFAULT_CAPABILITY, external_routes, normalize_capabilities
 from omoi.models import Agent, Database
-from omoi.models.tables import PRIORITY_RANK
+from omoi.models.tables import PRIORITY_RANK, RUNNING_ATTEMPTS
 from omoi.models.types import utcnow
 from omoi.services import fastpath, locks
 from omoi.services.dispatcher import Dispatcher
@@ -32,7 +32,7 @@ from omoi.services.execution import CLAIM, Claim, TaskContext, succeed
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
 from omoi.services.records import event_row, record, task_event
-from omoi.services.sql import RUNNING_ATTEMPTS, retry_db, sweep_lock, tasks
+from omoi.services.sql import retry_db, sweep_lock, tasks
 
 log = structlog.get_logger(__name__)
 agents = Agent.__table__

@@ -18,13 +18,13 @@ from omoi.domain.enums import ErrorCategory, TaskStatus
 from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
 from omoi.models import Database
+from omoi.models.tables import RUNNING_ATTEMPTS
 from omoi.models.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.outbox import publish
 from omoi.services.phases import close_tasks
 from omoi.services.records import record, task_event
 from omoi.services.sql import (
-    RUNNING_ATTEMPTS,
     dependents,
     retry_db,
     sweep_lock,

@@ -21,11 +21,12 @@ from omoi.domain import locks as rules
 from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
 from omoi.models import Database, Resource, ResourceLock
+from omoi.models.tables import RUNNING_ATTEMPTS
 from omoi.models.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.outbox import publish
 from omoi.services.records import record, task_event
-from omoi.services.sql import RUNNING_ATTEMPTS, dialect_of, retry_db, sweep_lock, tasks
+from omoi.services.sql import dialect_of, retry_db, sweep_lock, tasks
 
 resources = Resource.__table__
 held = ResourceLock.__table__

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 from omoi.domain.enums import TERMINAL_TASK_STATUSES, Phase, TaskStatus
 from omoi.domain.events import EventType
 from omoi.models import Database, Event, Task, Ticket
+from omoi.models.tables import RUNNING_ATTEMPTS
 from omoi.services.errors import NotFound
 from omoi.services.sql import (
-    RUNNING_ATTEMPTS,
     depends_on_one,
     depends_on_params,
     dialect_of,

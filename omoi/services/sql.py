@@ -19,7 +19,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Table,
-    and_,
     bindparam,
     insert,
     or_,
@@ -48,12 +47,6 @@ SWEEP_LOCKS = {
     "locks": 7_340_006,
     "sync": 7_340_007,
 }
-# Running attempts as the sweeps and counts read them. Every running task has a ``started_at``;
-# the term is here because ``ix_tasks_agent``'s predicate states it too. These reads may use that
-# index; a statement about one task (by id, status and lease) does not state it, so it cannot,
-# and takes the primary key. Before, on statistics from a moment with nothing running, the
-# planner chose the small-looking partial index for those and walked every running task.
-RUNNING_ATTEMPTS = and_(tasks.c.status == TaskStatus.RUNNING, tasks.c.started_at.is_not(None))
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 T = TypeVar("T")
 

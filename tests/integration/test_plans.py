@@ -21,10 +21,11 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import event, select, update
 
 from omoi.models import Database, Task
+from omoi.models.tables import RUNNING_ATTEMPTS
 from omoi.models.types import utcnow
 from omoi.services import execution, fastpath, locks, queries
 from omoi.services.execution import Claim
-from omoi.services.sql import RUNNING_ATTEMPTS, dependents, tasks
+from omoi.services.sql import dependents, tasks
 from tests.support.api import submit
 
 HISTORY, BACKLOG, CHAINS, LENGTH, RUNNING = 2_000, 500, 10, 50, 300
@@ -129,7 +130,7 @@ def test_the_sweeps_read_running_attempts_through_their_index(
     busy: tuple[Database, Claim],
 ) -> None:
     """The fleet's 300 attempts among the other tasks: the sweeps' reads of running attempts
-    (``RUNNING_ATTEMPTS``) match ``ix_tasks_agent``'s predicate."""
+    (``RUNNING_ATTEMPTS``, the index's own predicate) reach ``ix_tasks_agent``."""
     db, _ = busy
     with psycopg.connect(db.url, autocommit=True) as pg:
         pg.execute("ANALYZE tasks")  # even with up-to-date statistics it takes the index
