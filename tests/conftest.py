@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from omoi.models.types import utcnow
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.sql import retry_db
 from tests.support.api import ADMIN_TOKEN, make_app
+from tests.support.invariants import violations
 from tests.support.procs import ROOT, Proc, start_worker
 
 PG_ADMIN = os.environ.get("OMOI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -66,15 +68,37 @@ def migrated_database() -> Iterator[str]:
     upgrade(url)
     try:
         yield url
+        assert_consistent(url)
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def assert_consistent(url: str, since: datetime | None = None) -> None:
+    """Fail on any DAG counter that disagrees with the rows it counts (tests/support/invariants)."""
+    db = Database(url)
+    try:
+        found = violations(db, since)
+    finally:
+        db.dispose()
+    assert not found, "inconsistent DAG counters:\n" + "\n".join(found)
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     with migrated_database() as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def consistent_counters(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test on the session's database, its tickets' counters are checked."""
+    if "database_url" not in request.fixturenames:
+        yield
+        return
+    started = utcnow()
+    yield
+    assert_consistent(request.getfixturevalue("database_url"), started)
 
 
 @pytest.fixture()
@@ -98,6 +122,7 @@ def sqlite(tmp_path: Path, settings: Settings) -> Iterator[tuple[Database, Any]]
     url = f"sqlite:///{tmp_path / 'omoi.sqlite'}"
     upgrade(url)
     yield from own_store(url, settings)
+    assert_consistent(url)
 
 
 @pytest.fixture()

@@ -32,6 +32,7 @@ from omoi.services.phases import close_tasks
 from omoi.services.records import cancel_rows, event_row, move_ticket, record, task_event
 from omoi.services.sql import (
     dependents,
+    move_tasks,
     retry_db,
     tasks,
     tickets,
@@ -130,7 +131,8 @@ def _cancel_ticket_tx(db: Database, ticket_id: uuid.UUID, reason: str) -> list[A
 
 
 def _reopen_downstream(conn: Connection, ticket_id: uuid.UUID, root: uuid.UUID) -> int:
-    """Put tasks cancelled because ``root`` failed back to pending, with their counters."""
+    """Put tasks cancelled because ``root`` failed back to pending, with their counters, level
+    by level; one that another failed dependency still dooms stays cancelled."""
     frontier, reopened = [root], 0
     while frontier:
         rows = dependents(
@@ -141,28 +143,34 @@ def _reopen_downstream(conn: Connection, ticket_id: uuid.UUID, root: uuid.UUID) 
             tasks.c.id,
             tasks.c.dependencies,
             tasks.c.error,
+            tasks.c.sync_need,
+            lock=True,
         )
-        frontier = [
-            r.id for r in rows if (r.error or {}).get("category") == ErrorCategory.UPSTREAM_FAILED
-        ]
+        frontier = []
         for r in rows:
-            if r.id not in frontier:
+            if (r.error or {}).get("category") != ErrorCategory.UPSTREAM_FAILED:
                 continue
             deps = [uuid.UUID(d) for d in r.dependencies.get("depends_on", [])]
-            succeeded = conn.execute(
-                select(func.count()).where(
-                    tasks.c.id.in_(deps), tasks.c.status == TaskStatus.SUCCEEDED
-                )
-            ).scalar_one()
-            conn.execute(
-                update(tasks)
-                .where(tasks.c.id == r.id)
-                .values(
-                    status=TaskStatus.PENDING,
-                    error=None,
-                    finished_at=None,
-                    unmet_dependencies=len(deps) - succeeded,
-                )
+            counts = dict(
+                conn.execute(
+                    select(tasks.c.status, func.count())
+                    .where(tasks.c.id.in_(deps))
+                    .group_by(tasks.c.status)
+                ).all()
+            )
+            need = len(deps) if r.sync_need is None else r.sync_need
+            lost = counts.get(TaskStatus.FAILED, 0) + counts.get(TaskStatus.CANCELLED, 0)
+            if len(deps) - lost < need:
+                continue
+            unmet = need - counts.get(TaskStatus.SUCCEEDED, 0)
+            frontier += move_tasks(
+                conn,
+                [r.id],
+                TaskStatus.CANCELLED,
+                status=TaskStatus.PENDING,
+                error=None,
+                finished_at=None,
+                unmet_dependencies=unmet,
             )
         reopened += len(frontier)
     return reopened

@@ -26,6 +26,7 @@ from omoi.services.phases import close_tasks
 from omoi.services.records import record, task_event
 from omoi.services.sql import (
     dependents,
+    move_tasks,
     retry_db,
     sweep_lock,
     tasks,
@@ -58,7 +59,10 @@ class RetryPolicy:
 
 
 def _doomed_sync_points(conn: Connection, candidates: Sequence[Any]) -> list[uuid.UUID]:
-    """Sync points that can no longer gather ``sync_need`` successes."""
+    """Sync points that can no longer gather ``sync_need`` successes. The caller holds their
+    row locks, so this count, a statement begun after the lock was granted, sees every failure
+    committed by a transaction that held the lock before: of two dependencies failing at once,
+    the second to lock sees both."""
     doomed = []
     for row in candidates:
         deps = [uuid.UUID(d) for d in row.dependencies["depends_on"]]
@@ -77,7 +81,9 @@ def cancel_downstream(
     conn: Connection, ticket_id: uuid.UUID, roots: Sequence[uuid.UUID], reason: str
 ) -> int:
     """Cancel every pending task downstream of ``roots`` (``upstream_failed``), level by level;
-    a sync point only once too few of its dependencies can still succeed."""
+    a sync point only once too few of its dependencies can still succeed. Returns how many
+    this transaction cancelled: a dependent another transaction cancelled first is not counted
+    again (the ticket's open-task counter drops once per task)."""
     now = utcnow()
     frontier, total = list(roots), 0
     error = TaskError(ErrorCategory.UPSTREAM_FAILED, "UpstreamFailed", reason).as_dict()
@@ -90,20 +96,22 @@ def cancel_downstream(
             tasks.c.id,
             tasks.c.sync_need,
             tasks.c.dependencies,
+            lock=True,
         )
         doomed = [r.id for r in pending if r.sync_need is None]
         doomed += _doomed_sync_points(conn, [r for r in pending if r.sync_need is not None])
-        if doomed:
-            conn.execute(
-                update(tasks)
-                .where(tasks.c.id.in_(doomed))
-                .values(status=TaskStatus.CANCELLED, error=error, finished_at=now)
-            )
-        record(
-            conn, (task_event(EventType.TASK_CANCELLED, t, ticket_id, error, now) for t in doomed)
+        frontier = move_tasks(
+            conn,
+            doomed,
+            TaskStatus.PENDING,
+            status=TaskStatus.CANCELLED,
+            error=error,
+            finished_at=now,
         )
-        total += len(doomed)
-        frontier = doomed
+        record(
+            conn, (task_event(EventType.TASK_CANCELLED, t, ticket_id, error, now) for t in frontier)
+        )
+        total += len(frontier)
     return total
 
 

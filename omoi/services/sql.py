@@ -24,6 +24,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
@@ -103,12 +104,41 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
             copy.write_row([Jsonb(row[n]) if n in json_columns else row[n] for n in names])
 
 
+def move_tasks(
+    conn: Connection, ids: Sequence[uuid.UUID], leaving: str | Sequence[str], **values: Any
+) -> list[uuid.UUID]:
+    """The one form of a task transition: rows move only from the status they leave, and the
+    caller counts what this returns, the rows it changed. Two transactions racing to move the
+    same row (two failed dependencies cancelling their dependent) then move it once: the loser's
+    UPDATE waits for the winner's row lock and re-checks the status it leaves."""
+    if not ids:
+        return []
+    statuses = [leaving] if isinstance(leaving, str) else list(leaving)
+    return list(
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id.in_(list(ids)), tasks.c.status.in_(statuses))
+            .values(**values)
+            .returning(tasks.c.id)
+        ).scalars()
+    )
+
+
 def dependents(
-    conn: Connection, ticket_id: uuid.UUID, of: Sequence[uuid.UUID], status: str, *columns: Any
+    conn: Connection,
+    ticket_id: uuid.UUID,
+    of: Sequence[uuid.UUID],
+    status: str,
+    *columns: Any,
+    lock: bool = False,
 ) -> list[Any]:
-    """``columns`` of the ticket's tasks in ``status`` that depend on any of ``of``."""
+    """``columns`` of the ticket's tasks in ``status`` that depend on any of ``of``; with
+    ``lock``, row-locked in id order (so concurrent lockers cannot deadlock), and a row another
+    transaction moved out of ``status`` meanwhile is left out."""
     dialect = dialect_of(conn)
     query = select(*columns).where(tasks.c.status == status, depends_on_any(dialect, of))
+    if lock:
+        query = query.order_by(tasks.c.id).with_for_update()
     # A task id names one ticket's task, and on PostgreSQL the GIN index over pending tasks
     # finds their dependents alone: naming the ticket too let the planner, on statistics from
     # before the ticket's tasks existed, walk all of them through the ticket's index instead.
