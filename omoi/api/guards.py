@@ -4,41 +4,13 @@ store. Each failure is a 4xx, nothing written."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Flask, Response, request
 
 from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
+from omoi.domain.storable import TOO_DEEP, bad_node
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
-
-
-TOO_DEEP = "<too deep>"
-
-
-def bad_node(value: Any, max_depth: int) -> str | None:
-    """Path of the first string holding NUL or a lone surrogate, ``TOO_DEEP`` when containers
-    nest deeper than ``max_depth``, else None (iterative walk)."""
-    stack: list[tuple[str, int, Any]] = [("$", 0, value)]
-    while stack:
-        path, depth, node = stack.pop()
-        if isinstance(node, dict | list) and depth >= max_depth:
-            return TOO_DEEP
-        if isinstance(node, dict):
-            for k, v in node.items():
-                stack.append((f"{path}.{k}", depth + 1, v))
-                stack.append((f"{path}.<key>", depth + 1, k))
-        elif isinstance(node, list):
-            stack.extend((f"{path}[{i}]", depth + 1, v) for i, v in enumerate(node))
-        elif isinstance(node, str):
-            if "\x00" in node:
-                return path
-            try:
-                node.encode("utf-8")
-            except UnicodeEncodeError:
-                return path
-    return None
 
 
 def invalid_string(path: str) -> Response:

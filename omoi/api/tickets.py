@@ -28,6 +28,7 @@ from omoi.api.schemas import (
     ValidTransitions,
 )
 from omoi.models import Ticket
+from omoi.models.tables import TICKET_COLUMNS
 from omoi.services import control, phases, queries, tickets
 from omoi.services.tickets import NewTicket
 
@@ -40,7 +41,7 @@ blp = Blueprint(
 
 
 def ticket_view(ticket: Ticket, counts: dict[str, int]) -> dict[str, Any]:
-    view = {c.key: getattr(ticket, c.key) for c in Ticket.__table__.columns}
+    view = {c.key: getattr(ticket, c.key) for c in TICKET_COLUMNS}
     view.update(task_counts=counts, progress=round(queries.progress(counts), 4))
     return view
 

@@ -6,6 +6,7 @@ import subprocess
 from dataclasses import dataclass
 
 from omoi.domain.enums import ErrorCategory
+from omoi.domain.storable import storable_text
 
 
 class PermanentError(Exception):
@@ -14,6 +15,11 @@ class PermanentError(Exception):
 
 class TransientError(Exception):
     """Raised by a handler when a later attempt may succeed (a flaky dependency)."""
+
+
+class UnstorableResult(PermanentError):
+    """A handler returned what PostgreSQL cannot store: the same value would come back from
+    every retry, so the attempt fails for good, naming why."""
 
 
 @dataclass(frozen=True)
@@ -83,4 +89,4 @@ def _category(exc: BaseException) -> ErrorCategory:
 
 def classify(exc: BaseException) -> TaskError:
     """The handler's explicit type first, then known types by name; unknown is transient."""
-    return TaskError(_category(exc), type(exc).__name__, str(exc)[:2000])
+    return TaskError(_category(exc), type(exc).__name__, storable_text(str(exc)[:2000]))

@@ -81,6 +81,9 @@ class Ticket(Base):
     previous_phase: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=TicketStatus.ACTIVE)
     context: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+    # The tasks submitted for each phase ({phase: [spec]}), instantiated at every entry into
+    # it. Apart from the context, which every external claim carries; read only on entry.
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc, deferred=True)
     # Tasks of the current phase not yet terminal; maintained in the transactions that end
     # tasks, so the one that brings it to 0 settles the phase without racing its siblings.
     open_tasks: Mapped[int] = mapped_column(Integer, default=0)
@@ -88,6 +91,10 @@ class Ticket(Base):
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# A ticket's columns but its plan, which only entering a phase reads (it may be megabytes).
+TICKET_COLUMNS = tuple(c for c in Ticket.__table__.c if c.name != "plan")
 
 
 class Task(Base):

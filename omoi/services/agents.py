@@ -22,12 +22,13 @@ from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
 from omoi.domain.routing import DEFAULT_CAPABILITY, external_routes, normalize_capabilities
+from omoi.domain.storable import unstorable
 from omoi.models import Agent, Database
 from omoi.models.tables import PRIORITY_RANK, RUNNING_ATTEMPTS
 from omoi.models.types import utcnow
 from omoi.services import fastpath, locks
 from omoi.services.dispatcher import Dispatcher
-from omoi.services.errors import Conflict, NotFound
+from omoi.services.errors import Conflict, Invalid, NotFound
 from omoi.services.execution import CLAIM, Claim, TaskContext, succeed
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
@@ -456,7 +457,11 @@ def _superseded(task_id: uuid.UUID) -> Conflict:
 def complete(
     db: Database, dispatcher: Dispatcher, task_id: uuid.UUID, lease: uuid.UUID, result: Any
 ) -> None:
-    """An external agent reports success under its lease."""
+    """An external agent reports success under its lease; a result PostgreSQL cannot store is
+    refused, and the agent may report again."""
+    reason = unstorable(result)
+    if reason is not None:
+        raise Invalid(f"the result cannot be stored: {reason}", {"task_id": str(task_id)})
     row = _attempt_of(db, task_id)
     landed, ready = succeed(db, Claim(task_id, row.ticket_id, row.attempt, lease), result)
     if not landed:

@@ -5,7 +5,6 @@ when its last task ends; ready dependents are published after commit."""
 
 from __future__ import annotations
 
-import json
 import traceback
 import uuid
 from collections.abc import Callable
@@ -16,9 +15,10 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, and_, bindparam, case, or_, select, update
 
-from omoi.domain.enums import MessageType, TaskStatus
-from omoi.domain.errors import PermanentError, classify
+from omoi.domain.enums import ErrorCategory, MessageType, TaskStatus
+from omoi.domain.errors import PermanentError, TaskError, UnstorableResult, classify
 from omoi.domain.events import EventType
+from omoi.domain.storable import storable_text, unstorable
 from omoi.models import Database
 from omoi.models.types import utcnow
 from omoi.services import coordination, fastpath, locks, messaging
@@ -31,6 +31,7 @@ from omoi.services.sql import (
     depends_on_one,
     depends_on_params,
     dialect_of,
+    refused_data,
     retry_db,
     tasks,
     tickets,
@@ -463,18 +464,29 @@ def _run_handler(
         if handler is None:
             raise PermanentError(f"no handler registered for task_type {ctx.task_type!r}")
         result = handler(ctx)
-        json.dumps(result)  # a result must be storable; fail here, not in the commit
+        reason = unstorable(result)  # fail here, naming why, rather than in the commit
+        if reason is not None:
+            raise UnstorableResult(f"the result cannot be stored: {reason}")
+        landed, ready = succeed(db, c, result)
     except Exception as exc:
-        error = classify(exc)
-        log.warning("attempt_failed", **error.as_dict())
-        _, retry = fail_attempt(
-            db, policy, c.task_id, c.attempt, error, lease=c.lease, trace=traceback.format_exc()
-        )
-        publish(db, dispatcher, retry)
+        _record_failure(db, dispatcher, policy, c, exc)
         return "failed"
-    landed, ready = succeed(db, c, result)
     if not landed:
         log.info("attempt_superseded")
         return "superseded"
     publish(db, dispatcher, ready)
     return "succeeded"
+
+
+def _record_failure(
+    db: Database, dispatcher: Dispatcher, policy: RetryPolicy, c: Claim, exc: Exception
+) -> None:
+    """Record the attempt's failure: the handler's own exception, or one storing its result
+    raised (a statement PostgreSQL refused), so that no attempt is left running."""
+    error = classify(exc)
+    if refused_data(exc):
+        error = TaskError(ErrorCategory.PERMANENT, "ResultNotStored", error.message)
+    log.warning("attempt_failed", **error.as_dict())
+    trace = storable_text(traceback.format_exc())
+    _, retry = fail_attempt(db, policy, c.task_id, c.attempt, error, lease=c.lease, trace=trace)
+    publish(db, dispatcher, retry)

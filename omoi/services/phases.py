@@ -11,13 +11,14 @@ an artifact arriving as the last task ends) transition a ticket at most once.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from omoi.domain import dag, gates
 from omoi.domain.context import aggregate, summarize
@@ -27,6 +28,7 @@ from omoi.domain.ids import new_id
 from omoi.domain.routing import normalize_capabilities, queue_for, route_of
 from omoi.domain.workflow import Workflow
 from omoi.models import Approval, Artifact, Database, GateResult, PhaseHistory
+from omoi.models.tables import TICKET_COLUMNS
 from omoi.models.types import utcnow
 from omoi.services import workflows
 from omoi.services.dispatcher import Dispatch, Dispatcher
@@ -40,6 +42,7 @@ gate_results = GateResult.__table__
 approvals = Approval.__table__
 history = PhaseHistory.__table__
 VISIT = "#"  # separates a task key from the visit number when a phase is entered again
+VISIT_NUMBER = re.compile(rf"{VISIT}(\d+)")
 
 
 @dataclass
@@ -102,6 +105,27 @@ def check_graph(specs: Sequence[NewTask], phase: str) -> None:
             )
 
 
+def visit_of(key: str) -> int:
+    """Which visit of its phase a task key was created in (a split subtask's, its parent's):
+    ``build`` 1, ``build#3`` 3, ``build#3/part-1`` 3. Submitted keys hold no ``#``."""
+    found = VISIT_NUMBER.search(key)
+    return int(found.group(1)) if found else 1
+
+
+def _keys(conn: Connection, ticket_id: uuid.UUID, phase: str) -> list[str]:
+    return list(
+        conn.execute(
+            select(tasks.c.key).where(tasks.c.ticket_id == ticket_id, tasks.c.phase == phase)
+        ).scalars()
+    )
+
+
+def plan_of(specs: Sequence[NewTask]) -> list[dict[str, Any]]:
+    """Specs as stored in a ticket's plan (a shallow copy: ``asdict`` deep-copies every
+    payload, a tenth of a 10,000-task ticket's acceptance)."""
+    return [dict(vars(t)) for t in specs]
+
+
 def instantiate(
     conn: Connection,
     ticket_id: uuid.UUID,
@@ -113,13 +137,9 @@ def instantiate(
 ) -> tuple[list[dict[str, Any]], list[Dispatch]]:
     """Insert a phase's tasks (ready ones queued) and set the ticket's open-task counter; or,
     for a split (``split_of`` = the parent's key), add them to the running phase."""
-    if split_of is None:
-        visits = conn.execute(
-            select(func.count()).where(
-                history.c.ticket_id == ticket_id, history.c.to_phase == phase
-            )
-        ).scalar_one()
-        suffix = f"{VISIT}{visits}" if visits > 1 else ""  # a phase entered again: fresh keys
+    if split_of is None:  # a phase entered again, the first included: the next visit's keys
+        visits = max(map(visit_of, _keys(conn, ticket_id, phase)), default=0)
+        suffix = f"{VISIT}{visits + 1}" if visits else ""
     prefix = f"{split_of}/" if split_of is not None else ""
     ids = {t.key: new_id() for t in specs}
     rows: list[dict[str, Any]] = []
@@ -172,17 +192,18 @@ def instantiate(
     return rows, ready
 
 
-def _lock(conn: Connection, ticket_id: uuid.UUID) -> Any:
-    ticket = conn.execute(
-        select(tickets).where(tickets.c.id == ticket_id).with_for_update()
-    ).one_or_none()
+def _lock(conn: Connection, ticket_id: uuid.UUID, *, lock: bool = True) -> Any:
+    """The ticket (but its plan), row-locked unless ``lock`` is False; NotFound if none."""
+    query = select(*TICKET_COLUMNS).where(tickets.c.id == ticket_id)
+    ticket = conn.execute(query.with_for_update() if lock else query).one_or_none()
     if ticket is None:
         raise NotFound(f"ticket {ticket_id} not found", {"ticket_id": str(ticket_id)})
     return ticket
 
 
-def _planned(ticket: Any, phase: Phase) -> list[NewTask]:
-    return [NewTask(**t) for t in (ticket.context.get("planned") or {}).get(phase, [])]
+def _planned(conn: Connection, ticket_id: uuid.UUID, phase: Phase) -> list[NewTask]:
+    plan = conn.execute(select(tickets.c.plan).where(tickets.c.id == ticket_id)).scalar_one()
+    return [NewTask(**t) for t in (plan or {}).get(phase, [])]
 
 
 def _enter(
@@ -193,7 +214,7 @@ def _enter(
         conn.execute(update(tickets).where(tickets.c.id == ticket.id).values(open_tasks=0))
         record(conn, [event_row(EventType.TICKET_COMPLETED, "ticket", ticket.id, ticket.id)])
         return []
-    specs = phase_tasks(workflow, phase, ticket.title, _planned(ticket, phase))
+    specs = phase_tasks(workflow, phase, ticket.title, _planned(conn, ticket.id, phase))
     defaults = Defaults(ticket.priority, context.get("defaults", {}).get("max_retries", 3))
     _, ready = instantiate(conn, ticket.id, phase, specs, defaults, utcnow())
     if specs:
@@ -237,7 +258,7 @@ def _move(
     conn.execute(update(tickets).where(tickets.c.id == ticket.id).values(context=context))
     status = TicketStatus.DONE if to == Phase.DONE else TicketStatus.ACTIVE
     move_ticket(conn, ticket.id, ticket.phase, to, status, reason, by)
-    refreshed = conn.execute(select(tickets).where(tickets.c.id == ticket.id)).one()
+    refreshed = conn.execute(select(*TICKET_COLUMNS).where(tickets.c.id == ticket.id)).one()
     return _enter(conn, refreshed, workflow, to, context)
 
 
@@ -550,9 +571,7 @@ def give_approval(
 
 def valid_transitions(db: Database, ticket_id: uuid.UUID) -> dict[str, Any]:
     with db.connect() as conn:
-        ticket = conn.execute(select(tickets).where(tickets.c.id == ticket_id)).one_or_none()
-    if ticket is None:
-        raise NotFound(f"ticket {ticket_id} not found", {"ticket_id": str(ticket_id)})
+        ticket = _lock(conn, ticket_id, lock=False)
     workflow = workflows.get(ticket.workflow)
     closed = ticket.status in (TicketStatus.DONE, TicketStatus.CANCELLED)
     allowed = [] if closed else workflow.allowed(ticket.phase, ticket.previous_phase)
@@ -577,9 +596,7 @@ def history_of(db: Database, ticket_id: uuid.UUID) -> list[Any]:
 def gate_status(db: Database, ticket_id: uuid.UUID) -> dict[str, Any]:
     """The latest gate judgement and what the ticket's phase requires."""
     with db.connect() as conn:
-        ticket = conn.execute(select(tickets).where(tickets.c.id == ticket_id)).one_or_none()
-        if ticket is None:
-            raise NotFound(f"ticket {ticket_id} not found", {"ticket_id": str(ticket_id)})
+        ticket = _lock(conn, ticket_id, lock=False)
         latest = conn.execute(
             select(gate_results)
             .where(gate_results.c.ticket_id == ticket_id)

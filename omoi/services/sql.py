@@ -6,6 +6,7 @@ per task cost more than running them.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
 from omoi.domain.enums import TaskStatus
@@ -182,6 +183,14 @@ def disconnected(exc: BaseException) -> bool:
         return False
     state = exc.sqlstate
     return state is None or state.startswith("08") or state in DISCONNECT_SQLSTATES
+
+
+def refused_data(exc: BaseException) -> bool:
+    """The database refused a statement's values (a value jsonb cannot hold, a bind that
+    could not be encoded): sending it again cannot help."""
+    if isinstance(exc, DBAPIError):
+        return isinstance(exc.orig, psycopg.DataError | sqlite3.DataError)
+    return isinstance(exc, psycopg.DataError | StatementError)
 
 
 def retry_db(fn: Callable[[], T], attempts: int = 5) -> T:

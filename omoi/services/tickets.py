@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -21,7 +21,15 @@ from omoi.services import workflows
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, Invalid
 from omoi.services.outbox import publish
-from omoi.services.phases import Defaults, NewTask, check_graph, instantiate, judge, phase_tasks
+from omoi.services.phases import (
+    Defaults,
+    NewTask,
+    check_graph,
+    instantiate,
+    judge,
+    phase_tasks,
+    plan_of,
+)
 from omoi.services.records import event_row, record
 from omoi.services.sql import tickets
 
@@ -104,7 +112,6 @@ def create_ticket(
     context: dict[str, Any] = {
         "defaults": {"max_retries": default_max_retries},
         "budget": context_budget,
-        "planned": {p: [asdict(t) for t in ts] for p, ts in by_phase.items() if p != first},
     }
     initial = phase_tasks(workflow, first, spec.title, by_phase.get(first, []))
     try:
@@ -121,6 +128,7 @@ def create_ticket(
                         "phase": first,
                         "status": TicketStatus.ACTIVE,
                         "context": context,
+                        "plan": {p: plan_of(ts) for p, ts in by_phase.items()} or None,
                         "open_tasks": 0,
                         "idempotency_key": idempotency_key,
                         "request_fingerprint": request_fingerprint,

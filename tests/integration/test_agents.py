@@ -194,6 +194,13 @@ def test_external_agent_pull_protocol(api_client: Any) -> None:
         json={"lease_token": str(uuid.uuid4()), "result": {"x": 1}},
     )
     assert wrong.status_code == 409
+    unstorable = api_client.post(
+        f"/api/v1/tasks/{claimed['task_id']}/complete",
+        data=f'{{"lease_token": "{claimed["lease_token"]}", "result": {{"x": NaN}}}}',
+        content_type="application/json",
+    )
+    assert unstorable.status_code == 422, unstorable.get_json()
+    assert "cannot be stored" in unstorable.get_json()["error"]["message"]
     done = api_client.post(
         f"/api/v1/tasks/{claimed['task_id']}/complete",
         json={"lease_token": claimed["lease_token"], "result": {"found": 3}},

@@ -157,6 +157,19 @@ def test_failure_cancels_dependents_and_blocks_ticket(client: Any) -> None:
     assert "boom" in failed[0]["payload"]["traceback"]
 
 
+@pytest.mark.parametrize("kind", ["nan", "inf", "nul", "object"])
+def test_a_result_postgresql_cannot_store_fails_the_task_naming_why(client: Any, kind: str) -> None:
+    """Such a result left the task running, with no error and no deadline to end it."""
+    ticket = submit(client, [{"key": "bad", "task_type": "unstorable", "payload": {"kind": kind}}])
+    assert wait_finished(client, ticket["id"])["status"] == "blocked"
+    task = tasks_by_key(client, ticket["id"])["bad"]
+    assert task["status"] == "failed"
+    assert task["retry_count"] == 0
+    assert task["error"]["category"] == "permanent"
+    assert task["error"]["type"] == "UnstorableResult"
+    assert task["error"]["message"].startswith("the result cannot be stored: ")
+
+
 def test_shell_captures_output_and_exit_code(client: Any) -> None:
     ticket = submit(
         client,

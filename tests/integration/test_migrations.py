@@ -124,3 +124,37 @@ def test_routes_are_derived_from_the_tasks_capabilities(empty_url: str) -> None:
         routes = dict(conn.execute(select(Task.key, Task.route)).all())
     database.dispose()
     assert routes == {"gpu": "gpu", "plain": "default"}
+
+
+def test_planned_tasks_move_from_the_context_to_the_plan(empty_url: str) -> None:
+    """Migration 0013 moves ``context.planned`` into ``plan`` and out of the context that
+    every external claim carries; downgrading puts it back."""
+    upgrade(empty_url, "0012")
+    database = Database(empty_url)
+    planned = {"PHASE_DESIGN": [{"key": "extra", "task_type": "noop"}]}
+    tickets = Ticket.__table__
+    columns = [c for c in tickets.c if c.name != "plan"]  # the table as 0012 has it
+    with database.engine.begin() as conn:
+        conn.execute(
+            insert(tickets).values(
+                id=uuid.uuid4(),
+                title="t",
+                workflow="gated",
+                phase="PHASE_REQUIREMENTS",
+                status="active",
+                context={"budget": 10, "planned": planned},
+            )
+        )
+    database.dispose()
+    upgrade(empty_url)
+    database = Database(empty_url)
+    with database.engine.connect() as conn:
+        row = conn.execute(select(tickets.c.context, tickets.c.plan)).one()
+    assert (row.context, row.plan) == ({"budget": 10}, planned)
+    database.dispose()
+    downgrade(empty_url, "0012")
+    database = Database(empty_url)
+    with database.engine.connect() as conn:
+        context = conn.execute(select(*columns)).one().context
+    database.dispose()
+    assert context == {"budget": 10, "planned": planned}

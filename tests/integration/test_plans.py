@@ -60,6 +60,9 @@ def busy(pg_store: tuple[Database, Any]) -> tuple[Database, Claim]:
             " WHERE ticket_id = %s",
             (history["id"],),
         )
+        pg.execute(  # its counter as the finished tasks leave it (the suite checks it)
+            "UPDATE tickets SET open_tasks = 0, status = 'done' WHERE id = %s", (history["id"],)
+        )
         pg.execute("VACUUM ANALYZE")
     fleet = submit(
         client, [{"key": f"r{i}", "task_type": "noop"} for i in range(RUNNING + BACKLOG)]

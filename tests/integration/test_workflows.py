@@ -252,3 +252,59 @@ def test_tasks_attached_to_a_later_phase_run_there(client: Any) -> None:
     assert bad.status_code == 422
     unknown = client.post("/api/v1/tickets", json={"title": "t", "workflow": "nope"})
     assert unknown.status_code == 422
+
+
+def test_the_first_phase_entered_again_gets_fresh_tasks(client: Any) -> None:
+    """Moving a ticket back into its workflow's first phase answered 500 (a unique violation
+    on ``draft``: the visit count missed the phase the ticket was created in)."""
+    tid = create(client, "gated", tasks=[{"key": "extra", "task_type": "context-echo"}])["id"]
+    client.post(
+        f"/api/v1/tickets/{tid}/artifacts",
+        json={"type": "spec", "content": {"text": "## Scope\n\nA plan for everything."}},
+    )
+    for visit in (1, 2, 3):
+        if visit > 1:
+            back = client.post(
+                f"/api/v1/tickets/{tid}/transition",
+                json={"to_phase": "PHASE_REQUIREMENTS", "reason": "again"},
+            )
+            assert back.status_code == 200, back.get_json()
+        wait_for(  # requirements' tasks and design's, then design waits for its approval
+            lambda visit=visit: (
+                (t := ticket(client, tid))["previous_phase"] == "PHASE_DESIGN"
+                and t["status"] == "blocked"
+                and t["task_counts"].get("succeeded") == 3 * visit
+            ),
+            timeout=30,
+            what=f"visit {visit} of the first phase",
+        )
+    keys = [t["key"] for t in client.get(f"/api/v1/tasks?ticket_id={tid}").get_json()["items"]]
+    assert keys == [f"{k}{s}" for s in ("", "#2", "#3") for k in ("draft", "extra", "look")]
+
+
+def test_a_forced_move_into_the_current_phase_runs_its_tasks_again(client: Any) -> None:
+    """``{"to_phase": "PHASE_RUN", "force": true}`` cancelled the tasks and created none: the
+    submitted tasks of a ticket's first phase were not kept for a later entry."""
+    created = client.post(
+        "/api/v1/tickets",
+        json={
+            "title": "rerun",
+            "tasks": [
+                {"key": "slow", "task_type": "sleep", "payload": {"seconds": 30}},
+                {"key": "after", "task_type": "noop", "depends_on": ["slow"]},
+            ],
+        },
+    ).get_json()
+    tid = created["id"]
+    moved = client.post(
+        f"/api/v1/tickets/{tid}/transition", json={"to_phase": "PHASE_RUN", "force": True}
+    )
+    assert moved.status_code == 200, moved.get_json()
+    items = client.get(f"/api/v1/tasks?ticket_id={tid}").get_json()["items"]
+    assert [(t["key"], t["status"]) for t in items][:2] == [
+        ("slow", "cancelled"),
+        ("after", "cancelled"),
+    ]
+    assert [t["key"] for t in items[2:]] == ["slow#2", "after#2"]
+    assert ticket(client, tid)["status"] == "active"
+    client.post(f"/api/v1/tickets/{tid}/cancel")

@@ -112,3 +112,17 @@ def fan_out(ctx: TaskContext) -> dict[str, Any]:
 @handler("vote")
 def vote(ctx: TaskContext) -> Any:
     return ctx.payload["value"]
+
+
+UNSTORABLE: dict[str, Any] = {
+    "nan": {"x": float("nan")},
+    "inf": [float("-inf")],
+    "nul": {"text": "a\x00b"},
+    "object": {"o": object()},
+}
+
+
+@handler("unstorable")
+def unstorable(ctx: TaskContext) -> Any:
+    """Returns what PostgreSQL cannot store, of the kind ``payload.kind`` names."""
+    return UNSTORABLE[ctx.payload["kind"]]

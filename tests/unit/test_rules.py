@@ -4,12 +4,12 @@ import uuid
 
 import pytest
 
-from omoi.api.guards import TOO_DEEP, bad_node
 from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory, Priority, TaskStatus
 from omoi.domain.errors import PermanentError, TransientError, classify
 from omoi.domain.ids import new_id
 from omoi.domain.routing import normalize_capabilities, queue_for, queues_for_worker
+from omoi.domain.storable import TOO_DEEP, bad_node, storable_text, unstorable
 
 
 def test_ids_are_uuid7_and_strictly_increasing() -> None:
@@ -70,3 +70,19 @@ def test_bad_node_finds_nul_and_surrogates_anywhere_and_deep_nesting() -> None:
     assert bad_node({"k\x00": 1}, 3) == "$.<key>"
     assert bad_node(["\ud800"], 3) == "$[0]"
     assert bad_node({"a": [1, {"b": "ok"}]}, 2) == TOO_DEEP
+
+
+def test_unstorable_names_what_postgresql_refuses() -> None:
+    assert unstorable({"a": [1, 2.5, "ok", None, True]}) is None
+    assert "Out of range float" in (unstorable({"x": float("nan")}) or "")
+    assert "Out of range float" in (unstorable([float("inf")]) or "")
+    assert (
+        unstorable({"s": "a\x00b"}) == "the string at $.s holds a NUL character or a lone surrogate"
+    )
+    assert unstorable(["\udc80"]) == "the string at $[0] holds a NUL character or a lone surrogate"
+    assert "not JSON serializable" in (unstorable({"o": object()}) or "")
+
+
+def test_storable_text_escapes_only_what_must_be_escaped() -> None:
+    assert storable_text("plain") == "plain"
+    assert storable_text("a\x00b\ud800") == "a\\x00b\\ud800"
