@@ -136,6 +136,7 @@ class Claim(MethodView):
             "key": ctx.key,
             "task_type": ctx.task_type,
             "attempt": ctx.attempt,
+            "idempotency_key": ctx.idempotency_key,
             "lease_token": ctx.lease,
             "payload": ctx.payload,
             "timeout_seconds": ctx.timeout_seconds,

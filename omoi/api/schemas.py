@@ -322,6 +322,9 @@ class ClaimOut(Schema):
     key = fields.String()
     task_type = fields.String()
     attempt = fields.Integer()
+    idempotency_key = fields.String(
+        metadata={"description": "the same for every attempt of the task: a dedupe key"}
+    )
     lease_token = fields.UUID()
     payload = fields.Dict()
     timeout_seconds = fields.Float(allow_none=True)

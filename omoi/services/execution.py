@@ -140,6 +140,14 @@ class TaskContext:
     _lease: uuid.UUID | None = field(default=None, repr=False)
     _dispatcher: Dispatcher | None = field(default=None, repr=False)
 
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt of this task, and for no other task: omoi runs a task at
+        least once (a worker killed between its side effect and the commit of its result runs
+        it again), so pass this to whatever the handler changes, as its dedupe key, to make the
+        effect happen once."""
+        return f"omoi-task-{self.task_id}"
+
     @cached_property
     def _dependencies(self) -> list[Any]:
         if not self.depends_on or self._db is None:

@@ -187,6 +187,7 @@ def test_external_agent_pull_protocol(api_client: Any) -> None:
     assert first.status_code == 200
     claimed = first.get_json()
     assert (claimed["key"], claimed["payload"], claimed["attempt"]) == ("urgent", {"n": 2}, 1)
+    assert claimed["idempotency_key"] == f"omoi-task-{claimed['task_id']}"
     assert api_client.get(f"/api/v1/agents/{agent_id}").get_json()["status"] == "busy"
 
     wrong = api_client.post(

@@ -37,6 +37,22 @@ def effect(ctx: TaskContext) -> dict[str, Any]:
     return {"key": ctx.key, "runs": runs, "inputs": sorted(ctx.dependency_results)}
 
 
+RUNS_KEY = "omoi-test:runs:{}"
+
+
+@handler("charge-once")
+def charge_once(ctx: TaskContext) -> dict[str, Any]:
+    """Its side effect first, then ``payload.seconds`` of work on the first run before the
+    result commits: a kill in that window runs it again, and the effect, keyed by
+    ``ctx.idempotency_key``, still happens once."""
+    runs = effects().incr(RUNS_KEY.format(ctx.task_id))
+    if effects().set(f"omoi-test:charged:{ctx.idempotency_key}", 1, nx=True):
+        effects().incr(EFFECT_KEY.format(ctx.task_id))
+    if runs == 1:
+        time.sleep(float(ctx.payload.get("seconds", 0)))
+    return {"runs": runs}
+
+
 @handler("explode")
 def explode(ctx: TaskContext) -> None:
     raise PermanentError(ctx.payload.get("message", "exploded on purpose"))
