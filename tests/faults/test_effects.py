@@ -10,8 +10,8 @@ from typing import Any
 
 import redis
 
-from tests.faults.test_lost_workers import running_on
-from tests.support.api import submit, wait_finished
+from tests.faults.test_lost_workers import run_on_a_victim
+from tests.support.api import wait_finished
 from tests.support.handlers import EFFECT_KEY, RUNS_KEY
 from tests.support.procs import Proc, wait_for
 
@@ -19,20 +19,7 @@ from tests.support.procs import Proc, wait_for
 def test_a_kill_between_effect_and_commit_runs_the_handler_again_and_the_key_holds(
     client: Any, beat: Proc, victims: tuple[str, list[Proc]], redis_client: redis.Redis
 ) -> None:
-    capability, procs = victims
-    ticket = submit(
-        client,
-        [
-            {
-                "key": "charge",
-                "task_type": "charge-once",
-                "capabilities": [capability],
-                "payload": {"seconds": 60},
-            }
-        ],
-    )
-    task_id = ticket["tasks"][0]["id"]
-    doomed = running_on(client, task_id, procs)
+    ticket, task_id, doomed = run_on_a_victim(client, victims, 60, task_type="charge-once")
     wait_for(
         lambda: redis_client.get(EFFECT_KEY.format(task_id)) == b"1",
         timeout=30,

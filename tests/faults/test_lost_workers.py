@@ -32,7 +32,7 @@ def running_on(client: Any, task_id: str, procs: list[Proc]) -> Proc:
 
 
 def run_on_a_victim(
-    client: Any, victims: tuple[str, list[Proc]], seconds: float
+    client: Any, victims: tuple[str, list[Proc]], seconds: float, task_type: str = "effect"
 ) -> tuple[dict[str, Any], str, Proc]:
     """Submit one task for the victims' capability; returns it once running, and its worker."""
     capability, procs = victims
@@ -41,7 +41,7 @@ def run_on_a_victim(
         [
             {
                 "key": "work",
-                "task_type": "effect",
+                "task_type": task_type,
                 "capabilities": [capability],
                 "payload": {"seconds": seconds},
             }
