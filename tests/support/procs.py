@@ -99,11 +99,12 @@ def start_worker(
     return proc, name
 
 
-def start_beat(env: dict[str, str], tmp: Path) -> Proc:
-    beat_env = {**env, "OMOI_DATA_DIR": str(tmp / "beat")}
-    (tmp / "beat").mkdir(exist_ok=True)
+def start_beat(env: dict[str, str], tmp: Path, name: str = "beat") -> Proc:
+    """``omoi beat`` with a data directory (its schedule) and log named ``name`` under ``tmp``."""
+    beat_env = {**env, "OMOI_DATA_DIR": str(tmp / name)}
+    (tmp / name).mkdir(exist_ok=True)
     return Proc(
-        [sys.executable, "-m", "omoi", "beat", "--loglevel", "INFO"], beat_env, tmp / "beat.log"
+        [sys.executable, "-m", "omoi", "beat", "--loglevel", "INFO"], beat_env, tmp / f"{name}.log"
     )
 
 
