@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 
 from tests.support.api import bearer
 from tests.support.procs import ROOT, Proc, free_port, wait_for
+from tests.support.procs import run_omoi as omoi
 
 
 @pytest.fixture()
@@ -28,17 +30,6 @@ def embedded(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMOI_")}
     env.update(OMOI_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(ROOT))
     return env
-
-
-def omoi(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "omoi", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 class Impostor(http.server.BaseHTTPRequestHandler):
@@ -63,16 +54,6 @@ def taken_port() -> Iterator[int]:
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def test_up_refuses_a_taken_port_in_one_line(embedded: dict[str, str], taken_port: int) -> None:
@@ -135,7 +116,8 @@ def test_a_process_that_dies_at_start_up_is_named_with_its_log(embedded: dict[st
     ]
     assert named, result.stderr
     assert "ModuleNotFoundError: No module named 'omoi_no_such_handlers'" in result.stderr
-    assert port_is_free(port)  # the API that did start was stopped
+    with pytest.raises(ConnectionRefusedError):  # nothing of the stack is left listening
+        socket.create_connection(("127.0.0.1", port), timeout=5)
 
 
 def test_a_broken_workflow_file_stops_up_with_its_name(
@@ -153,6 +135,43 @@ def test_a_broken_workflow_file_stops_up_with_its_name(
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert f"{folder / 'broken.yaml'}: not valid YAML" in result.stderr
+
+
+def test_up_prints_a_token_for_the_local_user(embedded: dict[str, str], tmp_path: Path) -> None:
+    port = free_port()
+    data = Path(embedded["OMOI_DATA_DIR"])
+    proc = Proc(
+        [sys.executable, "-m", "omoi", "up", "--port", str(port)], embedded, tmp_path / "up.log"
+    )
+    children: list[str] = []
+    try:
+        line = wait_for(
+            lambda: next((ln for ln in proc.output().splitlines() if "token (admin" in ln), None),
+            timeout=330,
+            what="omoi up to print its token",
+        )
+        secret = line.rsplit(" ", 1)[1]
+        assert (data / "token").read_text().strip() == secret
+        assert (data / "token").stat().st_mode & 0o077 == 0
+        assert (
+            f"sign in to the board: http://127.0.0.1:{port}/board?token={secret}" in proc.output()
+        )
+        url = f"http://127.0.0.1:{port}/api/v1/workflows"
+        with urllib.request.urlopen(urllib.request.Request(url, headers=bearer(secret))) as r:
+            assert r.status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url)
+        assert refused.value.code == 401
+        pgrep = ["pgrep", "-P", str(proc.pid)]
+        children = subprocess.run(pgrep, capture_output=True, text=True).stdout.split()
+    finally:
+        proc.stop()
+    assert proc.popen.returncode == 0 and len(children) == 3  # API, worker, beat
+    wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
+        timeout=30,
+        what="SIGTERM to omoi up to stop API, worker and beat",
+    )
 
 
 @pytest.fixture()

@@ -62,6 +62,20 @@ class Proc:
         self._fh.close()
 
 
+def run_omoi(
+    env: dict[str, str], *args: str, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """``omoi <args>`` run to its end, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "omoi", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def start_worker(
     env: dict[str, str],
     tmp: Path,
