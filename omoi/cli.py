@@ -396,6 +396,7 @@ def _running_stack(settings: Settings, port: int | None, concurrency: int) -> It
 
 
 def _stop(children: list[Child]) -> None:
+    """SIGTERM to all first, so they shut down side by side; kill what is still up after 20 s."""
     for c in children:
         if c.popen.poll() is None:
             c.popen.send_signal(signal.SIGTERM)
