@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,7 @@ from omoi.config import Settings
 from omoi.domain.auth import Scope
 from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.domain.routing import queues_for_worker
+from omoi.domain.workflow import WorkflowError
 from omoi.models import Database
 from omoi.services import relay, tokens, workflows
 from omoi.services.errors import NotFound
@@ -33,7 +40,10 @@ DEMO_TICKET: dict[str, Any] = {
 
 
 def _settings() -> Settings:
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a malformed OMOI_* number: say which, without a traceback
+        raise click.ClickException(str(exc)) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return settings
 
@@ -150,22 +160,33 @@ def worker(
 
 @main.command()
 @click.option("--loglevel", default="INFO")
-def beat(loglevel: str) -> None:
+@click.option(
+    "--pidfile",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Written once beat has loaded, removed when it stops (omoi up waits for it).",
+)
+def beat(loglevel: str, pidfile: str | None) -> None:
     """Run the beat scheduler (outbox and repair sweeps) and, on Redis, the event relay."""
     from omoi.worker.app import app
 
     settings = _settings()
     if settings.broker_url.startswith(("redis://", "rediss://")):
-        relay.start(Database(settings.database_url, pool_size=2), settings.broker_url)
-    app.start(
-        [
-            "beat",
-            "--loglevel",
-            loglevel,
-            "--schedule",
-            str(settings.data_dir / "celerybeat-schedule"),
-        ]
-    )
+        relay.start(
+            Database(settings.database_url, pool_size=2),
+            settings.broker_url,
+            settings.relay_channel,
+        )
+    argv = [
+        "beat",
+        "--loglevel",
+        loglevel,
+        "--schedule",
+        str(settings.data_dir / "celerybeat-schedule"),
+    ]
+    if pidfile:
+        argv += ["--pidfile", pidfile]
+    app.start(argv)
 
 
 def _local_token(settings: Settings) -> str:
@@ -184,81 +205,233 @@ def _local_token(settings: Settings) -> str:
     return secret
 
 
-def _spawn_stack(settings: Settings, quiet: bool) -> list[subprocess.Popen[bytes]]:
+STARTUP_TIMEOUT = 300.0  # a loaded 2-core machine boots gunicorn and Celery in tens of seconds
+POLL_TIMEOUT = 5.0
+LOG_TAIL = 20
+
+
+@dataclass
+class Child:
+    """One process of the stack, its output in ``<data dir>/logs/<name>.log``."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def report(self) -> str:
+        """Which process stopped, and the end of its log: what the user needs to fix it."""
+        lines = self.log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+        tail = "\n".join(f"  {line}" for line in lines) or "  (no output)"
+        return (
+            f"the {self.name} stopped (exit code {self.popen.returncode}); "
+            f"the end of {self.log}:\n{tail}"
+        )
+
+
+@dataclass
+class Stack:
+    """What ``omoi up`` and ``omoi demo`` started: where it listens and its processes."""
+
+    url: str
+    token: str
+    instance: str
+    beat_pidfile: Path
+    children: list[Child] = field(default_factory=list)
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+
+def _stack_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--port`` and ``--concurrency``, shared by ``omoi up`` and ``omoi demo``."""
+    command = click.option(
+        "--concurrency",
+        type=click.IntRange(min=1),
+        default=2,
+        show_default=True,
+        help="Pool processes of the worker.",
+    )(command)
+    return click.option(
+        "--port", type=int, default=None, help="Where the API listens (default OMOI_API_PORT)."
+    )(command)
+
+
+def _refuse_taken_port(host: str, port: int) -> None:
+    """Stop before starting anything if the port is taken: whatever serves there would answer
+    for the API and gunicorn would give up binding only after a while."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                "stop what runs there or choose another --port"
+            ) from None
+
+
+def _spawn(stack: Stack, settings: Settings, *args: str) -> None:
+    """``omoi <args>``, named by its command, its output in the data directory's logs."""
+    name = args[0]
+    log = settings.data_dir / "logs" / f"{name}.log"
+    log.parent.mkdir(exist_ok=True)
+    env = {**os.environ, "OMOI_INSTANCE_ID": stack.instance}
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "omoi", *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    stack.children.append(Child(name, popen, log))
+
+
+def _get_json(url: str, token: str = "") -> Any:
+    """The JSON at ``url``, or None while the server is not there or not ready: start-up polls
+    on until its deadline whatever a single request runs into."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=POLL_TIMEOUT
+        ) as resp:
+            return json.loads(resp.read())
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+
+
+def _api_ready(stack: Stack) -> bool:
+    """Our gunicorn answers (not another server on the port) and reaches database and broker."""
+    health = _get_json(f"{stack.url}/healthz")
+    return (
+        isinstance(health, dict)
+        and health.get("instance") == stack.instance
+        and _get_json(f"{stack.url}/readyz") is not None
+    )
+
+
+def _worker_ready(stack: Stack) -> bool:
+    """Our worker has loaded its handlers and workflows and registered its agent."""
+    agents = _get_json(f"{stack.url}/api/v1/agents?kind=celery", stack.token)
+    pid, host = stack.child("worker").popen.pid, socket.gethostname()
+    return isinstance(agents, dict) and any(
+        a["pid"] == pid and a["hostname"] == host and a["status"] in ("idle", "busy")
+        for a in agents["items"]
+    )
+
+
+def _beat_ready(stack: Stack) -> bool:
+    """Our beat has loaded the app: Celery writes its pidfile right before scheduling."""
+    try:
+        return stack.beat_pidfile.read_text().strip() == str(stack.child("beat").popen.pid)
+    except OSError:
+        return False
+
+
+def _check_alive(children: list[Child]) -> None:
+    """End the command if any process of the stack has stopped, naming each with its log."""
+    gone = [c for c in children if c.popen.poll() is not None]
+    if gone:
+        raise click.ClickException("\n".join(c.report() for c in gone))
+
+
+def _wait_ready(stack: Stack, timeout: float = STARTUP_TIMEOUT) -> None:
+    """Until every process is ready: polling, not one attempt, since a loaded machine accepts
+    connections long before gunicorn's worker or Celery has booted."""
+    deadline = time.monotonic() + timeout
+    waiting = {"api": _api_ready, "worker": _worker_ready, "beat": _beat_ready}
+    while True:
+        _check_alive(stack.children)
+        waiting = {name: ready for name, ready in waiting.items() if not ready(stack)}
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise click.ClickException(
+                f"{', '.join(waiting)} not ready after {timeout:.0f} s; "
+                f"see {stack.children[0].log.parent}"
+            )
+        time.sleep(0.2)
+
+
+@contextmanager
+def _running_stack(settings: Settings, port: int | None, concurrency: int) -> Iterator[Stack]:
+    """API, worker (serving every capability the workflows' templates ask for) and beat,
+    started and ready; stopped when the block ends, however it ends."""
     from omoi.models.migrate import upgrade
 
-    upgrade(settings.database_url)
-    _local_token(settings)
-    out = subprocess.DEVNULL if quiet else None
-    cmd = [sys.executable, "-m", "omoi"]
-    loaded = workflows.configure(settings.workflows_dir or None).values()
+    port = port or settings.api_port
+    _refuse_taken_port(settings.api_host, port)
+    try:
+        loaded = workflows.configure(settings.workflows_dir or None).values()
+    except WorkflowError as exc:
+        raise click.ClickException(str(exc)) from None
     capabilities = sorted(
         {c for w in loaded for p in w.phases for t in p.tasks for c in t.capabilities}
     )
-    worker = [
-        *cmd,
-        "worker",
-        "--concurrency",
-        "2",
-        "--loglevel",
-        "WARNING",
-        "--capabilities",
-        ",".join(capabilities),
-    ]
-    return [
-        subprocess.Popen([*cmd, "api", "--workers", "1"], stdout=out, stderr=out),
-        subprocess.Popen(worker, stdout=out, stderr=out),
-        subprocess.Popen([*cmd, "beat", "--loglevel", "WARNING"], stdout=out, stderr=out),
-    ]
+    upgrade(settings.database_url)
+    host = "127.0.0.1" if settings.api_host in ("", "0.0.0.0") else settings.api_host
+    stack = Stack(
+        url=f"http://{f'[{host}]' if ':' in host else host}:{port}",
+        token=_local_token(settings),
+        instance=uuid.uuid4().hex,
+        beat_pidfile=settings.data_dir / "beat.pid",
+    )
+    try:
+        _spawn(stack, settings, "api", "--port", str(port), "--workers", "1")
+        _spawn(
+            stack,
+            settings,
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "WARNING",
+            "--capabilities",
+            ",".join(capabilities),
+        )
+        _spawn(
+            stack, settings, "beat", "--loglevel", "WARNING", "--pidfile", str(stack.beat_pidfile)
+        )
+        _wait_ready(stack)
+        yield stack
+    finally:
+        _stop(stack.children)
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
+def _stop(children: list[Child]) -> None:
+    """SIGTERM to all first, so they shut down side by side; kill what is still up after 20 s."""
+    for c in children:
+        if c.popen.poll() is None:
+            c.popen.send_signal(signal.SIGTERM)
+    for c in children:
         try:
-            p.wait(timeout=20)
+            c.popen.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            p.kill()
-
-
-def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            raise click.ClickException("a process of the stack exited during start-up")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.2)
-    raise click.ClickException(f"API not ready at {url} after {timeout:.0f} s")
+            c.popen.kill()
 
 
 @main.command()
-def up() -> None:
+@_stack_options
+def up(port: int | None, concurrency: int) -> None:
     """Run API, worker and beat together (embedded SQLite by default); the worker serves every
     capability the workflows' templates ask for. Ctrl-C or SIGTERM stops them."""
     settings = _settings()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children too
-    procs = _spawn_stack(settings, quiet=False)
-    url = settings.client_url
     try:
-        _wait_ready(url, procs)
-        click.echo(f"omoi is up: API {url}/api/v1, OpenAPI {url}/api/v1/openapi.json")
-        click.echo(
-            f"token (admin, saved in {settings.data_dir / TOKEN_FILE} for the CLI): "
-            f"{_local_token(settings)}"
-        )
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
+        with _running_stack(settings, port, concurrency) as stack:
+            url = stack.url
+            click.echo(
+                f"omoi is up: API {url}/api/v1, board {url}/board, "
+                f"OpenAPI {url}/api/v1/openapi.json"
+            )
+            click.echo(
+                f"token (admin, saved in {settings.data_dir / TOKEN_FILE} for the CLI): "
+                f"{stack.token}"
+            )
+            click.echo(f"sign in to the board: {url}/board?token={stack.token}")
+            click.echo(f"logs: {stack.children[0].log.parent}")
+            while True:
+                _check_alive(stack.children)
+                time.sleep(0.5)
     except KeyboardInterrupt:
         pass
-    finally:
-        _stop(procs)
 
 
 def _bar(fraction: float, width: int = 30) -> str:
@@ -332,16 +505,15 @@ def status(ticket_id: str, timeout: float) -> None:
 
 
 @main.command()
-@click.option("--timeout", type=float, default=120)
-def demo(timeout: float) -> None:
+@click.option("--timeout", type=float, default=120, help="Seconds the ticket may take.")
+@_stack_options
+def demo(timeout: float, port: int | None, concurrency: int) -> None:
     """Start the embedded stack, walk a sample ticket through every phase of the
     software-dev workflow with the built-in demo agents, show it finishing, stop."""
     settings = _settings()
-    url = settings.client_url
     click.echo(f"starting API, worker and beat (data in {settings.data_dir}) ...")
-    procs = _spawn_stack(settings, quiet=True)
-    try:
-        _wait_ready(url, procs)
+    with _running_stack(settings, port, concurrency) as stack:
+        url = stack.url
         ticket = _request(f"{url}/api/v1/tickets", DEMO_TICKET)
         click.echo(f"submitted ticket {ticket['id']} ({DEMO_TICKET['workflow']} workflow)")
         final = follow(url, ticket["id"], timeout)
@@ -355,8 +527,6 @@ def demo(timeout: float) -> None:
             t["status"] not in TERMINAL_TASK_STATUSES for t in tasks
         ):
             raise click.ClickException("demo ticket did not finish cleanly")
-    finally:
-        _stop(procs)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -9,10 +9,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 
 def _data_dir(env: dict[str, str]) -> Path:
     return Path(env.get("OMOI_DATA_DIR", ".omoi")).resolve()
+
+
+def _redis_db(url: str) -> int:
+    """The database number of a Redis URL (``redis://host:6379/9`` or ``?db=9``; default 0)."""
+    parts = urlsplit(url)
+    number = parse_qs(parts.query).get("db", [parts.path.strip("/")])[0]
+    return int(number) if number.isdigit() else 0
 
 
 @dataclass(frozen=True)
@@ -46,11 +54,21 @@ class Settings:
     rate_limit: str = "100/second"
     bootstrap_token: str = ""
     token: str = ""
+    events_channel: str = ""
+    instance_id: str = ""
 
     @property
     def client_url(self) -> str:
         """Where the CLI finds the API: ``OMOI_API_URL``, else the local host and port."""
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def relay_channel(self) -> str:
+        """The pub/sub channel prefix of the event relay: ``OMOI_EVENTS_CHANNEL``, else
+        ``omoi.events.db<N>`` for the broker's database N. Redis pub/sub ignores database
+        numbers, so deployments sharing a Redis server on different databases would otherwise
+        hear each other's events."""
+        return self.events_channel or f"omoi.events.db{_redis_db(self.broker_url)}"
 
     @property
     def embedded(self) -> bool:

@@ -14,7 +14,8 @@ blp = Blueprint("health", __name__)
 
 @blp.get("/healthz")
 def healthz() -> Any:
-    return jsonify({"status": "ok"})
+    """Alive; ``instance`` (``OMOI_INSTANCE_ID``) tells ``omoi up`` the server is its own."""
+    return jsonify({"status": "ok", "instance": runtime().settings.instance_id})
 
 
 @blp.get("/readyz")

@@ -1,7 +1,9 @@
-"""Every committed event, also on Redis pub/sub: channel ``omoi.events`` and, for a ticket's
-events, ``omoi.events.<ticket_id>``. The relay follows the event log (so it needs no hook in
-the many transactions that write events, and misses none committed out of id order) and
-publishes each row once per relay; subscribers de-duplicate by ``id`` if two relays run."""
+"""Every committed event, also on Redis pub/sub: channel ``<prefix>`` and, for a ticket's
+events, ``<prefix>.<ticket_id>``; the prefix is ``Settings.relay_channel`` (``OMOI_EVENTS_CHANNEL``,
+else ``omoi.events.db<N>`` for the broker's database N). The relay follows the event log (so it
+needs no hook in the many transactions that write events, and misses none committed out of id
+order) and publishes each row once per relay; subscribers de-duplicate by ``id`` if two relays
+run."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from omoi.services.events import follow
 from omoi.services.sql import events
 
 log = structlog.get_logger(__name__)
-CHANNEL = "omoi.events"
 
 
 def message(row: Any) -> str:
@@ -36,8 +37,8 @@ def message(row: Any) -> str:
     )
 
 
-def run(db: Database, client: redis.Redis, stop: threading.Event) -> None:
-    """Publish events committed from now on until ``stop`` is set."""
+def run(db: Database, client: redis.Redis, channel: str, stop: threading.Event) -> None:
+    """Publish events committed from now on, under ``channel``, until ``stop`` is set."""
     with db.connect() as conn:
         start = conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one()
     for row in follow(db, after=start, keep_going=lambda: not stop.is_set()):
@@ -45,13 +46,13 @@ def run(db: Database, client: redis.Redis, stop: threading.Event) -> None:
             continue
         text = message(row)
         pipe = client.pipeline(transaction=False)
-        pipe.publish(CHANNEL, text)
+        pipe.publish(channel, text)
         if row.ticket_id:
-            pipe.publish(f"{CHANNEL}.{row.ticket_id}", text)
+            pipe.publish(f"{channel}.{row.ticket_id}", text)
         pipe.execute()
 
 
-def start(db: Database, redis_url: str) -> threading.Event:
+def start(db: Database, redis_url: str, channel: str) -> threading.Event:
     """Run the relay in a daemon thread; set the returned event to stop it."""
     stop = threading.Event()
     client = redis.Redis.from_url(redis_url)
@@ -59,7 +60,7 @@ def start(db: Database, redis_url: str) -> threading.Event:
     def loop() -> None:
         while not stop.is_set():
             try:
-                run(db, client, stop)
+                run(db, client, channel, stop)
             except Exception as exc:  # database or Redis restarting: follow again shortly
                 log.warning("event_relay_failed", error=repr(exc))
                 stop.wait(1.0)

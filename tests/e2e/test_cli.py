@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.error
@@ -18,7 +17,8 @@ import pytest
 from omoi.models import Database
 from omoi.services import tokens
 from tests.support.api import bearer
-from tests.support.procs import ROOT, Proc, free_port, start_api, wait_for
+from tests.support.procs import ROOT, Proc, start_api, wait_for
+from tests.support.procs import run_omoi as omoi
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +32,6 @@ def get_json(env: dict[str, str], path: str) -> Any:
     url = f"http://127.0.0.1:{env['OMOI_API_PORT']}{path}"
     with urllib.request.urlopen(urllib.request.Request(url, headers=bearer())) as resp:
         return json.loads(resp.read())
-
-
-def omoi(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "omoi", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_submit_wait_and_status(api_server: dict[str, str], worker: Proc) -> None:
@@ -208,37 +197,4 @@ def test_token_commands_create_list_and_revoke(api_server: dict[str, str]) -> No
     assert omoi(api_server, "token", "revoke", name).stdout.strip() == "revoked 1 token(s)"
     wait_for(
         lambda: "401" in omoi(reader, "tasks").stderr, timeout=15, what="the revoked token refused"
-    )
-
-
-def test_up_prints_a_token_for_the_local_user(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMOI_")}
-    env.update(OMOI_API_PORT=str(port), OMOI_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
-    proc = Proc([sys.executable, "-m", "omoi", "up"], env, tmp_path / "up.log")
-    children: list[str] = []
-    try:
-        line = wait_for(
-            lambda: next((ln for ln in proc.output().splitlines() if "token (admin" in ln), None),
-            timeout=90,
-            what="omoi up to print its token",
-        )
-        secret = line.rsplit(" ", 1)[1]
-        assert (tmp_path / "token").read_text().strip() == secret
-        assert (tmp_path / "token").stat().st_mode & 0o077 == 0
-        url = f"http://127.0.0.1:{port}/api/v1/workflows"
-        with urllib.request.urlopen(urllib.request.Request(url, headers=bearer(secret))) as r:
-            assert r.status == 200
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(url)
-        assert refused.value.code == 401
-        pgrep = ["pgrep", "-P", str(proc.pid)]
-        children = subprocess.run(pgrep, capture_output=True, text=True).stdout.split()
-    finally:
-        proc.stop()
-    assert proc.popen.returncode == 0 and len(children) == 3  # API, worker, beat
-    wait_for(
-        lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
-        timeout=30,
-        what="SIGTERM to omoi up to stop API, worker and beat",
     )

@@ -146,7 +146,7 @@ def test_unknown_ids_are_404_with_error_body(api_client: Any) -> None:
 
 
 def test_health_readiness_and_openapi(api_client: Any) -> None:
-    assert api_client.get("/healthz").get_json() == {"status": "ok"}
+    assert api_client.get("/healthz").get_json() == {"status": "ok", "instance": ""}
     ready = api_client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json()["checks"] == {"database": "ok", "broker": "ok"}

@@ -62,6 +62,20 @@ class Proc:
         self._fh.close()
 
 
+def run_omoi(
+    env: dict[str, str], *args: str, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """``omoi <args>`` run to its end, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "omoi", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def start_worker(
     env: dict[str, str],
     tmp: Path,
@@ -99,11 +113,12 @@ def start_worker(
     return proc, name
 
 
-def start_beat(env: dict[str, str], tmp: Path) -> Proc:
-    beat_env = {**env, "OMOI_DATA_DIR": str(tmp / "beat")}
-    (tmp / "beat").mkdir(exist_ok=True)
+def start_beat(env: dict[str, str], tmp: Path, name: str = "beat") -> Proc:
+    """``omoi beat`` with a data directory (its schedule) and log named ``name`` under ``tmp``."""
+    beat_env = {**env, "OMOI_DATA_DIR": str(tmp / name)}
+    (tmp / name).mkdir(exist_ok=True)
     return Proc(
-        [sys.executable, "-m", "omoi", "beat", "--loglevel", "INFO"], beat_env, tmp / "beat.log"
+        [sys.executable, "-m", "omoi", "beat", "--loglevel", "INFO"], beat_env, tmp / f"{name}.log"
     )
 
 
