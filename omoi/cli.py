@@ -21,7 +21,7 @@ from omoi.domain.auth import Scope
 from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.domain.routing import queues_for_worker
 from omoi.models import Database
-from omoi.services import relay, tokens, workflows
+from omoi.services import tokens, workflows
 from omoi.services.errors import NotFound
 
 TOKEN_FILE = "token"
@@ -127,9 +127,9 @@ def worker(
     capabilities: str, concurrency: int | None, name: str | None, loglevel: str, events: bool
 ) -> None:
     """Run an agent: a prefork Celery worker (the pool that enforces time limits)."""
-    from omoi.worker.app import CONTROL_QUEUE, app
+    from omoi.worker.app import app
 
-    queues = [*queues_for_worker(capabilities.split(",")), CONTROL_QUEUE]
+    queues = queues_for_worker(capabilities.split(","))
     argv = [
         "worker",
         "--pool",
@@ -151,21 +151,11 @@ def worker(
 @main.command()
 @click.option("--loglevel", default="INFO")
 def beat(loglevel: str) -> None:
-    """Run the beat scheduler (outbox and repair sweeps) and, on Redis, the event relay."""
-    from omoi.worker.app import app
+    """Run the repair sweeps (outbox, retries, deadlines, agents, gates, locks) in this process
+    every OMOI_SWEEP_INTERVAL and, on Redis, the event relay. A second beat is harmless."""
+    from omoi.beat import serve
 
-    settings = _settings()
-    if settings.broker_url.startswith(("redis://", "rediss://")):
-        relay.start(Database(settings.database_url, pool_size=2), settings.broker_url)
-    app.start(
-        [
-            "beat",
-            "--loglevel",
-            loglevel,
-            "--schedule",
-            str(settings.data_dir / "celerybeat-schedule"),
-        ]
-    )
+    serve(_settings(), loglevel)
 
 
 def _local_token(settings: Settings) -> str:

@@ -100,11 +100,8 @@ def start_worker(
 
 
 def start_beat(env: dict[str, str], tmp: Path) -> Proc:
-    beat_env = {**env, "OMOI_DATA_DIR": str(tmp / "beat")}
-    (tmp / "beat").mkdir(exist_ok=True)
-    return Proc(
-        [sys.executable, "-m", "omoi", "beat", "--loglevel", "INFO"], beat_env, tmp / "beat.log"
-    )
+    """``omoi beat``: the repair sweeps (and, on Redis, the event relay), logging to ``tmp``."""
+    return Proc([sys.executable, "-m", "omoi", "beat", "--loglevel", "INFO"], env, tmp / "beat.log")
 
 
 def report_recovery(seconds: float) -> None:
