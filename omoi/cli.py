@@ -28,7 +28,7 @@ from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.domain.routing import queues_for_worker
 from omoi.domain.workflow import WorkflowError
 from omoi.models import Database
-from omoi.services import relay, tokens, workflows
+from omoi.services import tokens, workflows
 from omoi.services.errors import NotFound
 
 TOKEN_FILE = "token"
@@ -137,9 +137,9 @@ def worker(
     capabilities: str, concurrency: int | None, name: str | None, loglevel: str, events: bool
 ) -> None:
     """Run an agent: a prefork Celery worker (the pool that enforces time limits)."""
-    from omoi.worker.app import CONTROL_QUEUE, app
+    from omoi.worker.app import app
 
-    queues = [*queues_for_worker(capabilities.split(",")), CONTROL_QUEUE]
+    queues = queues_for_worker(capabilities.split(","))
     argv = [
         "worker",
         "--pool",
@@ -162,31 +162,16 @@ def worker(
 @click.option("--loglevel", default="INFO")
 @click.option(
     "--pidfile",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Written once beat has loaded, removed when it stops (omoi up waits for it).",
+    help="Written once the sweeps run, removed when beat stops (omoi up waits for it).",
 )
-def beat(loglevel: str, pidfile: str | None) -> None:
-    """Run the beat scheduler (outbox and repair sweeps) and, on Redis, the event relay."""
-    from omoi.worker.app import app
+def beat(loglevel: str, pidfile: Path | None) -> None:
+    """Run the repair sweeps (outbox, retries, deadlines, agents, gates, locks) in this process
+    every OMOI_SWEEP_INTERVAL and, on Redis, the event relay. A second beat is harmless."""
+    from omoi.beat import serve
 
-    settings = _settings()
-    if settings.broker_url.startswith(("redis://", "rediss://")):
-        relay.start(
-            Database(settings.database_url, pool_size=2),
-            settings.broker_url,
-            settings.relay_channel,
-        )
-    argv = [
-        "beat",
-        "--loglevel",
-        loglevel,
-        "--schedule",
-        str(settings.data_dir / "celerybeat-schedule"),
-    ]
-    if pidfile:
-        argv += ["--pidfile", pidfile]
-    app.start(argv)
+    serve(_settings(), loglevel, pidfile)
 
 
 def _local_token(settings: Settings) -> str:
@@ -318,7 +303,7 @@ def _worker_ready(stack: Stack) -> bool:
 
 
 def _beat_ready(stack: Stack) -> bool:
-    """Our beat has loaded the app: Celery writes its pidfile right before scheduling."""
+    """Our beat runs its sweeps: it writes its pidfile once their loop has started."""
     try:
         return stack.beat_pidfile.read_text().strip() == str(stack.child("beat").popen.pid)
     except OSError:

@@ -1,1 +1,1 @@
-"""Celery side: the worker app, thin jobs (ids in → service call), beat schedule, handlers."""
+"""Celery side: the worker app, its one thin job (ids in → service call), handlers."""

@@ -1,6 +1,8 @@
 """The worker's Celery app: ``celery -A omoi.worker.app worker`` (or ``omoi worker``).
 
-Jobs are thin: ids in, one service call. Engines are built per process after fork.
+Jobs are thin: ids in, one service call. Engines are built per process after fork. The only
+job is ``omoi.run_task``: the repair sweeps run in ``omoi beat`` itself (``omoi/beat.py``), where
+no busy pool can hold them up.
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
 from omoi.models import Database
-from omoi.services import agents, execution, failures, locks, outbox, phases, sql, workflows
+from omoi.services import execution, failures, outbox, sql, workflows
 from omoi.services.failures import RetryPolicy
 from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery
 from omoi.worker import demo  # noqa: F401 - registers the demo agents
 from omoi.worker.agent import WorkerAgent
 from omoi.worker.handlers import registry
-
-CONTROL_QUEUE = "omoi.control"
 
 
 def create_worker_app(settings: Settings) -> Celery:
@@ -39,21 +39,6 @@ def create_worker_app(settings: Settings) -> Celery:
     registry.load(settings.handlers)
     agent = WorkerAgent(db, settings.heartbeat_interval)
     agent.connect_signals()
-    every = {
-        "schedule": settings.sweep_interval,
-        "options": {"queue": CONTROL_QUEUE, "expires": settings.sweep_interval},
-    }
-    app.conf.beat_schedule = {
-        name: {"task": f"omoi.{name.replace('-', '_')}", **every}
-        for name in (
-            "sweep-outbox",
-            "wake-retries",
-            "expire-deadlines",
-            "sweep-agents",
-            "sweep-gates",
-            "sweep-locks",
-        )
-    }
 
     @app.task(name=RUN_TASK, bind=True)
     def run_task(self, task_id: str, attempt: int) -> str:  # type: ignore[no-untyped-def]
@@ -83,40 +68,6 @@ def create_worker_app(settings: Settings) -> Celery:
         error = TaskError(category, type(exception).__name__, f"{message} ({exception})")
         _, retry = failures.fail_attempt(db, policy, uuid.UUID(args[0]), args[1], error)
         outbox.publish(db, dispatcher, retry)
-
-    @app.task(name="omoi.sweep_outbox")
-    def sweep_outbox() -> int:
-        return outbox.sweep(
-            db,
-            dispatcher,
-            settings.outbox_republish_age,
-            settings.outbox_lost_age,
-            broker_reset=dispatcher.broker_reset(),
-        )
-
-    @app.task(name="omoi.wake_retries")
-    def wake_retries() -> int:
-        return failures.wake_retries(db, dispatcher)
-
-    @app.task(name="omoi.expire_deadlines")
-    def expire_deadlines() -> int:
-        slack = settings.time_limit_grace + 2 * settings.sweep_interval
-        expired = failures.expire_deadlines(db, dispatcher, policy, slack)
-        return expired + failures.expire_sync_points(db, dispatcher)
-
-    @app.task(name="omoi.sweep_agents")
-    def sweep_agents() -> int:
-        return agents.sweep_stale(db, dispatcher, policy, settings.heartbeat_timeout)
-
-    @app.task(name="omoi.sweep_locks")
-    def sweep_locks() -> int:
-        return locks.sweep(db, dispatcher)
-
-    @app.task(name="omoi.sweep_gates")
-    def sweep_gates() -> int:
-        ready = phases.sweep_gates(db)
-        outbox.publish(db, dispatcher, ready)
-        return len(ready)
 
     return app
 

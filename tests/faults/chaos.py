@@ -21,6 +21,8 @@ FAULTS = "tests/faults"
 SCENARIOS = {
     "kill -9 of a worker (main process)": f"{FAULTS}/test_lost_workers.py::"
     "test_kill_9_mid_task_finishes_exactly_once_elsewhere",
+    "kill -9 of a worker, every pool slot busy": f"{FAULTS}/test_lost_workers.py::"
+    "test_with_every_pool_slot_busy_beat_still_recovers_and_publishes",
     "kill -9 of one pool child": f"{FAULTS}/test_worker_signals.py::"
     "test_a_killed_pool_child_is_recovered_and_the_worker_keeps_working",
     "SIGTERM of a worker under load": f"{FAULTS}/test_worker_signals.py::"

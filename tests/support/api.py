@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from flask import Flask
@@ -12,7 +13,7 @@ from omoi.config import Settings
 from omoi.domain.auth import new_secret
 from omoi.models import Database
 from omoi.services.dispatcher import Dispatcher
-from tests.support.procs import wait_for
+from tests.support.procs import free_port, wait_for
 
 ADMIN_TOKEN = new_secret()  # OMOI_BOOTSTRAP_TOKEN of every process of the test session
 
@@ -38,6 +39,13 @@ def make_app(
 ) -> Flask:
     """The API app whose test clients act as the session's admin."""
     return authorize(create_app(settings, db=db, dispatcher=dispatcher))
+
+
+def cut_off_client(settings: Settings) -> FlaskClient:
+    """A client of an API whose broker is unreachable: what it accepts is committed but never
+    published, and waits in the outbox for beat's sweep."""
+    unreachable = dataclasses.replace(settings, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    return make_app(unreachable).test_client()
 
 
 def submit(client: Any, tasks: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

@@ -114,11 +114,10 @@ def start_worker(
 
 
 def start_beat(env: dict[str, str], tmp: Path, name: str = "beat") -> Proc:
-    """``omoi beat`` with a data directory (its schedule) and log named ``name`` under ``tmp``."""
-    beat_env = {**env, "OMOI_DATA_DIR": str(tmp / name)}
-    (tmp / name).mkdir(exist_ok=True)
+    """``omoi beat``: the repair sweeps (and, on Redis, the event relay), logging to
+    ``tmp/<name>.log``, so a test can run two."""
     return Proc(
-        [sys.executable, "-m", "omoi", "beat", "--loglevel", "INFO"], beat_env, tmp / f"{name}.log"
+        [sys.executable, "-m", "omoi", "beat", "--loglevel", "INFO"], env, tmp / f"{name}.log"
     )
 
 
