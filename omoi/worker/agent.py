@@ -59,6 +59,7 @@ class WorkerAgent:
         self.grace = grace
         self._interrupt = interrupt
         self.id: uuid.UUID | None = None  # set before the pool forks: children inherit it
+        self._worker: Any = None  # Celery's WorkController, whose pool runs the attempts
         self._stop = threading.Event()
         self._stopping = threading.Event()
         self._now = threading.Event()
@@ -78,6 +79,7 @@ class WorkerAgent:
         worker_shutdown.connect(self._shutdown, weak=False)
 
     def _register(self, sender: Any, **_: Any) -> None:
+        self._worker = sender
         queues = list(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
         capabilities = [q[len(QUEUE_PREFIX) :] for q in queues if q.startswith(QUEUE_PREFIX)]
         self.id = agents.register(
@@ -146,9 +148,11 @@ class WorkerAgent:
             _say(f"worker: handing back {_tasks(len(running))} as interrupted")
         for request in running:
             self.hand_back(request.args[0], request.args[1])
-            if request.worker_pid:  # the pool then reports the attempt lost (handed back)
-                with contextlib.suppress(ProcessLookupError):  # it finished meanwhile
-                    os.kill(request.worker_pid, signal.SIGTERM)
+            if request.worker_pid and self._worker is not None:
+                # through the pool, which then counts the child's death as asked for (no
+                # "exited prematurely" error) and acknowledges the attempt's message
+                with contextlib.suppress(ProcessLookupError, AttributeError):  # already gone
+                    self._worker.pool.terminate_job(request.worker_pid, signal.SIGTERM)
 
     def hand_back(self, task_id: str, attempt: int) -> None:
         """Give an attempt back as interrupted, once: the drain and the pool's report of the
