@@ -213,14 +213,24 @@ def _spawn_stack(settings: Settings, quiet: bool) -> list[subprocess.Popen[bytes
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM the children and wait out the worker's shutdown grace (it hands back what it
+    could not finish). A Ctrl-C meanwhile is forwarded: a second SIGINT stops the worker at
+    once, still handing its attempts back."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _settings().shutdown_grace + 10
     for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        while p.poll() is None:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            except KeyboardInterrupt:
+                for q in procs:
+                    if q.poll() is None:
+                        q.send_signal(signal.SIGINT)
 
 
 def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:

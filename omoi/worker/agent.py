@@ -19,6 +19,7 @@ import structlog
 from celery import platforms
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 from celery.worker import state
+from kombu.common import ignore_errors
 
 from omoi import __version__
 from omoi.domain.enums import AgentKind
@@ -115,6 +116,11 @@ class WorkerAgent:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        consumer = getattr(self._worker, "consumer", None)
+        if consumer is not None and consumer.task_consumer is not None:
+            # as Celery's cold shutdown does: stop taking messages now, or the attempts this
+            # worker hands back could come straight back to it while it stops
+            ignore_errors(consumer, consumer.task_consumer.cancel)
         for name in ("SIGINT", "SIGQUIT"):
             platforms.signals[name] = self._stop_now
         self._drainer = threading.Thread(target=self._drain, name="omoi-shutdown", daemon=True)

@@ -60,7 +60,7 @@ def test_a_stopped_worker_hands_its_attempt_back_without_spending_a_retry(
     graceful = {**env, "OMOI_SHUTDOWN_GRACE": str(GRACE)}
     ticket, task_id = long_task(client, capability)
     for attempt in (1, 2):
-        proc, _ = start_worker(graceful, tmp_path, concurrency=1, capabilities=capability)
+        proc, _ = start_worker(graceful, tmp_path, concurrency=2, capabilities=capability)
         try:
             running_on(client, task_id, [proc])
             took = stop(proc, signal.SIGTERM, patience=GRACE + SLACK + 10)
