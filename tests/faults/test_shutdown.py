@@ -4,6 +4,7 @@ attempt stays ``running`` on a live worker that no longer runs it."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import uuid
@@ -16,9 +17,10 @@ from sqlalchemy import update
 from omoi.models import Database, Task
 from omoi.models.types import utcnow
 from tests.faults.test_lost_workers import HEARTBEAT_TIMEOUT, SWEEP, running_on
+from tests.faults.test_worker_signals import pool_children
 from tests.support.api import submit, wait_finished
 from tests.support.handlers import EFFECT_KEY
-from tests.support.procs import Proc, start_worker, wait_for
+from tests.support.procs import Proc, report_recovery, start_worker, wait_for
 
 GRACE = 2.0
 SLACK = 5.0  # Celery's own teardown after the hand-back
@@ -59,6 +61,7 @@ def test_a_stopped_worker_hands_its_attempt_back_without_spending_a_retry(
     capability = f"stop{uuid.uuid4().hex[:8]}"
     graceful = {**env, "OMOI_SHUTDOWN_GRACE": str(GRACE)}
     ticket, task_id = long_task(client, capability)
+    stops = []
     for attempt in (1, 2):
         proc, _ = start_worker(graceful, tmp_path, concurrency=2, capabilities=capability)
         try:
@@ -67,6 +70,7 @@ def test_a_stopped_worker_hands_its_attempt_back_without_spending_a_retry(
         finally:
             proc.stop()
         assert took < GRACE + SLACK, took
+        stops.append(took)
         task = client.get(f"/api/v1/tasks/{task_id}").get_json()
         assert (task["status"], task["attempt"], task["retry_count"]) == (
             "queued",
@@ -87,6 +91,7 @@ def test_a_stopped_worker_hands_its_attempt_back_without_spending_a_retry(
     assert task["retry_count"] == 0
     assert [a["outcome"] for a in task["attempts"]] == ["interrupted", "interrupted", "succeeded"]
     assert int(redis_client.get(EFFECT_KEY.format(task_id))) == 1  # the handler's body ran once
+    report_recovery(max(stops))  # signal to handed back, for python -m tests.faults.chaos
 
 
 def test_a_second_ctrl_c_stops_at_once_and_still_hands_back(
@@ -150,3 +155,26 @@ def test_a_running_attempt_its_live_worker_does_not_report_is_recovered_as_lost(
     assert "no longer reports running it" in task["error"]["message"]
     assert recovery < HEARTBEAT_TIMEOUT + 2 * SWEEP + 3, recovery
     assert client.get(f"/api/v1/agents/{agent_id}").get_json()["status"] in ("idle", "busy")
+
+
+def test_a_child_that_dies_while_its_worker_stops_is_handed_back_too(
+    client: Any, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The pool's report of a child dying during the grace (here ``kill -9``) hands the
+    attempt back as interrupted rather than spending a retry as ``lost``."""
+    capability = f"stop{uuid.uuid4().hex[:8]}"
+    patient = {**env, "OMOI_SHUTDOWN_GRACE": "60"}
+    _, task_id = long_task(client, capability)
+    proc, _ = start_worker(patient, tmp_path, concurrency=1, capabilities=capability)
+    try:
+        running_on(client, task_id, [proc])
+        (child,) = pool_children(proc)
+        proc.popen.send_signal(signal.SIGTERM)
+        wait_for(lambda: "Ctrl-C again" in proc.output(), what="the worker to be waiting")
+        os.kill(child, signal.SIGKILL)
+        proc.popen.wait(SLACK + 10)
+    finally:
+        proc.stop()
+    task = client.get(f"/api/v1/tasks/{task_id}").get_json()
+    assert (task["status"], task["attempt"], task["retry_count"]) == ("queued", 2, 0)
+    assert task["error"]["category"] == "interrupted"
