@@ -108,11 +108,11 @@ class WorkerAgent:
                 log.warning("heartbeat_failed", agent_id=str(self.id), error=repr(exc))
 
     def _shutting_down(self, **_: Any) -> None:
-        """In the main process's signal handler, at the first SIGTERM or SIGINT (Celery has
-        stopped consuming and waits for its pool): wait out the grace in a thread, and let a
-        second Ctrl-C (or SIGQUIT) end it at once instead of Celery's cold shutdown. A
-        repeated SIGTERM changes nothing (``omoi up``'s children get the terminal's Ctrl-C
-        and then its SIGTERM)."""
+        """In the main process's signal handler, at the first SIGTERM or SIGINT (Celery's warm
+        shutdown then waits for its pool): stop consuming, wait out the grace in a thread, and
+        let a second Ctrl-C (or SIGQUIT) end it at once instead of Celery's cold shutdown,
+        which would kill the attempts without handing them back. A repeated SIGTERM changes
+        nothing (``omoi up``'s children get the terminal's Ctrl-C and then its SIGTERM)."""
         if self._stopping.is_set():
             return
         self._stopping.set()
