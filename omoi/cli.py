@@ -381,15 +381,25 @@ def _running_stack(settings: Settings, port: int | None, concurrency: int) -> It
 
 
 def _stop(children: list[Child]) -> None:
-    """SIGTERM to all first, so they shut down side by side; kill what is still up after 20 s."""
+    """SIGTERM to all first, so they shut down side by side, then wait out the worker's
+    shutdown grace (it hands back what it could not finish); kill what is still up after it.
+    A Ctrl-C meanwhile is forwarded: a second SIGINT stops the worker at once, still handing
+    its attempts back."""
     for c in children:
         if c.popen.poll() is None:
             c.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _settings().shutdown_grace + 10
     for c in children:
-        try:
-            c.popen.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            c.popen.kill()
+        while c.popen.poll() is None:
+            try:
+                c.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.popen.kill()
+                c.popen.wait()
+            except KeyboardInterrupt:
+                for other in children:
+                    if other.popen.poll() is None:
+                        other.popen.send_signal(signal.SIGINT)
 
 
 @main.command()

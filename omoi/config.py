@@ -36,6 +36,7 @@ class Settings:
     outbox_lost_age: float = 600.0
     visibility_timeout: int = 7200
     time_limit_grace: float = 10.0
+    shutdown_grace: float = 10.0
     max_body_bytes: int = 16 * 1024 * 1024
     max_tasks_per_ticket: int = 20_000
     max_json_depth: int = 32

@@ -20,6 +20,7 @@ from omoi.api.schemas import (
     AgentStats,
     BestFitQuery,
     ClaimOut,
+    HeartbeatIn,
     HeartbeatOut,
 )
 from omoi.domain.enums import AgentKind
@@ -113,11 +114,14 @@ class Health(MethodView):
 
 @blp.route("/<uuid:agent_id>/heartbeat")
 class Heartbeat(MethodView):
+    @blp.arguments(HeartbeatIn)
     @blp.response(200, HeartbeatOut)
     @blp.alt_response(404, description="No such agent")
-    def post(self, agent_id: uuid.UUID) -> Any:
-        """Liveness; keeps this agent's running tasks from being recovered as lost."""
-        return {"agent_id": agent_id, "status": agents.heartbeat(runtime().db, agent_id)}
+    def post(self, body: dict[str, Any], agent_id: uuid.UUID) -> Any:
+        """Liveness; keeps this agent's running tasks (those in ``running``, if it reports
+        them) from being recovered as lost."""
+        status = agents.heartbeat(runtime().db, agent_id, body["running"])
+        return {"agent_id": agent_id, "status": status}
 
 
 @blp.route("/<uuid:agent_id>/claim")

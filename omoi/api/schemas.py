@@ -311,6 +311,18 @@ class AgentStats(Schema):
     utilisation = fields.Float()
 
 
+class HeartbeatIn(Schema):
+    running = fields.List(
+        fields.UUID(),
+        load_default=None,
+        validate=validate.Length(max=10_000),
+        metadata={
+            "description": "ids of the tasks this agent runs now; once an agent sends it, a "
+            "running task it stops naming for a heartbeat timeout is recovered as lost"
+        },
+    )
+
+
 class HeartbeatOut(Schema):
     agent_id = fields.UUID()
     status = _enum(AgentStatus)

@@ -70,6 +70,7 @@ class ErrorCategory(StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     LOST = "lost"
+    INTERRUPTED = "interrupted"  # its worker was told to stop: re-queued at once, not a retry
     UPSTREAM_FAILED = "upstream_failed"
 
 

@@ -17,6 +17,7 @@ class EventType(StrEnum):
     TASK_REPUBLISHED = "task.republished"
     TASK_RETRY_SCHEDULED = "task.retry_scheduled"
     TASK_TIMED_OUT = "task.timed_out"
+    TASK_INTERRUPTED = "task.interrupted"
     TASK_RETRIED = "task.retried"
     TICKET_CANCELLED = "ticket.cancelled"
     TICKET_REOPENED = "ticket.reopened"

@@ -181,6 +181,8 @@ class Task(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The last heartbeat in which the running attempt's agent said it was still running it.
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def depends_on(self) -> list[str]:
@@ -223,6 +225,9 @@ class Agent(Base):
     hostname: Mapped[str | None] = mapped_column(String(255))
     pid: Mapped[int | None]
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Its heartbeats say which tasks it runs (every Celery worker; external agents may): a
+    # running attempt it stops reporting is recovered as lost even while it is alive.
+    reports_running: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Event(Base):

@@ -8,7 +8,7 @@ heartbeats for ``timeout`` seconds is stale, and its running attempts are recove
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -94,9 +94,14 @@ def _running_count(agent_id: Any) -> Any:
     )
 
 
-def heartbeat(db: Database, agent_id: uuid.UUID) -> str:
-    """Record liveness; a stale or offline agent that beats again is alive again. Returns the
-    new status (busy while it runs attempts)."""
+def heartbeat(
+    db: Database, agent_id: uuid.UUID, running: Collection[uuid.UUID] | None = None
+) -> str:
+    """Record liveness; a stale or offline agent that beats again is alive again. ``running``,
+    when given, names the tasks the agent runs right now: their attempts are stamped as
+    reported, and from then on the sweep recovers an attempt of this agent that it stops
+    naming (the agent lives, but no longer runs it). Returns the new status (busy while it
+    runs attempts)."""
     now = utcnow()
     with db.connect() as conn:
         row = conn.execute(
@@ -104,10 +109,23 @@ def heartbeat(db: Database, agent_id: uuid.UUID) -> str:
         ).one_or_none()
         if row is None:
             raise NotFound(f"agent {agent_id} not found", {"agent_id": str(agent_id)})
-        running = conn.execute(select(_running_count(agent_id))).scalar_one()
-        status = AgentStatus.BUSY if running else AgentStatus.IDLE
+        if running:
+            conn.execute(
+                update(tasks)
+                .where(
+                    tasks.c.id.in_(list(running)),
+                    tasks.c.agent_id == agent_id,
+                    tasks.c.status == TaskStatus.RUNNING,
+                )
+                .values(reported_at=now)
+            )
+        count = conn.execute(select(_running_count(agent_id))).scalar_one()
+        status = AgentStatus.BUSY if count else AgentStatus.IDLE
+        reports = {} if running is None else {"reports_running": True}
         conn.execute(
-            update(agents).where(agents.c.id == agent_id).values(last_heartbeat=now, status=status)
+            update(agents)
+            .where(agents.c.id == agent_id)
+            .values(last_heartbeat=now, status=status, **reports)
         )
         if row.status not in LIVE:
             record(
@@ -258,14 +276,29 @@ def _sum_by(rows: Sequence[Any], index: int) -> dict[str, int]:
     return out
 
 
+def _unreported(timeout: float, now: datetime) -> Any:
+    """Running attempts of a live agent that reports what it runs, started and last reported
+    more than ``timeout`` ago: the agent no longer runs them (a pool child lost one)."""
+    cutoff = now - timedelta(seconds=timeout)
+    return and_(
+        agents.c.status.in_(LIVE),
+        agents.c.reports_running,
+        tasks.c.started_at < cutoff,
+        or_(tasks.c.reported_at.is_(None), tasks.c.reported_at < cutoff),
+    )
+
+
 def sweep_stale(db: Database, dispatcher: Dispatcher, policy: RetryPolicy, timeout: float) -> int:
     """Mark agents stale after ``timeout`` seconds without a heartbeat (one that never beat
     counts from its registration) and recover the running attempts of every agent that is not
-    alive: each is failed as ``lost`` and retried under a new lease."""
+    alive, and those a live agent stopped reporting for ``timeout``: each is failed as
+    ``lost`` and retried under a new lease. Heartbeats cannot land while PostgreSQL is down,
+    so neither is judged until a whole timeout has passed since it started."""
     now = utcnow()
     with db.connect() as conn, sweep_lock(conn, "agents") as got:
         if not got:
             return 0
+        judged = _database_up_for(conn) >= timeout
         marked = (
             list(
                 conn.execute(
@@ -275,19 +308,19 @@ def sweep_stale(db: Database, dispatcher: Dispatcher, policy: RetryPolicy, timeo
                     .returning(agents.c.id)
                 ).scalars()
             )
-            if _database_up_for(conn) >= timeout
+            if judged
             else []
         )
         record(conn, (event_row(EventType.AGENT_STALE, "agent", a, None, {}, now) for a in marked))
+        gone = not_(agents.c.status.in_(LIVE))
         orphans = conn.execute(
-            select(tasks.c.id, tasks.c.attempt, tasks.c.agent_id)
+            select(tasks.c.id, tasks.c.attempt, tasks.c.agent_id, agents.c.status)
             .join(agents, agents.c.id == tasks.c.agent_id)
-            .where(RUNNING_ATTEMPTS, not_(agents.c.status.in_(LIVE)))
+            .where(RUNNING_ATTEMPTS, or_(gone, _unreported(timeout, now)) if judged else gone)
         ).all()
     for task in orphans:
-        error = TaskError(
-            ErrorCategory.LOST, "AgentLost", f"agent {task.agent_id} stopped heartbeating"
-        )
+        why = "no longer reports running it" if task.status in LIVE else "stopped heartbeating"
+        error = TaskError(ErrorCategory.LOST, "AgentLost", f"agent {task.agent_id} {why}")
         log.warning(
             "attempt_lost", task_id=str(task.id), attempt=task.attempt, agent_id=str(task.agent_id)
         )

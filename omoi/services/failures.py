@@ -115,13 +115,45 @@ def cancel_downstream(
     return total
 
 
+def _requeue(conn: Connection, row: Any, error: TaskError, detail: dict[str, Any]) -> Dispatch:
+    """An attempt its worker handed back when told to stop: queued again at once under the
+    next attempt number, without spending a retry (stopping a worker is not the task's fault).
+    The old attempt's message, if redelivered, no longer matches the claim."""
+    now = utcnow()
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == row.id)
+        .values(
+            status=TaskStatus.QUEUED,
+            attempt=row.attempt + 1,
+            queued_at=now,
+            error=error.as_dict(),
+            lease_token=None,
+            published_at=None,
+            next_attempt_at=None,
+        )
+    )
+    queued = {"attempt": row.attempt + 1, "interrupted": row.attempt}
+    record(
+        conn,
+        [
+            task_event(EventType.TASK_INTERRUPTED, row.id, row.ticket_id, detail, now),
+            task_event(EventType.TASK_QUEUED, row.id, row.ticket_id, queued, now),
+        ],
+    )
+    return Dispatch.of_row(row, attempt=row.attempt + 1)
+
+
 def apply_failure(
     conn: Connection, policy: RetryPolicy, row: Any, error: TaskError, trace: str | None
 ) -> list[Dispatch]:
-    """Retry the task if its error allows and retries remain, else fail it for good. Returns the
-    retry's delayed message when the wait is short enough to leave with the broker."""
+    """Retry the task if its error allows and retries remain, else fail it for good; an
+    interrupted attempt is re-queued at once. Returns the retry's (possibly delayed) message
+    when the wait is short enough to leave with the broker."""
     now = utcnow()
     detail = {"attempt": row.attempt, **error.as_dict(), "traceback": trace}
+    if error.category == ErrorCategory.INTERRUPTED:
+        return [_requeue(conn, row, error, detail)]
     if error.category == ErrorCategory.TIMEOUT:
         record(conn, [task_event(EventType.TASK_TIMED_OUT, row.id, row.ticket_id, detail, now)])
     if error.retryable and row.retry_count < row.max_retries:

@@ -128,7 +128,8 @@ def _take_over(conn: Connection, task_id: uuid.UUID | None, agent_id: uuid.UUID 
     row = conn.execute(
         update(tasks)
         .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING)
-        .values(agent_id=agent_id, lease_token=lease)
+        # reported now: its new holder has a heartbeat timeout to name it in its heartbeats
+        .values(agent_id=agent_id, lease_token=lease, reported_at=utcnow())
         .returning(tasks.c.ticket_id, tasks.c.attempt)
     ).one_or_none()
     if row is None:

@@ -132,6 +132,7 @@ OUTCOMES = {
     EventType.TASK_SUCCEEDED: "succeeded",
     EventType.TASK_FAILED: "failed",
     EventType.TASK_RETRY_SCHEDULED: "retry_scheduled",
+    EventType.TASK_INTERRUPTED: "interrupted",
     EventType.TASK_CANCELLED: "cancelled",
     EventType.TASK_SUPERSEDED: "superseded",
 }

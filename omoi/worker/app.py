@@ -37,7 +37,19 @@ def create_worker_app(settings: Settings) -> Celery:
     policy = RetryPolicy(settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max)
     workflows.configure(settings.workflows_dir or None)  # a bad workflow file stops start-up
     registry.load(settings.handlers)
-    agent = WorkerAgent(db, settings.heartbeat_interval)
+
+    def interrupt(task_id: uuid.UUID, attempt: int) -> None:
+        """Hand back an attempt this worker stopped running because it was told to stop:
+        re-queued under a new attempt at once, not counted as a retry, its locks freed."""
+        error = TaskError(
+            ErrorCategory.INTERRUPTED, "WorkerShutdown", "its worker stopped before it finished"
+        )
+        counted, retry = failures.fail_attempt(db, policy, task_id, attempt, error)
+        if counted:
+            locks.release(db, dispatcher, task_id)
+        outbox.publish(db, dispatcher, retry)
+
+    agent = WorkerAgent(db, settings.heartbeat_interval, settings.shutdown_grace, interrupt)
     agent.connect_signals()
 
     @app.task(name=RUN_TASK, bind=True)
@@ -56,12 +68,15 @@ def create_worker_app(settings: Settings) -> Celery:
     @task_failure.connect(sender=run_task, weak=False)
     def child_died(exception: BaseException, args: Any, **_: Any) -> None:
         """In the worker's main process when the pool child running an attempt died: killed
-        by the hard time limit (a timeout) or by anything else (lost). Record it, then retry
-        under a new attempt or fail, as for any other failure. Other exceptions were raised
-        in the child, which recorded them."""
+        by the hard time limit (a timeout), during a shutdown (handed back as interrupted) or
+        by anything else (lost). Record it, then retry under a new attempt or fail, as for
+        any other failure. Other exceptions were raised in the child, which recorded them."""
         if isinstance(exception, TimeLimitExceeded):
             category, message = ErrorCategory.TIMEOUT, "hard time limit exceeded"
         elif isinstance(exception, WorkerLostError):
+            if agent.stopping:  # stopped by the shutdown, or died during it: not its fault
+                agent.hand_back(args[0], args[1])
+                return
             category, message = ErrorCategory.LOST, "the pool process running it died"
         else:
             return

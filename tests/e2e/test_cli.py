@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -13,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from omoi.models import Database
+from omoi.models import Agent, Database, Task
 from omoi.services import tokens
 from tests.support.api import bearer
-from tests.support.procs import ROOT, Proc, start_api, wait_for
+from tests.support.procs import ROOT, Proc, free_port, start_api, wait_for
 from tests.support.procs import run_omoi as omoi
 
 
@@ -198,3 +202,58 @@ def test_token_commands_create_list_and_revoke(api_server: dict[str, str]) -> No
     wait_for(
         lambda: "401" in omoi(reader, "tasks").stderr, timeout=15, what="the revoked token refused"
     )
+
+
+def test_ctrl_c_of_up_hands_a_running_task_back_within_the_grace(tmp_path: Path) -> None:
+    """The terminal's Ctrl-C reaches ``omoi up`` and its children: the worker waits its
+    grace, hands the 120 s task back as interrupted (queued again, no retry spent) and goes
+    offline; the stack is down well before the task would have ended, nothing killed."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMOI_")}
+    env.update(
+        OMOI_API_PORT=str(port),
+        OMOI_DATA_DIR=str(tmp_path),
+        OMOI_SHUTDOWN_GRACE="2",
+        PYTHONPATH=str(ROOT),
+    )
+    proc = Proc([sys.executable, "-m", "omoi", "up"], env, tmp_path / "up.log")
+    try:
+        wait_for(lambda: "token (admin" in proc.output(), timeout=90, what="omoi up")
+        secret = (tmp_path / "token").read_text().strip()
+        body = {
+            "title": "long",
+            "tasks": [{"key": "long", "task_type": "sleep", "payload": {"seconds": 120}}],
+        }
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/tickets",
+            data=json.dumps(body).encode(),
+            headers={**bearer(secret), "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req) as resp:
+            task_id = json.loads(resp.read())["tasks"][0]["id"]
+        url = f"http://127.0.0.1:{port}/api/v1/tasks/{task_id}"
+
+        def running() -> bool:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=bearer(secret))) as r:
+                return bool(json.loads(r.read())["status"] == "running")
+
+        wait_for(running, timeout=60, what="the task to run")
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends its foreground group
+        proc.popen.wait(30)
+        took = time.monotonic() - sent
+    finally:
+        proc.stop()
+    assert took < 2 + 8, took  # the grace, then the embedded stack's teardown (some 4 s)
+    worker_log = (tmp_path / "logs" / "worker.log").read_text()
+    assert "waiting up to 2 s for 1 running task; Ctrl-C again to stop now" in worker_log
+    db = Database(f"sqlite:///{tmp_path / 'omoi.sqlite'}")
+    try:
+        with db.connect() as conn:
+            task = conn.execute(select(Task).where(Task.id == uuid.UUID(task_id))).one()
+            agent = conn.execute(select(Agent.status)).scalar_one()
+    finally:
+        db.dispose()
+    assert (task.status, task.attempt, task.retry_count) == ("queued", 2, 0)
+    assert task.error["category"] == "interrupted"
+    assert agent == "offline"

@@ -27,6 +27,8 @@ SCENARIOS = {
     "test_a_killed_pool_child_is_recovered_and_the_worker_keeps_working",
     "SIGTERM of a worker under load": f"{FAULTS}/test_worker_signals.py::"
     "test_sigterm_under_load_finishes_or_requeues_every_task",
+    "SIGTERM of a worker mid-task (handed back)": f"{FAULTS}/test_shutdown.py::"
+    "test_a_stopped_worker_hands_its_attempt_back_without_spending_a_retry",
     "Redis restart (keeping data), two beats": f"{FAULTS}/test_outages.py::"
     "test_redis_restart_mid_run_loses_nothing[keeping-data]",
     "Redis restart losing all data, two beats": f"{FAULTS}/test_outages.py::"

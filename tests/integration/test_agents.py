@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import delete, update
 
 from omoi.domain.enums import AgentKind, Priority
-from omoi.models import Agent, Database, Ticket
+from omoi.models import Agent, Database, Task, Ticket
 from omoi.models.types import utcnow
 from omoi.services import agents, fastpath
 from omoi.services.dispatcher import NullDispatcher
@@ -403,3 +403,41 @@ def test_concurrent_claimers_get_each_task_exactly_once(
 def test_unknown_agent_is_404(api_client: Any, path: str) -> None:
     method = api_client.post if path in ("/claim", "/heartbeat") else api_client.get
     assert method(f"/api/v1/agents/{uuid.uuid4()}{path}").status_code == 404
+
+
+def test_a_task_an_agent_stops_reporting_is_lost_one_that_never_reports_keeps_its_tasks(
+    store: tuple[Database, Any],
+) -> None:
+    """External agents may name their running tasks in the heartbeat. One that does loses the
+    task it left out once that has gone unreported for a timeout; one that sends no list
+    keeps today's behaviour (its heartbeat alone keeps its tasks)."""
+    db, client = store
+    ext = cap()
+    reporting, silent = register(client, [ext], capacity=2), register(client, [ext])
+    task = {"task_type": "noop", "capabilities": [ext], "external": True}
+    submit(client, [{"key": f"t{i}", **task} for i in range(3)])
+    kept, dropped, unreported = (
+        client.post(f"/api/v1/agents/{a}/claim").get_json()["task_id"]
+        for a in (reporting, reporting, silent)
+    )
+    with db.session() as session:  # all three started a minute ago
+        session.execute(
+            update(Task)
+            .where(Task.id.in_([uuid.UUID(t) for t in (kept, dropped, unreported)]))
+            .values(started_at=utcnow() - timedelta(seconds=60))
+        )
+    beat = client.post(f"/api/v1/agents/{reporting}/heartbeat", json={"running": [kept]})
+    assert beat.status_code == 200 and beat.get_json()["status"] == "busy"
+    assert client.post(f"/api/v1/agents/{silent}/heartbeat").status_code == 200
+    bad = client.post(f"/api/v1/agents/{reporting}/heartbeat", json={"running": ["nope"]})
+    assert bad.status_code == 422
+    assert agents.sweep_stale(db, NullDispatcher(), RetryPolicy(), timeout=4) == 1
+    status = {t: client.get(f"/api/v1/tasks/{t}").get_json() for t in (kept, dropped, unreported)}
+    assert [status[t]["status"] for t in (kept, dropped, unreported)] == [
+        "running",
+        "retrying",
+        "running",
+    ]
+    assert status[dropped]["error"]["category"] == "lost"
+    assert "no longer reports running it" in status[dropped]["error"]["message"]
+    assert client.get(f"/api/v1/agents/{reporting}").get_json()["status"] == "busy"

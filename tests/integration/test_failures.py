@@ -15,7 +15,8 @@ import pytest
 import redis
 from sqlalchemy import update
 
-from omoi.domain.enums import TaskStatus
+from omoi.domain.enums import ErrorCategory, TaskStatus
+from omoi.domain.errors import TaskError
 from omoi.models import Database, Task
 from omoi.models.types import utcnow
 from omoi.services import execution, failures
@@ -337,3 +338,26 @@ def test_deadline_sweep_fails_an_attempt_whose_worker_vanished(
     landed, _ = execution.succeed(db, claimed[0], {"late": True})  # the vanished worker returns
     assert not landed
     assert api_client.get(f"/api/v1/tasks/{task_id}").get_json()["status"] == "failed"
+
+
+def test_an_interrupted_attempt_is_requeued_at_once_without_spending_a_retry(
+    store: tuple[Database, Any],
+) -> None:
+    """Even with no retries left: queued again under the next attempt, ready to publish now;
+    the old attempt's redelivered message and its late result both find nothing to change."""
+    db, client = store
+    ticket = submit(client, [{"key": "t", "task_type": "noop", "max_retries": 0}])
+    task_id = uuid.UUID(ticket["tasks"][0]["id"])
+    claimed = execution.claim(db, task_id, 1)
+    assert claimed is not None
+    error = TaskError(ErrorCategory.INTERRUPTED, "WorkerShutdown", "its worker stopped")
+    counted, requeue = failures.fail_attempt(db, RetryPolicy(), task_id, 1, error)
+    assert counted and [(d.task_id, d.attempt, d.countdown) for d in requeue] == [
+        (task_id, 2, None)
+    ]
+    task = client.get(f"/api/v1/tasks/{task_id}").get_json()
+    assert (task["status"], task["attempt"], task["retry_count"]) == ("queued", 2, 0)
+    assert [a["outcome"] for a in task["attempts"]] == ["interrupted"]
+    assert execution.claim(db, task_id, 1) is None  # the stale redelivery is a no-op
+    assert execution.succeed(db, claimed[0], {"late": True}) == (False, [])  # lease guard
+    assert execution.claim(db, task_id, 2) is not None
