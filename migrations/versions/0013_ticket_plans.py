@@ -34,10 +34,11 @@ SQLITE = (
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("tickets") as batch:
-        batch.add_column(
-            sa.Column("plan", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=True)
-        )
+    # plain ALTERs: SQLite's batch mode rebuilds the table, and dropping the old tickets
+    # table would cascade (foreign keys are on) to every task, event and artifact
+    op.add_column(
+        "tickets", sa.Column("plan", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=True)
+    )
     op.execute(POSTGRES if op.get_bind().dialect.name == "postgresql" else SQLITE)
 
 
@@ -52,5 +53,4 @@ def downgrade() -> None:
             "UPDATE tickets SET context = json_set(context, '$.planned', json(plan))"
             " WHERE plan IS NOT NULL"
         )
-    with op.batch_alter_table("tickets") as batch:
-        batch.drop_column("plan")
+    op.execute("ALTER TABLE tickets DROP COLUMN plan")

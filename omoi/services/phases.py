@@ -337,12 +337,15 @@ def judge(conn: Connection, ticket_id: uuid.UUID) -> list[Dispatch]:
 
 
 def _statuses(conn: Connection, ticket_id: uuid.UUID, phase: str) -> dict[str, str]:
+    """The statuses of the phase's newest visit, by key without its visit number (split
+    subtasks of earlier visits, ``build/part-1`` beside ``build#2/part-1``, are not judged)."""
     rows = conn.execute(
         select(tasks.c.key, tasks.c.status)
         .where(tasks.c.ticket_id == ticket_id, tasks.c.phase == phase)
         .order_by(tasks.c.id)
-    )
-    return {r.key.split(VISIT)[0]: r.status for r in rows}  # the newest visit of each key
+    ).all()
+    newest = max((visit_of(r.key) for r in rows), default=1)
+    return {VISIT_NUMBER.sub("", r.key): r.status for r in rows if visit_of(r.key) == newest}
 
 
 def close_tasks(conn: Connection, ticket_id: uuid.UUID, count: int) -> list[Dispatch]:

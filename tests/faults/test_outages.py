@@ -197,8 +197,9 @@ def test_a_claim_lost_in_a_postgres_crash_is_republished_and_its_result_refused(
     late result is refused, the outbox sweep re-publishes the task once, and it runs once."""
     server = PostgresServer()
     broker_server = RedisServer(tmp_path / "redis", persist=False)
-    # the WAL writer and the background writer stay idle: nothing flushes the claim for it
-    quiet = ("wal_writer_delay=10000", "bgwriter_lru_maxpages=0")
+    # the WAL writer and the background writer stay idle, and no autovacuum worker commits
+    # (its commit would write the claim's WAL out with its own): nothing writes the claim out
+    quiet = ("wal_writer_delay=10000", "bgwriter_lru_maxpages=0", "autovacuum=off")
     try:
         server.start(*quiet)
         broker_server.start()

@@ -128,7 +128,8 @@ def test_routes_are_derived_from_the_tasks_capabilities(empty_url: str) -> None:
 
 def test_planned_tasks_move_from_the_context_to_the_plan(empty_url: str) -> None:
     """Migration 0013 moves ``context.planned`` into ``plan`` and out of the context that
-    every external claim carries; downgrading puts it back."""
+    every external claim carries; downgrading puts it back, and neither way loses the
+    ticket's tasks (a rebuilt tickets table would cascade to them on SQLite)."""
     upgrade(empty_url, "0012")
     database = Database(empty_url)
     planned = {"PHASE_DESIGN": [{"key": "extra", "task_type": "noop"}]}
@@ -145,6 +146,16 @@ def test_planned_tasks_move_from_the_context_to_the_plan(empty_url: str) -> None
                 context={"budget": 10, "planned": planned},
             )
         )
+        ticket_id = conn.execute(select(tickets.c.id)).scalar_one()
+        conn.execute(
+            insert(Task.__table__).values(
+                ticket_id=ticket_id,
+                phase="PHASE_REQUIREMENTS",
+                key="draft",
+                task_type="noop",
+                route="default",
+            )
+        )
     database.dispose()
     upgrade(empty_url)
     database = Database(empty_url)
@@ -156,5 +167,7 @@ def test_planned_tasks_move_from_the_context_to_the_plan(empty_url: str) -> None
     database = Database(empty_url)
     with database.engine.connect() as conn:
         context = conn.execute(select(*columns)).one().context
+        kept = conn.execute(select(Task.key)).scalars().all()
     database.dispose()
     assert context == {"budget": 10, "planned": planned}
+    assert kept == ["draft"]

@@ -22,26 +22,29 @@ LOST = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 def violations(db: Database, since: datetime | None = None) -> list[str]:
     """Every broken invariant among the tickets created or changed since ``since`` (all when
     None), one line each."""
-    with db.connect() as conn:
-        query = select(tickets.c.id, tickets.c.open_tasks, tickets.c.status)
-        if since is not None:
-            query = query.where(or_(tickets.c.created_at >= since, tickets.c.updated_at >= since))
-        ticket_rows = {t.id: t for t in conn.execute(query)}
-        rows = [
-            r
-            for r in conn.execute(
-                select(
-                    tasks.c.id,
-                    tasks.c.ticket_id,
-                    tasks.c.key,
-                    tasks.c.status,
-                    tasks.c.dependencies,
-                    tasks.c.unmet_dependencies,
-                    tasks.c.sync_need,
+    with db.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # one snapshot while workers still commit
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            query = select(tickets.c.id, tickets.c.open_tasks, tickets.c.status)
+            if since is not None:
+                query = query.where(
+                    or_(tickets.c.created_at >= since, tickets.c.updated_at >= since)
+                )
+            ticket_rows = {t.id: t for t in conn.execute(query)}
+            rows = list(
+                conn.execute(
+                    select(
+                        tasks.c.id,
+                        tasks.c.ticket_id,
+                        tasks.c.key,
+                        tasks.c.status,
+                        tasks.c.dependencies,
+                        tasks.c.unmet_dependencies,
+                        tasks.c.sync_need,
+                    ).where(tasks.c.ticket_id.in_(list(ticket_rows)))
                 )
             )
-            if r.ticket_id in ticket_rows
-        ]
     return _check(ticket_rows, rows)
 
 
