@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -197,9 +199,8 @@ def test_a_claim_lost_in_a_postgres_crash_is_republished_and_its_result_refused(
     late result is refused, the outbox sweep re-publishes the task once, and it runs once."""
     server = PostgresServer()
     broker_server = RedisServer(tmp_path / "redis", persist=False)
-    # the WAL writer and the background writer stay idle, and no autovacuum worker commits
-    # (its commit would write the claim's WAL out with its own): nothing writes the claim out
-    quiet = ("wal_writer_delay=10000", "bgwriter_lru_maxpages=0", "autovacuum=off")
+    # no autovacuum worker commits (its commit would write the claim's WAL out with its own)
+    quiet = ("autovacuum=off",)
     try:
         server.start(*quiet)
         broker_server.start()
@@ -217,6 +218,14 @@ def test_a_claim_lost_in_a_postgres_crash_is_republished_and_its_result_refused(
         # (without one, whether it survives depends on where the WAL pages happen to end).
         with psycopg.connect(url, autocommit=True) as pg:
             pg.execute("UPDATE tickets SET updated_at = updated_at")
+            writer = pg.execute(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'"
+            ).fetchone()
+        assert writer is not None
+        # The WAL writer alone writes an asynchronous commit out (a woken, hibernating one at
+        # once): stopped, it cannot, and the crash loses the claim by construction. The
+        # postmaster's immediate shutdown then kills it (SIGKILL reaches a stopped process).
+        os.kill(writer[0], signal.SIGSTOP)
 
         db = Database(url, pre_ping=False)
         claimed = execution.claim(db, task_id, 1)
