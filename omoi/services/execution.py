@@ -475,9 +475,23 @@ def _run_handler(
         reason = unstorable(result)  # fail here, naming why, rather than in the commit
         if reason is not None:
             raise UnstorableResult(f"the result cannot be stored: {reason}")
+    except Exception as exc:
+        _record_failure(db, dispatcher, policy, c, classify(exc))
+        return "failed"
+    try:
         landed, ready = succeed(db, c, result)
     except Exception as exc:
-        _record_failure(db, dispatcher, policy, c, exc)
+        if not refused_data(exc):
+            raise
+        # the database refused the result itself: record that, or the attempt stays running
+        error = classify(exc)
+        _record_failure(
+            db,
+            dispatcher,
+            policy,
+            c,
+            TaskError(ErrorCategory.PERMANENT, "ResultNotStored", error.message),
+        )
         return "failed"
     if not landed:
         log.info("attempt_superseded")
@@ -487,13 +501,10 @@ def _run_handler(
 
 
 def _record_failure(
-    db: Database, dispatcher: Dispatcher, policy: RetryPolicy, c: Claim, exc: Exception
+    db: Database, dispatcher: Dispatcher, policy: RetryPolicy, c: Claim, error: TaskError
 ) -> None:
-    """Record the attempt's failure: the handler's own exception, or one storing its result
-    raised (a statement PostgreSQL refused), so that no attempt is left running."""
-    error = classify(exc)
-    if refused_data(exc):
-        error = TaskError(ErrorCategory.PERMANENT, "ResultNotStored", error.message)
+    """Record the attempt's failure (its traceback is the exception being handled) and
+    publish the retry, if any."""
     log.warning("attempt_failed", **error.as_dict())
     trace = storable_text(traceback.format_exc())
     _, retry = fail_attempt(db, policy, c.task_id, c.attempt, error, lease=c.lease, trace=trace)

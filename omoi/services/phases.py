@@ -192,7 +192,7 @@ def instantiate(
     return rows, ready
 
 
-def _lock(conn: Connection, ticket_id: uuid.UUID, *, lock: bool = True) -> Any:
+def _ticket(conn: Connection, ticket_id: uuid.UUID, *, lock: bool = True) -> Any:
     """The ticket (but its plan), row-locked unless ``lock`` is False; NotFound if none."""
     query = select(*TICKET_COLUMNS).where(tickets.c.id == ticket_id)
     ticket = conn.execute(query.with_for_update() if lock else query).one_or_none()
@@ -264,7 +264,7 @@ def _move(
 
 def judge(conn: Connection, ticket_id: uuid.UUID) -> list[Dispatch]:
     """Judge the gate of the phase whose work has ended (or that a blocked ticket waits in)."""
-    ticket = _lock(conn, ticket_id)
+    ticket = _ticket(conn, ticket_id)
     if ticket.status == TicketStatus.ACTIVE:
         phase = ticket.phase
         if ticket.open_tasks > 0:
@@ -367,7 +367,7 @@ def transition(
     """Move a ticket by hand. Allowed moves come from the workflow's transition table; ``force``
     skips that check (not the phase's existence). Leaving a working phase cancels its open
     tasks; returning from BLOCKED to the phase it came from resumes it."""
-    ticket = _lock(conn, ticket_id)
+    ticket = _ticket(conn, ticket_id)
     workflow = workflows.get(ticket.workflow)
     to = Phase(to_phase)
     if to != Phase.BLOCKED and to not in [p.name for p in workflow.phases]:
@@ -415,7 +415,7 @@ def add_artifact(
 ) -> tuple[int, list[Dispatch]]:
     """Store an artifact for the ticket's current phase (or the one it is blocked in) and judge
     a gate that was waiting for it."""
-    ticket = _lock(conn, ticket_id)
+    ticket = _ticket(conn, ticket_id)
     phase = phase or (ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase)
     artifact_id = conn.execute(
         insert(artifacts)
@@ -448,7 +448,7 @@ def add_artifact(
 def approve(
     conn: Connection, ticket_id: uuid.UUID, by: str, comment: str, phase: str | None
 ) -> list[Dispatch]:
-    ticket = _lock(conn, ticket_id)
+    ticket = _ticket(conn, ticket_id)
     phase = phase or (ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase)
     conn.execute(
         insert(approvals).values(
@@ -574,7 +574,7 @@ def give_approval(
 
 def valid_transitions(db: Database, ticket_id: uuid.UUID) -> dict[str, Any]:
     with db.connect() as conn:
-        ticket = _lock(conn, ticket_id, lock=False)
+        ticket = _ticket(conn, ticket_id, lock=False)
     workflow = workflows.get(ticket.workflow)
     closed = ticket.status in (TicketStatus.DONE, TicketStatus.CANCELLED)
     allowed = [] if closed else workflow.allowed(ticket.phase, ticket.previous_phase)
@@ -599,7 +599,7 @@ def history_of(db: Database, ticket_id: uuid.UUID) -> list[Any]:
 def gate_status(db: Database, ticket_id: uuid.UUID) -> dict[str, Any]:
     """The latest gate judgement and what the ticket's phase requires."""
     with db.connect() as conn:
-        ticket = _lock(conn, ticket_id, lock=False)
+        ticket = _ticket(conn, ticket_id, lock=False)
         latest = conn.execute(
             select(gate_results)
             .where(gate_results.c.ticket_id == ticket_id)

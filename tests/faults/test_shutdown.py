@@ -8,6 +8,8 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,22 @@ def stop(proc: Proc, *signals: signal.Signals, patience: float) -> float:
         proc.popen.send_signal(sig)
     proc.popen.wait(patience)
     return time.monotonic() - sent
+
+
+@contextmanager
+def patiently_running(
+    client: Any, env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[Proc, str]]:
+    """A one-process worker with a 60 s grace, running the long task it alone serves."""
+    capability = f"stop{uuid.uuid4().hex[:8]}"
+    _, task_id = long_task(client, capability)
+    patient = {**env, "OMOI_SHUTDOWN_GRACE": "60"}
+    proc, _ = start_worker(patient, tmp_path, concurrency=1, capabilities=capability)
+    try:
+        running_on(client, task_id, [proc])
+        yield proc, task_id
+    finally:
+        proc.stop()
 
 
 def test_a_stopped_worker_hands_its_attempt_back_without_spending_a_retry(
@@ -97,15 +115,8 @@ def test_a_stopped_worker_hands_its_attempt_back_without_spending_a_retry(
 def test_a_second_ctrl_c_stops_at_once_and_still_hands_back(
     client: Any, env: dict[str, str], tmp_path: Path
 ) -> None:
-    capability = f"stop{uuid.uuid4().hex[:8]}"
-    patient = {**env, "OMOI_SHUTDOWN_GRACE": "60"}
-    _, task_id = long_task(client, capability)
-    proc, _ = start_worker(patient, tmp_path, concurrency=1, capabilities=capability)
-    try:
-        running_on(client, task_id, [proc])
+    with patiently_running(client, env, tmp_path) as (proc, task_id):
         took = stop(proc, signal.SIGINT, signal.SIGINT, patience=30)
-    finally:
-        proc.stop()
     assert took < SLACK + 2, took  # not the 60 s grace, nor the task's 8 s
     assert "stopping now" in proc.output()
     task = client.get(f"/api/v1/tasks/{task_id}").get_json()
@@ -162,19 +173,12 @@ def test_a_child_that_dies_while_its_worker_stops_is_handed_back_too(
 ) -> None:
     """The pool's report of a child dying during the grace (here ``kill -9``) hands the
     attempt back as interrupted rather than spending a retry as ``lost``."""
-    capability = f"stop{uuid.uuid4().hex[:8]}"
-    patient = {**env, "OMOI_SHUTDOWN_GRACE": "60"}
-    _, task_id = long_task(client, capability)
-    proc, _ = start_worker(patient, tmp_path, concurrency=1, capabilities=capability)
-    try:
-        running_on(client, task_id, [proc])
+    with patiently_running(client, env, tmp_path) as (proc, task_id):
         (child,) = pool_children(proc)
         proc.popen.send_signal(signal.SIGTERM)
         wait_for(lambda: "Ctrl-C again" in proc.output(), what="the worker to be waiting")
         os.kill(child, signal.SIGKILL)
         proc.popen.wait(SLACK + 10)
-    finally:
-        proc.stop()
     task = client.get(f"/api/v1/tasks/{task_id}").get_json()
     assert (task["status"], task["attempt"], task["retry_count"]) == ("queued", 2, 0)
     assert task["error"]["category"] == "interrupted"
