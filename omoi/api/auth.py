@@ -5,12 +5,18 @@ its own agent: the agent in the path, the message sender and the holder of a rep
 
 from __future__ import annotations
 
+import contextlib
+import math
+import time
 import uuid
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, g, redirect, request
 from flask_limiter import Limiter
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 
 from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
@@ -83,15 +89,54 @@ def _denied(status: int, code: str, message: str) -> Response:
     return resp
 
 
-def check(authenticate: Authenticator) -> Response | None:
+class Strangers:
+    """The rate limit on requests without a valid token, per client address, checked before
+    the token lookup: a flood of wrong tokens costs a counter, not a database query each.
+    Shared by every API process when Redis is the broker; a storage outage lets them through
+    (the per-token limit's rule: the broker must not take the API down)."""
+
+    def __init__(self, storage_uri: str, limit: str) -> None:
+        self.limit = parse(limit)
+        self.window = FixedWindowRateLimiter(storage_from_string(storage_uri))
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until this address may try again (at least 1), or None if it may now."""
+        try:
+            if self.window.test(self.limit, "strangers", address):
+                return None
+            reset = self.window.get_window_stats(self.limit, "strangers", address).reset_time
+        except Exception:  # see the class docstring
+            return None
+        return max(1, math.ceil(reset - time.time()))
+
+    def failed(self, address: str) -> None:
+        with contextlib.suppress(Exception):  # see the class docstring
+            self.window.hit(self.limit, "strangers", address)
+
+
+def check(authenticate: Authenticator, strangers: Strangers | None) -> Response | None:
     endpoint = request.endpoint
     if endpoint is None or endpoint in PUBLIC or request.method == "OPTIONS":
         return None  # 404/405 are answered as such
     login = request.method == "GET" and endpoint.startswith("board") and "token" in request.args
     secret = request.args["token"] if login else _secret()
-    who = authenticate(secret) if secret else None
+    who = authenticate.cached(secret) if secret else None
     if who is None:
-        return _denied(401, "unauthorized", "a valid bearer token is required")
+        address = request.remote_addr or "unknown"
+        wait = strangers.retry_after(address) if strangers else None
+        if wait is not None:
+            resp = _denied(
+                429,
+                "too_many_requests",
+                "too many requests without a valid token",
+            )
+            resp.headers["Retry-After"] = str(wait)
+            return resp
+        who = authenticate(secret) if secret else None
+        if who is None:
+            if strangers:
+                strangers.failed(address)
+            return _denied(401, "unauthorized", "a valid bearer token is required")
     g.principal = who
     if login:
         return _login(secret)  # type: ignore[arg-type]
@@ -132,17 +177,37 @@ def _rate_key() -> str:
     return f"token:{who.token_id}" if who is not None else f"addr:{request.remote_addr}"
 
 
+def _retry_after(resp: Response) -> Response:
+    """flask-limiter truncates the wait (``Retry-After: 0`` in a window's last second) and sets
+    it on every response; it means something only on a 429, and is then at least 1."""
+    if resp.status_code != 429:
+        resp.headers.pop("Retry-After", None)
+    elif "X-RateLimit-Reset" in resp.headers:
+        reset = float(resp.headers["X-RateLimit-Reset"])
+        resp.headers["Retry-After"] = str(max(1, math.ceil(reset - time.time())))
+    return resp
+
+
 def register(app: Flask, authenticate: Authenticator, settings: Settings) -> None:
-    app.before_request(lambda: check(authenticate))
+    # shared by every API process when Redis is the broker; per process otherwise
+    storage_uri = (
+        settings.broker_url
+        if settings.broker_url.startswith(("redis://", "rediss://"))
+        else "memory://"
+    )
+    strangers = (
+        Strangers(storage_uri, settings.unauthenticated_rate_limit)
+        if settings.unauthenticated_rate_limit
+        else None
+    )
+    app.before_request(lambda: check(authenticate, strangers))
+    app.after_request(_retry_after)  # registered first, so it runs after flask-limiter's
     if settings.rate_limit:
         Limiter(
             _rate_key,
             app=app,
             default_limits=[settings.rate_limit],
-            # shared by every API process when Redis is the broker; per process otherwise
-            storage_uri=settings.broker_url
-            if settings.broker_url.startswith(("redis://", "rediss://"))
-            else "memory://",
+            storage_uri=storage_uri,
             headers_enabled=True,
             swallow_errors=True,  # a broker outage must not take the API down with it
             default_limits_exempt_when=lambda: request.endpoint in PUBLIC,
