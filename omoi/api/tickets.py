@@ -179,6 +179,7 @@ class ContextView(MethodView):
 class Artifacts(MethodView):
     @blp.arguments(ArtifactIn)
     @blp.response(201, ArtifactCreated)
+    @blp.alt_response(403, description="An agent token whose agent runs none of its tasks")
     def post(self, body: dict[str, Any], ticket_id: uuid.UUID) -> Any:
         """Add an artifact to the ticket's phase; a gate waiting for it is judged again."""
         rt = runtime()

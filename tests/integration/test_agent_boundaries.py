@@ -271,10 +271,12 @@ def test_an_answered_request_cannot_be_accepted(api_client: Any, db: Database) -
 
 
 def test_a_request_made_before_the_task_changed_hands_cannot_be_accepted(
-    api_client: Any, db: Database
+    store: tuple[Database, Any],
 ) -> None:
     """Offered to a capability, taken by one agent and handed back: the holder is the asker
-    again, but the other agent's old copy was asked under a holding that has ended."""
+    again, but the other agent's old copy was asked under a holding that has ended. On
+    PostgreSQL and on SQLite."""
+    db, api_client = store
     skill = cap()
     holder = agent(api_client, db, [skill], "holder")
     first, late = agent(api_client, db, [skill], "first"), agent(api_client, db, [skill], "late")
