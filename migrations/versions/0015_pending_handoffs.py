@@ -5,7 +5,7 @@ A ``handoff_request`` row records the ``attempt`` its sender held the task in, a
 to another holder. A ``handoff_accepted`` is taken only in reply to a pending one; requests sent before this
 revision have no attempt, so none of them is pending.
 
-Revision ID: 0018
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-08
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0018"
+revision: str = "0015"
 down_revision: str | None = "0014"
 branch_labels: Sequence[str] | None = None
 depends_on: Sequence[str] | None = None
