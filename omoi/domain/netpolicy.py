@@ -99,6 +99,14 @@ def refused_kind(address: IPAddress) -> str | None:
     return next((kind for network, kind in REFUSED if address in network), None)
 
 
+def _literal(host: str, address: IPAddress) -> bool:
+    """Whether ``host`` is ``address`` written out, so the refusal needs not name both."""
+    try:
+        return ipaddress.ip_address(host) == address
+    except ValueError:
+        return False
+
+
 def normal_host(host: str) -> str:
     """A host name as the allowlist compares it: lower case, no trailing dot."""
     return host.lower().rstrip(".")
@@ -184,7 +192,7 @@ def refusal(
             inner = embedded_ipv4(_bare(address))
             shown = f"{address} ({inner})" if inner else str(address)
             article = "an" if kind[0] in "aeiou" else "a"
-            if normal_host(host) == str(address):
+            if _literal(host, address):
                 return f"{shown} is {article} {kind} address"
             return f"{host} resolves to {shown}, {article} {kind} address"
     return None
