@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
@@ -33,8 +33,6 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # Credentials meant for one origin are not handed to the next (as browsers and requests do).
 ORIGIN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
-
-Resolver = Callable[[str, int], list[IPAddress]]
 
 
 class RequestRefused(PermanentError):
@@ -59,7 +57,6 @@ class FetchPolicy:
     allow: tuple[Allowance, ...] = ()
     max_bytes: int = 1024 * 1024
     max_redirects: int = MAX_REDIRECTS
-    resolve: Resolver = field(default=resolve, compare=False)
 
 
 @cache
@@ -90,7 +87,7 @@ class _Target:
         if parts.username is not None or parts.password is not None:
             raise RequestRefused(f"{url}: credentials in a URL are not sent; use a header")
         try:
-            port = parts.port or DEFAULT_PORTS[parts.scheme]
+            port = DEFAULT_PORTS[parts.scheme] if parts.port is None else parts.port
         except ValueError as exc:
             raise RequestRefused(f"{url}: {exc}") from exc
         return cls(parts, parts.hostname, port)
@@ -125,7 +122,7 @@ def fetch(
     sent = {k: v for k, v in (headers or {}).items() if k.lower() != "host"}
     target = _Target.of(url)
     for hop in range(policy.max_redirects + 1):
-        addresses = policy.resolve(target.host, target.port)
+        addresses = resolve(target.host, target.port)
         why = refusal(target.host, target.port, addresses, policy.allow)
         if why is not None:
             via = f" (redirected from {url})" if hop else ""
