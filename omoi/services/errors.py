@@ -24,6 +24,12 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class Forbidden(ServiceError):
+    """The caller may not do this (its token lacks a scope the request's content needs)."""
+
+    code = "forbidden"
+
+
 class Invalid(ServiceError, PermanentError):
     """Refused as it stands; asked again the same way (a handler's bad split), refused again,
     so a task that raises it fails at once."""
