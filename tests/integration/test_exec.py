@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +22,14 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from omoi.config import Settings
+from omoi.domain.errors import PermanentError
 from omoi.models import Agent, Database, Ticket
 from omoi.services import tokens
 from omoi.services.dispatcher import Dispatch, NullDispatcher
 from omoi.transport import CeleryDispatcher, make_celery
+from omoi.worker import shell
 from tests.support.api import ADMIN_TOKEN, bearer, make_app, submit, tasks_by_key, wait_finished
-from tests.support.procs import Proc, run_omoi, start_worker, wait_for
+from tests.support.procs import ROOT, Proc, run_omoi, start_worker, wait_for
 
 
 def token(db: Database, *scopes: str) -> dict[str, str]:
@@ -45,6 +50,11 @@ def alive(marker: str) -> list[psutil.Process]:
         if marker in cmdline and p.info["status"] != psutil.STATUS_ZOMBIE and p.pid != os.getpid():
             found.append(p)
     return found
+
+
+def sleeps(seconds: str) -> list[psutil.Process]:
+    """The live ``sleep`` processes of that duration."""
+    return [p for p in alive(f"sleep {seconds}") if p.name() == "sleep"]
 
 
 def unique_seconds() -> str:
@@ -321,8 +331,31 @@ def test_cancelling_a_running_command_kills_everything_it_started(client: Any) -
     ticket = submit(
         client, [{"key": "long", "task_type": "shell", "payload": {"command": command}}]
     )
-    sleeps = lambda: [p for p in alive(f"sleep {m}") if p.name() == "sleep"]  # noqa: E731
-    wait_for(lambda: len(sleeps()) == 3, what="the command's three sleeps")
+    wait_for(lambda: len(sleeps(m)) == 3, what="the command's three sleeps")
     task = ticket["tasks"][0]
     assert client.post(f"/api/v1/tasks/{task['id']}/cancel", json={}).status_code == 200
     wait_for(lambda: alive(f"sleep {m}") == [], timeout=15, what="the sleeps to be killed")
+
+
+def test_a_pool_process_stopped_by_sigterm_kills_its_command_first(tmp_root: Path) -> None:
+    """A revoke and the hard time limit stop the pool process with SIGTERM, whose default
+    action left the command's session running."""
+    m = unique_seconds()
+    script = f"from omoi.worker import shell\nshell.run('setsid sleep {m} & sleep {m}')\n"
+    pool = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    try:
+        wait_for(lambda: len(sleeps(m)) == 2, what="the command's two sleeps")
+        pool.send_signal(signal.SIGTERM)
+        assert pool.wait(timeout=10) == -signal.SIGTERM  # it still dies of the signal
+        assert alive(f"sleep {m}") == []
+    finally:
+        pool.kill()
+        pool.wait()
+
+
+def test_a_cancel_seen_while_the_command_runs_kills_everything_it_started() -> None:
+    m = unique_seconds()
+    started = lambda: len(sleeps(m)) == 2  # noqa: E731
+    with pytest.raises(PermanentError, match="cancelled"):
+        shell.run(f"setsid sleep {m} & sleep {m}", cancelled=started)
+    assert alive(f"sleep {m}") == []
