@@ -1,7 +1,8 @@
 """Bearer-token auth on every route but health and the OpenAPI document, and per-token rate
 limits. Scopes: ``read`` for GETs, ``submit`` for work and control, ``agent`` for the
-external-agent protocol and messaging; ``admin`` may do all. A non-admin token acts only as
-its own agent: the agent in the path, the message sender and the holder of a reported task."""
+external-agent protocol and messaging; ``exec``, beside ``submit``, for tasks whose type runs
+code; ``admin`` may do all. A non-admin token acts only as its own agent: the agent in the
+path, the message sender and the holder of a reported task."""
 
 from __future__ import annotations
 
