@@ -99,7 +99,9 @@ def serve(settings: Settings, log_level: str, pidfile: Path | None = None) -> No
     process.set_up(log_level)
     workflows.configure(settings.workflows_dir or None)  # a passed gate starts the next phase
     db = Database(settings.database_url, pool_size=2)
-    dispatcher = CeleryDispatcher(make_celery(settings), settings.time_limit_grace)
+    dispatcher = CeleryDispatcher(
+        make_celery(settings), settings.time_limit_grace, settings.exec_types
+    )
     ends = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, ends)
     if settings.broker_url.startswith(("redis://", "rediss://")):

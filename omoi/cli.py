@@ -23,9 +23,10 @@ import click
 import yaml
 
 from omoi.config import Settings
-from omoi.domain.auth import Scope
+from omoi.domain.auth import BUILTIN_EXEC_TYPES, Scope
 from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.domain.routing import queues_for_worker
+from omoi.domain.specs import TOKEN
 from omoi.domain.workflow import WorkflowError
 from omoi.models import Database
 from omoi.services import tokens, workflows
@@ -129,17 +130,35 @@ def api(host: str | None, port: int | None, workers: int) -> None:
 
 @main.command()
 @click.option("--capabilities", default="", help="Comma-separated, e.g. python,review.")
+@click.option(
+    "--enable",
+    default=None,
+    help="Exec task types this worker runs, comma-separated: shell, http, or types "
+    "OMOI_EXEC_TASK_TYPES marks (default OMOI_ENABLE_TASK_TYPES; none without it).",
+)
 @click.option("--concurrency", type=int, default=None)
 @click.option("--name", default=None, help="Worker node name (default omoi@<host>).")
 @click.option("--loglevel", default="INFO")
 @click.option("--events", is_flag=True, help="Send task events (for Flower).")
 def worker(
-    capabilities: str, concurrency: int | None, name: str | None, loglevel: str, events: bool
+    capabilities: str,
+    enable: str | None,
+    concurrency: int | None,
+    name: str | None,
+    loglevel: str,
+    events: bool,
 ) -> None:
-    """Run an agent: a prefork Celery worker (the pool that enforces time limits)."""
+    """Run an agent: a prefork Celery worker (the pool that enforces time limits). Tasks of
+    an exec type (shell, http, …) run only on workers that enable their type."""
+    if enable is not None:  # the worker app reads its settings from the environment
+        os.environ["OMOI_ENABLE_TASK_TYPES"] = enable
+    settings = _settings()  # names an unknown type without a traceback
+    bad = [c for c in capabilities.split(",") if c.strip() and not TOKEN.fullmatch(c.strip())]
+    if bad:
+        raise click.ClickException(f"{bad[0]!r} is not a capability name ({TOKEN.pattern})")
     from omoi.worker.app import app
 
-    queues = queues_for_worker(capabilities.split(","))
+    queues = queues_for_worker(capabilities.split(","), settings.enable_task_types)
     argv = [
         "worker",
         "--pool",
@@ -370,6 +389,7 @@ def _running_stack(settings: Settings, port: int | None, concurrency: int) -> It
             "WARNING",
             "--capabilities",
             ",".join(capabilities),
+            *_laptop_exec_types(),
         )
         _spawn(
             stack, settings, "beat", "--loglevel", "WARNING", "--pidfile", str(stack.beat_pidfile)
@@ -378,6 +398,14 @@ def _running_stack(settings: Settings, port: int | None, concurrency: int) -> It
         yield stack
     finally:
         _stop(stack.children)
+
+
+def _laptop_exec_types() -> list[str]:
+    """``omoi up`` is one user's stack on loopback, whose only token is that user's admin
+    token: its worker runs shell and http unless OMOI_ENABLE_TASK_TYPES says otherwise."""
+    if "OMOI_ENABLE_TASK_TYPES" in os.environ:
+        return []
+    return ["--enable", ",".join(sorted(BUILTIN_EXEC_TYPES))]
 
 
 def _stop(children: list[Child]) -> None:
@@ -605,7 +633,8 @@ def token() -> None:
     multiple=True,
     required=True,
     type=click.Choice([s.value for s in Scope]),
-    help="read, submit, agent or admin; repeat for several.",
+    help="read, submit, agent, exec or admin; repeat for several (exec: submit tasks "
+    "whose type runs code, with submit).",
 )
 def token_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a token and print its secret (the only time it is shown)."""

@@ -11,7 +11,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from omoi.domain.auth import exec_types
 from omoi.domain.netpolicy import Allowance, parse_allowlist
+
+LIST = "tuple[str, ...]"  # a comma-separated setting
 
 
 def _data_dir(env: dict[str, str]) -> Path:
@@ -62,6 +65,27 @@ class Settings:
     instance_id: str = ""
     http_allow: tuple[Allowance, ...] = ()
     http_max_bytes: int = 1024 * 1024
+    # exec task types (built-in shell and http, plus exec_task_types) this worker runs
+    enable_task_types: tuple[str, ...] = ()
+    exec_task_types: tuple[str, ...] = ()  # the operator's own types that run code
+    shell_env: tuple[str, ...] = ()  # variables a shell command gets besides the basics
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.enable_task_types if t not in self.exec_types]
+        if unknown:
+            raise ValueError(
+                f"OMOI_ENABLE_TASK_TYPES names {unknown[0]!r}, which is not an exec task type "
+                f"({', '.join(sorted(self.exec_types))}; OMOI_EXEC_TASK_TYPES marks more)"
+            )
+        internal = [n for n in self.shell_env if n.upper().startswith("OMOI_")]
+        if internal:
+            raise ValueError(f"OMOI_SHELL_ENV may not pass omoi's own settings ({internal[0]})")
+
+    @property
+    def exec_types(self) -> frozenset[str]:
+        """Task types whose payload is code: submitting one needs ``exec``, and only workers
+        that enabled the type run it."""
+        return exec_types(self.exec_task_types)
 
     @property
     def client_url(self) -> str:
@@ -90,9 +114,6 @@ class Settings:
             "broker_url": env.get(
                 "OMOI_BROKER_URL", f"omoi-sqla+sqlite:///{data_dir / 'broker.sqlite'}"
             ),
-            "handlers": tuple(
-                h.strip() for h in env.get("OMOI_HANDLERS", "").split(",") if h.strip()
-            ),
         }
         try:
             values["http_allow"] = parse_allowlist(env.get("OMOI_HTTP_ALLOW", ""))
@@ -101,6 +122,9 @@ class Settings:
         for f in fields(cls):
             key = f"OMOI_{f.name.upper()}"
             if f.name in values or key not in env:
+                continue
+            if str(f.type) == LIST:
+                values[f.name] = tuple(v.strip() for v in env[key].split(",") if v.strip())
                 continue
             caster = {"float": float, "int": int, "str": str}.get(str(f.type))
             if caster is not None:

@@ -13,6 +13,8 @@ from kombu.transport import sqlalchemy as sqla_transport
 
 import celeryconfig
 from omoi.config import Settings
+from omoi.domain.auth import BUILTIN_EXEC_TYPES
+from omoi.domain.routing import publish_queue
 from omoi.services.dispatcher import Dispatch
 
 RUN_TASK = "omoi.run_task"
@@ -36,11 +38,19 @@ BROKER_MARKER = "omoi:broker-marker"
 
 class CeleryDispatcher:
     """Publishes a batch as one Celery group of ``run_task(task_id, attempt)`` messages. The
-    payload stays in PostgreSQL: the broker, Flower and worker logs see only the ids."""
+    payload stays in PostgreSQL: the broker, Flower and worker logs see only the ids. A task of
+    an exec type (``exec_types``) goes to its exec queue, which only the workers that enabled
+    the type consume."""
 
-    def __init__(self, app: Celery, time_limit_grace: float) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        time_limit_grace: float,
+        exec_types: frozenset[str] = BUILTIN_EXEC_TYPES,
+    ) -> None:
         self.app = app
         self.grace = time_limit_grace
+        self.exec_types = exec_types
 
     def publish(self, batch: Sequence[Dispatch]) -> None:
         signatures = [
@@ -50,7 +60,7 @@ class CeleryDispatcher:
                 argsrepr=f"(task={d.task_id}, attempt={d.attempt})",  # what Flower shows
                 kwargsrepr="{}",
                 task_id=d.message_id,
-                queue=d.queue,
+                queue=publish_queue(d.queue, d.task_type, self.exec_types),
                 countdown=d.countdown,
                 **time_limits(d.timeout_seconds, self.grace),
             )

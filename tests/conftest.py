@@ -46,6 +46,8 @@ TEST_ENV = {
     "OMOI_TOKEN": ADMIN_TOKEN,
     "OMOI_RATE_LIMIT": "1000/second",
     "OMOI_UNAUTHENTICATED_RATE_LIMIT": "1000/second",
+    # the session's workers run shell and http tasks (test_exec starts one that does not)
+    "OMOI_ENABLE_TASK_TYPES": "shell,http",
 }
 
 

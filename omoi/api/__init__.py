@@ -75,7 +75,9 @@ def create_app(
     )
     db = db or Database(settings.database_url, settings.db_pool_size)
     require_tokens(settings, db)
-    producer = CeleryDispatcher(make_celery(settings, "omoi-api"), settings.time_limit_grace)
+    producer = CeleryDispatcher(
+        make_celery(settings, "omoi-api"), settings.time_limit_grace, settings.exec_types
+    )
     authenticate = tokens.Authenticator(db)
     app.extensions["omoi"] = Runtime(
         settings=settings,

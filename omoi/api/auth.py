@@ -1,7 +1,8 @@
 """Bearer-token auth on every route but health and the OpenAPI document, and per-token rate
 limits. Scopes: ``read`` for GETs, ``submit`` for work and control, ``agent`` for the
-external-agent protocol and messaging; ``admin`` may do all. A non-admin token acts only as
-its own agent: the agent in the path, the message sender and the holder of a reported task."""
+external-agent protocol and messaging; ``exec``, beside ``submit``, for tasks whose type runs
+code; ``admin`` may do all. A non-admin token acts only as its own agent: the agent in the
+path, the message sender and the holder of a reported task."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import math
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,8 +23,9 @@ from limits.strategies import FixedWindowRateLimiter
 from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
 from omoi.config import Settings
-from omoi.domain.auth import Scope, allows
+from omoi.domain.auth import Scope, allows, refused_exec_types
 from omoi.services import queries, tokens
+from omoi.services.errors import Forbidden
 from omoi.services.tokens import Authenticator, Principal
 
 PUBLIC = {"health.healthz", "health.readyz", "api-docs.openapi_json", "static"}
@@ -161,6 +164,17 @@ def _login(secret: str) -> Response:
 
 def principal() -> Principal:
     return g.principal  # type: ignore[no-any-return]
+
+
+def require_exec(task_types: Iterable[str]) -> None:
+    """Refuse (403) a submission of exec-type tasks by a token without ``exec``: whoever
+    submits one chooses the code a worker runs."""
+    refused = refused_exec_types(principal().scopes, task_types, runtime().settings.exec_types)
+    if refused:
+        raise Forbidden(
+            f"task type {refused[0]!r} runs code: submitting it needs the exec scope",
+            {"task_types": refused},
+        )
 
 
 def bind_registered_agent(agent_id: uuid.UUID) -> None:

@@ -201,7 +201,13 @@ class TaskOut(Schema):
     timeout_seconds = fields.Float(allow_none=True)
     resources = fields.List(fields.String())
     external = fields.Boolean()
-    waiting_for = fields.String(allow_none=True)
+    waiting_for = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "why a queued task waits: the lock it needs or, in GET "
+            "/tasks/{id}, that no live worker has enabled its exec task type"
+        },
+    )
     sync_need = fields.Integer(allow_none=True)
     sync_deadline = fields.DateTime(allow_none=True)
     agent_id = fields.UUID(allow_none=True)
@@ -284,6 +290,10 @@ class AgentOut(Schema):
     hostname = fields.String(allow_none=True)
     pid = fields.Integer(allow_none=True)
     registered_at = fields.DateTime()
+    enabled_task_types = fields.List(
+        fields.String(),
+        metadata={"description": "exec task types its operator enabled (Celery workers)"},
+    )
     running_tasks = fields.Integer()
     free_capacity = fields.Integer()
 

@@ -42,9 +42,13 @@ class TaskById(MethodView):
 
 
 def task_detail(task_id: uuid.UUID) -> dict[str, Any]:
-    task, blocks, timeline = queries.get_task(runtime().db, task_id)
+    """The task; ``waiting_for`` says why a queued one waits: the lock it needs, or the
+    worker (one that enabled its exec type)."""
+    rt = runtime()
+    task, blocks, timeline = queries.get_task(rt.db, task_id)
     return {
         **{c.key: getattr(task, c.key) for c in task.__table__.columns},
+        "waiting_for": task.waiting_for or queries.worker_wait(rt.db, task, rt.settings.exec_types),
         "depends_on": task.depends_on,
         "blocks": blocks,
         "attempts": queries.attempts_of(timeline),

@@ -9,7 +9,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from omoi.api.auth import principal
+from omoi.api.auth import principal, require_exec
 from omoi.api.runtime import runtime
 from omoi.api.schemas import (
     ApproveIn,
@@ -54,9 +54,12 @@ class Tickets(MethodView):
     @blp.arguments(TicketIn)
     @blp.response(201, TicketCreated)
     @blp.alt_response(200, schema=TicketCreated, description="Idempotent replay")
+    @blp.alt_response(403, description="An exec-type task without the exec scope")
     @blp.alt_response(422, description="Invalid ticket or task graph (names the cycle)")
     def post(self, spec: NewTicket) -> Any:
-        """Create a ticket and its task DAG; ``Idempotency-Key`` makes a retry safe."""
+        """Create a ticket and its task DAG; ``Idempotency-Key`` makes a retry safe. Tasks
+        of an exec type (``shell``, ``http``, …) need the ``exec`` scope."""
+        require_exec(t.task_type for t in spec.tasks)
         rt = runtime()
         key = request.headers.get("Idempotency-Key") or None
         submitted = tickets.create_ticket(

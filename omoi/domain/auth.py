@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Collection, Iterable
 from enum import StrEnum
 
 TOKEN_PREFIX = "omoi_"
@@ -13,7 +14,29 @@ class Scope(StrEnum):
     READ = "read"
     SUBMIT = "submit"
     AGENT = "agent"
+    EXEC = "exec"
     ADMIN = "admin"
+
+
+# Task types whose payload is code the worker runs (a command, a request to any address):
+# whoever submits one chooses what runs, so submitting one needs ``exec`` and a worker runs
+# one only if its operator enabled the type. Operators mark their own with OMOI_EXEC_TASK_TYPES.
+BUILTIN_EXEC_TYPES = frozenset({"shell", "http"})
+
+
+def exec_types(marked: Iterable[str] = ()) -> frozenset[str]:
+    """The built-in exec task types plus those the operator marked."""
+    return BUILTIN_EXEC_TYPES | {m.strip() for m in marked if m.strip()}
+
+
+def refused_exec_types(
+    granted: frozenset[str], task_types: Iterable[str], exec_types: Collection[str]
+) -> list[str]:
+    """The exec task types among ``task_types`` that a token with ``granted`` may not submit:
+    all of them without ``exec`` (or ``admin``), none with it."""
+    if allows(granted, frozenset({Scope.EXEC})):
+        return []
+    return sorted({t for t in task_types if t in exec_types})
 
 
 def new_secret() -> str:

@@ -228,6 +228,9 @@ class Agent(Base):
     # Its heartbeats say which tasks it runs (every Celery worker; external agents may): a
     # running attempt it stops reporting is recovered as lost even while it is alive.
     reports_running: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The exec task types (shell, http, operator-marked) a Celery worker's operator enabled on
+    # it: a queued task of such a type waits until a live worker has enabled its type.
+    enabled_task_types: Mapped[list[str]] = mapped_column(TextList, default=list)
 
 
 class Event(Base):

@@ -51,6 +51,7 @@ def register(
     hostname: str | None = None,
     pid: int | None = None,
     agent_id: uuid.UUID | None = None,
+    enabled_task_types: Sequence[str] = (),
 ) -> uuid.UUID:
     """A new agent row (one per process lifetime: a restarted worker is a new agent, so the
     old incarnation's attempts are recovered rather than inherited)."""
@@ -70,6 +71,7 @@ def register(
                 hostname=hostname,
                 pid=pid,
                 registered_at=now,
+                enabled_task_types=list(enabled_task_types),
             )
         )
         record(

@@ -11,11 +11,12 @@ duplicate one finds the merge already claimed and does nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import select, update
 
+from omoi.domain.auth import BUILTIN_EXEC_TYPES
 from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
 from omoi.domain.specs import field_problem
@@ -62,9 +63,12 @@ def split(
     lease: uuid.UUID,
     subtasks: Sequence[dict[str, Any]],
     merge: str | dict[str, Any],
+    exec_types: Collection[str] = BUILTIN_EXEC_TYPES,
 ) -> list[Dispatch]:
     """Add the subtasks and their merge to the running task's phase; re-point the task's
-    dependents at the merge. Returns the subtasks to publish once this returns."""
+    dependents at the merge. Returns the subtasks to publish once this returns. Only a task
+    of an exec type (whose submitter held ``exec``) may split into exec-type tasks: another
+    handler's subtasks may come from its submitter's payload."""
     if not subtasks:
         raise Invalid("split needs at least one subtask")
     for n, raw in enumerate(subtasks):  # a handler's specs pass through no API schema
@@ -84,6 +88,7 @@ def split(
                     tasks.c.key,
                     tasks.c.priority,
                     tasks.c.max_retries,
+                    tasks.c.task_type,
                 )
                 .where(
                     tasks.c.id == task_id,
@@ -97,6 +102,13 @@ def split(
                     f"task {task_id} is no longer held by this attempt", {"task_id": str(task_id)}
                 )
             check_graph(specs, parent.phase)
+            runs_code = sorted({s.task_type for s in specs if s.task_type in exec_types})
+            if runs_code and parent.task_type not in exec_types:
+                raise Invalid(
+                    f"a {parent.task_type!r} task may not split into {runs_code[0]!r} tasks: "
+                    "only a task of an exec type may (mark its type in OMOI_EXEC_TASK_TYPES)",
+                    {"task_types": runs_code},
+                )
             specs[-1].payload["order"] = [f"{parent.key}/{k}" for k in specs[-1].depends_on]
             rows, ready = instantiate(
                 conn,

@@ -22,6 +22,7 @@ class Dispatch:
     timeout_seconds: float | None = None
     countdown: float | None = None  # deliver no earlier than this many seconds from now
     external: bool = False  # claimed over HTTP by an external agent, never published
+    task_type: str = ""  # an exec type goes to its own queue (``routing.publish_queue``)
 
     @property
     def message_id(self) -> str:
@@ -32,7 +33,8 @@ class Dispatch:
     def of_row(
         cls, row: Any, attempt: int | None = None, countdown: float | None = None
     ) -> Dispatch:
-        """From a task row (id, attempt, capabilities, priority, timeout_seconds, external)."""
+        """From a task row (id, attempt, capabilities, priority, timeout_seconds, external,
+        task_type)."""
         return cls(
             row.id,
             row.attempt if attempt is None else attempt,
@@ -41,6 +43,7 @@ class Dispatch:
             row.timeout_seconds,
             countdown,
             row.external,
+            row.task_type,
         )
 
 

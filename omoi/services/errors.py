@@ -30,7 +30,8 @@ class Conflict(ServiceError):
 
 
 class Forbidden(ServiceError):
-    """The caller may not do this to this object (its token's scope alone allowed the route)."""
+    """The caller may not do this: its token lacks a scope the request's content needs, or
+    it acts on an object that is not its own (its token's scope alone allowed the route)."""
 
     code = "forbidden"
 

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, and_, bindparam, case, or_, select, update
 
+from omoi.domain.auth import BUILTIN_EXEC_TYPES
 from omoi.domain.enums import ErrorCategory, MessageType, TaskStatus
 from omoi.domain.errors import PermanentError, TaskError, UnstorableResult, classify
 from omoi.domain.events import EventType
@@ -93,6 +94,7 @@ READY_COLUMNS = (
     tasks.c.capabilities,
     tasks.c.priority,
     tasks.c.timeout_seconds,
+    tasks.c.task_type,
 )
 _becomes_ready = tasks.c.unmet_dependencies == 1
 RELEASE_VALUES = {
@@ -136,6 +138,7 @@ class TaskContext:
     agent_id: uuid.UUID | None = None
     resources: list[str] = field(default_factory=list)
     locks: dict[str, int] = field(default_factory=dict)  # resource → fencing token
+    exec_types: frozenset[str] = BUILTIN_EXEC_TYPES  # the worker's: what a split may add
     _db: Database | None = field(default=None, repr=False)
     _lease: uuid.UUID | None = field(default=None, repr=False)
     _dispatcher: Dispatcher | None = field(default=None, repr=False)
@@ -179,7 +182,9 @@ class TaskContext:
         ``{"task_type": …}`` for a merge handler of your own). What depended on this task now
         waits for the merge. Returns the new tasks' ids."""
         assert self._db is not None and self._lease is not None
-        ready = coordination.split(self._db, self.task_id, self._lease, subtasks, merge)
+        ready = coordination.split(
+            self._db, self.task_id, self._lease, subtasks, merge, self.exec_types
+        )
         if self._dispatcher is not None:
             publish(self._db, self._dispatcher, ready)
         return [str(d.task_id) for d in ready]
@@ -423,6 +428,7 @@ def run_attempt(
     attempt: int,
     message_id: str | None = None,
     agent_id: uuid.UUID | None = None,
+    exec_types: frozenset[str] = BUILTIN_EXEC_TYPES,
 ) -> str:
     """One delivery of ``run_task``; returns what happened (for logs and the job's result).
     Every log line written meanwhile carries the task, attempt, agent and ticket."""
@@ -433,6 +439,7 @@ def run_attempt(
         if claimed is None:
             log.info("duplicate_delivery_ignored")
             return "duplicate"
+        claimed[1].exec_types = exec_types
         with structlog.contextvars.bound_contextvars(ticket_id=str(claimed[0].ticket_id)):
             return _run_claimed(db, dispatcher, policy, resolve, *claimed)
 

@@ -46,6 +46,7 @@ FAILURE_COLUMNS = (
     tasks.c.priority,
     tasks.c.timeout_seconds,
     tasks.c.external,
+    tasks.c.task_type,
 )
 
 

@@ -57,7 +57,7 @@ WITH finished AS (
            queued_at = CASE WHEN unmet_dependencies = 1 THEN %(now)s ELSE queued_at END
      WHERE status = '{TaskStatus.PENDING}' AND dependencies @> %(needle)s
        AND EXISTS (SELECT 1 FROM finished)
- RETURNING id, status, attempt, capabilities, priority, timeout_seconds, external
+ RETURNING id, status, attempt, capabilities, priority, timeout_seconds, external, task_type
 ), logged AS (
     INSERT INTO events ({EVENT_COLUMNS})
     SELECT '{EventType.TASK_SUCCEEDED}', 'task', id, %(ticket)s,
@@ -77,7 +77,8 @@ WITH finished AS (
 )
 SELECT (SELECT count(*) FROM finished) AS landed,
        (SELECT open_tasks FROM counted) AS open_tasks,
-       r.id, r.status, r.attempt, r.capabilities, r.priority, r.timeout_seconds, r.external
+       r.id, r.status, r.attempt, r.capabilities, r.priority, r.timeout_seconds, r.external,
+       r.task_type
   FROM (SELECT 1) AS one LEFT JOIN released AS r ON r.status = '{TaskStatus.QUEUED}'
 """
 

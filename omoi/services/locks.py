@@ -145,6 +145,7 @@ def _wake(conn: Connection, names: list[str]) -> list[Dispatch]:
             tasks.c.priority,
             tasks.c.timeout_seconds,
             tasks.c.external,
+            tasks.c.task_type,
         )
     ).all()
     return [Dispatch.of_row(r) for r in rows]

@@ -117,6 +117,7 @@ def _sweep_batch(
                 Task.priority,
                 Task.timeout_seconds,
                 Task.external,
+                Task.task_type,
             )
             .where(
                 Task.status == TaskStatus.QUEUED,

@@ -183,7 +183,13 @@ def instantiate(
         if is_ready:
             ready.append(
                 Dispatch(
-                    ids[t.key], 1, queue_for(caps), priority, t.timeout_seconds, external=t.external
+                    ids[t.key],
+                    1,
+                    queue_for(caps),
+                    priority,
+                    t.timeout_seconds,
+                    external=t.external,
+                    task_type=t.task_type,
                 )
             )
     bulk_insert(conn, tasks, rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,9 +12,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from omoi.domain.enums import TERMINAL_TASK_STATUSES, Phase, TaskStatus
+from omoi.domain.enums import TERMINAL_TASK_STATUSES, AgentKind, AgentStatus, Phase, TaskStatus
 from omoi.domain.events import EventType
-from omoi.models import Database, Event, Task, Ticket
+from omoi.domain.routing import DEFAULT_CAPABILITY, route_of
+from omoi.models import Agent, Database, Event, Task, Ticket
 from omoi.models.tables import RUNNING_ATTEMPTS
 from omoi.services.errors import NotFound
 from omoi.services.sql import (
@@ -176,6 +178,34 @@ def get_task(db: Database, task_id: uuid.UUID) -> tuple[Task, list[uuid.UUID], l
             session.scalars(select(Event).where(Event.entity_id == task_id).order_by(Event.id))
         )
     return task, blocks, timeline
+
+
+def worker_wait(db: Database, task: Task, exec_types: Collection[str]) -> str | None:
+    """Why a queued task of an exec type waits, when it does: no live Celery worker serving
+    its route has enabled its type (external tasks wait for external agents instead)."""
+    if (
+        task.status != TaskStatus.QUEUED
+        or task.external
+        or task.waiting_for
+        or task.task_type not in exec_types
+    ):
+        return None
+    route = route_of(task.capabilities)
+    with db.connect() as conn:
+        workers = conn.execute(
+            select(Agent.capabilities, Agent.enabled_task_types).where(
+                Agent.kind == AgentKind.CELERY,
+                Agent.status.in_([AgentStatus.IDLE, AgentStatus.BUSY]),
+            )
+        ).all()
+    if any(
+        task.task_type in w.enabled_task_types
+        and (route == DEFAULT_CAPABILITY or route in w.capabilities)
+        for w in workers
+    ):
+        return None
+    serving = "" if route == DEFAULT_CAPABILITY else f" with capability {route!r}"
+    return f"no live worker{serving} has enabled task type {task.task_type!r}"
 
 
 def task_briefs(db: Database, ticket_id: uuid.UUID) -> list[tuple[uuid.UUID, str, str]]:

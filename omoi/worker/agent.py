@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -23,7 +23,7 @@ from kombu.common import ignore_errors
 
 from omoi import __version__
 from omoi.domain.enums import AgentKind
-from omoi.domain.routing import QUEUE_PREFIX
+from omoi.domain.routing import served_by
 from omoi.models import Database
 from omoi.services import agents, sql
 from omoi.transport import RUN_TASK
@@ -54,11 +54,19 @@ def _tasks(n: int) -> str:
 
 
 class WorkerAgent:
-    def __init__(self, db: Database, interval: float, grace: float, interrupt: Interrupt) -> None:
+    def __init__(
+        self,
+        db: Database,
+        interval: float,
+        grace: float,
+        interrupt: Interrupt,
+        enabled: Sequence[str] = (),
+    ) -> None:
         self.db = db
         self.interval = interval
         self.grace = grace
         self._interrupt = interrupt
+        self._enabled = enabled  # the exec task types its operator enabled
         self.id: uuid.UUID | None = None  # set before the pool forks: children inherit it
         self._worker: Any = None  # Celery's WorkController, whose pool runs the attempts
         self._stop = threading.Event()
@@ -82,7 +90,9 @@ class WorkerAgent:
     def _register(self, sender: Any, **_: Any) -> None:
         self._worker = sender
         queues = list(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
-        capabilities = [q[len(QUEUE_PREFIX) :] for q in queues if q.startswith(QUEUE_PREFIX)]
+        capabilities, exec_types = served_by(queues)
+        # what it will run: enabled, and its queues consumed (``celery worker -Q`` may differ)
+        enabled = [t for t in exec_types if t in self._enabled]
         self.id = agents.register(
             self.db,
             name=sender.hostname,
@@ -92,8 +102,14 @@ class WorkerAgent:
             version=__version__,
             hostname=socket.gethostname(),
             pid=os.getpid(),
+            enabled_task_types=enabled,
         )
-        log.info("agent_registered", agent_id=str(self.id), capabilities=capabilities)
+        log.info(
+            "agent_registered",
+            agent_id=str(self.id),
+            capabilities=capabilities,
+            enabled_task_types=enabled,
+        )
 
     def _start_beating(self, **_: Any) -> None:
         threading.Thread(target=self._beat, name="omoi-heartbeat", daemon=True).start()

@@ -23,7 +23,10 @@ from omoi.models import Database
 from omoi.services import execution, failures, locks, outbox, sql, workflows
 from omoi.services.failures import RetryPolicy
 from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery
-from omoi.worker import demo  # noqa: F401 - registers the demo agents
+from omoi.worker import (
+    demo,  # noqa: F401 - registers the demo agents
+    shell,
+)
 from omoi.worker.agent import WorkerAgent
 from omoi.worker.handlers import registry
 
@@ -33,10 +36,12 @@ def create_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
     db = Database(settings.database_url, pool_size=2, pre_ping=False)
     sql.wait_out_outages(settings.db_outage_patience)  # a result must be stored, not dropped
-    dispatcher = CeleryDispatcher(app, settings.time_limit_grace)
+    dispatcher = CeleryDispatcher(app, settings.time_limit_grace, settings.exec_types)
     policy = RetryPolicy(settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max)
     workflows.configure(settings.workflows_dir or None)  # a bad workflow file stops start-up
     registry.load(settings.handlers)
+    resolve = registry.resolver(settings.exec_types, settings.enable_task_types)
+    shell.configure(settings.shell_env, (settings.database_url, settings.broker_url))
 
     def interrupt(task_id: uuid.UUID, attempt: int) -> None:
         """Hand back an attempt this worker stopped running because it was told to stop:
@@ -49,7 +54,13 @@ def create_worker_app(settings: Settings) -> Celery:
             locks.release(db, dispatcher, task_id)
         outbox.publish(db, dispatcher, retry)
 
-    agent = WorkerAgent(db, settings.heartbeat_interval, settings.shutdown_grace, interrupt)
+    agent = WorkerAgent(
+        db,
+        settings.heartbeat_interval,
+        settings.shutdown_grace,
+        interrupt,
+        settings.enable_task_types,
+    )
     agent.connect_signals()
 
     @app.task(name=RUN_TASK, bind=True)
@@ -58,11 +69,12 @@ def create_worker_app(settings: Settings) -> Celery:
             db,
             dispatcher,
             policy,
-            registry.get,
+            resolve,
             uuid.UUID(task_id),
             attempt,
             self.request.id,
             agent.id,
+            settings.exec_types,
         )
 
     @task_failure.connect(sender=run_task, weak=False)

@@ -4,14 +4,14 @@ in a module named by ``OMOI_HANDLERS``."""
 from __future__ import annotations
 
 import importlib
-import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from omoi.domain.errors import PermanentError
 from omoi.domain.merge import merge_results
 from omoi.services.execution import Handler, TaskContext
+from omoi.worker import shell as shell_process
 from omoi.worker.fetch import fetch
 
 __all__ = ["Handler", "TaskContext", "handler", "registry"]
@@ -40,6 +40,30 @@ class Registry:
         """Import user modules so their ``@handler`` decorators run."""
         for module in modules:
             importlib.import_module(module)
+
+    def resolver(
+        self, exec_types: Collection[str], enabled: Collection[str]
+    ) -> Callable[[str], Handler | None]:
+        """The worker's lookup: an exec type it has not enabled resolves to a refusal, so a
+        message that reaches it anyway (another queue layout, a hand-published message) fails
+        at once and never runs."""
+
+        def resolve(task_type: str) -> Handler | None:
+            if task_type in exec_types and task_type not in enabled:
+                return _refusal(task_type)
+            return self.get(task_type)
+
+        return resolve
+
+
+def _refusal(task_type: str) -> Handler:
+    def refuse(ctx: TaskContext) -> Any:
+        raise PermanentError(
+            f"task type {task_type!r} runs code and this worker has not enabled it "
+            f"(omoi worker --enable {task_type})"
+        )
+
+    return refuse
 
 
 registry = Registry()
@@ -72,25 +96,21 @@ def sleep(ctx: TaskContext) -> dict[str, float]:
 @handler("shell")
 def shell(ctx: TaskContext) -> dict[str, Any]:
     """Runs ``payload.command`` (a string for the shell, or an argv list) within the task's
-    time limit; a non-zero exit code fails the task, with the output kept in the error."""
+    time limit, in a session of its own with a scrubbed environment; whatever it started is
+    killed when it ends, times out or is cancelled (``omoi/worker/shell.py``). A non-zero exit
+    code fails the task, with the output kept in the error."""
     command = ctx.payload.get("command")
     if not isinstance(command, str | list) or not command:
         raise PermanentError("shell needs payload.command: a string or a list of arguments")
-    proc = subprocess.run(
+    code, stdout, stderr = shell_process.run(
         command,
-        shell=isinstance(command, str),
-        capture_output=True,
-        timeout=ctx.timeout_seconds,
         cwd=ctx.payload.get("cwd"),
-        check=False,
+        timeout=ctx.timeout_seconds,
+        cancelled=ctx.should_cancel,
     )
-    result = {
-        "exit_code": proc.returncode,
-        "stdout": _text(proc.stdout),
-        "stderr": _text(proc.stderr),
-    }
-    if proc.returncode != 0:
-        raise PermanentError(f"command exited with {proc.returncode}: {result['stderr'][-500:]}")
+    result = {"exit_code": code, "stdout": _text(stdout), "stderr": _text(stderr)}
+    if code != 0:
+        raise PermanentError(f"command exited with {code}: {result['stderr'][-500:]}")
     return result
 
 

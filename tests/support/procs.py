@@ -83,7 +83,10 @@ def start_worker(
     concurrency: int = 2,
     capabilities: str = "",
     name: str | None = None,
+    enable: str | None = None,
 ) -> tuple[Proc, str]:
+    """``omoi worker`` (with ``--enable`` if given; the session's env enables shell and http)
+    once it is ready; returns it and its node name."""
     name = name or f"test-{uuid.uuid4().hex[:8]}@localhost"
     proc = Proc(
         [
@@ -99,6 +102,7 @@ def start_worker(
             name,
             "--loglevel",
             "INFO",
+            *(["--enable", enable] if enable is not None else []),
         ],
         env,
         tmp / f"worker-{name}.log",
