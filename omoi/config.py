@@ -55,6 +55,8 @@ class Settings:
     rate_limit: str = "100/second"
     bootstrap_token: str = ""
     token: str = ""
+    board_session_lifetime: float = 12 * 3600.0
+    trusted_proxies: int = 0
     events_channel: str = ""
     instance_id: str = ""
 

@@ -1,26 +1,33 @@
 """Bearer-token auth on every route but health and the OpenAPI document, and per-token rate
 limits. Scopes: ``read`` for GETs, ``submit`` for work and control, ``agent`` for the
 external-agent protocol and messaging; ``admin`` may do all. A non-admin token acts only as
-its own agent: the agent in the path, the message sender and the holder of a reported task."""
+its own agent: the agent in the path, the message sender and the holder of a reported task.
+
+The web board's pages also take a board session (omoi/services/sessions.py): a cookie
+scoped to ``/board`` that only reads board pages and the board's stream, whatever the token
+may do. No API route reads a cookie, so a browser's ambient credentials reach none of them."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import urlencode
 
-from flask import Flask, Response, g, redirect, request
+from flask import Flask, Response, g, redirect, request, url_for
 from flask_limiter import Limiter
 
 from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
 from omoi.config import Settings
 from omoi.domain.auth import Scope, allows
-from omoi.services import queries, tokens
+from omoi.services import queries, sessions, tokens
 from omoi.services.tokens import Authenticator, Principal
 
-PUBLIC = {"health.healthz", "health.readyz", "api-docs.openapi_json", "static"}
-COOKIE = "omoi_token"
+# the board's sign-in page, its form and sign-out are open (the forms check their origin)
+BOARD_DOORS = {"board.static", "board.login", "board.sign_in", "board.sign_out"}
+PUBLIC = {"health.healthz", "health.readyz", "api-docs.openapi_json", "static", *BOARD_DOORS}
+# all a board session may do: read these, with GET
+BOARD_READS = {"board.index", "board.ticket", "board.fleet", "board.stream"}
+SESSION_COOKIE = "omoi_board"
 
 READ = frozenset({Scope.READ})
 SUBMIT = frozenset({Scope.SUBMIT})
@@ -52,11 +59,12 @@ def needed(endpoint: str, method: str) -> frozenset[Scope]:
 
 
 def _secret() -> str | None:
+    """The bearer token; never a cookie."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.cookies.get(COOKIE)
+    return None
 
 
 def _acting_agents(endpoint: str) -> list[uuid.UUID | None]:
@@ -87,14 +95,13 @@ def check(authenticate: Authenticator) -> Response | None:
     endpoint = request.endpoint
     if endpoint is None or endpoint in PUBLIC or request.method == "OPTIONS":
         return None  # 404/405 are answered as such
-    login = request.method == "GET" and endpoint.startswith("board") and "token" in request.args
-    secret = request.args["token"] if login else _secret()
+    secret = _secret()
+    if secret is None and endpoint in BOARD_READS:
+        return _board_session()
     who = authenticate(secret) if secret else None
     if who is None:
         return _denied(401, "unauthorized", "a valid bearer token is required")
     g.principal = who
-    if login:
-        return _login(secret)  # type: ignore[arg-type]
     if not allows(who.scopes, needed(endpoint, request.method)):
         scopes = ", ".join(sorted(needed(endpoint, request.method)))
         return _denied(403, "forbidden", f"this token lacks the scope for this route ({scopes})")
@@ -105,13 +112,35 @@ def check(authenticate: Authenticator) -> Response | None:
     return None
 
 
-def _login(secret: str) -> Response:
-    """``/board?token=…`` keeps the token in an HttpOnly cookie and drops it from the URL."""
-    query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "token"])
-    target = request.path + (f"?{query}" if query else "")
-    resp = redirect(target)
-    resp.set_cookie(COOKIE, secret, httponly=True, samesite="Strict")
-    return resp  # type: ignore[return-value]
+def _board_session() -> Response | None:
+    """A board read by a signed-in browser, or (without a live session) the sign-in page."""
+    secret = request.cookies.get(SESSION_COOKIE)
+    who = sessions.principal(runtime().db, secret) if secret else None
+    if who is not None and request.method in ("GET", "HEAD") and allows(who.scopes, READ):
+        g.principal = who
+        return None
+    back = "/board" if request.endpoint == "board.stream" else request.path
+    return redirect(url_for("board.login", next=back))  # type: ignore[return-value]
+
+
+def set_session_cookie(resp: Response, secret: str) -> None:
+    """The board session's cookie: sent only to the board, never to scripts or other sites,
+    only over TLS when the request came over TLS (see ``OMOI_TRUSTED_PROXIES``)."""
+    resp.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=int(runtime().settings.board_session_lifetime),
+        path="/board",
+        secure=request.is_secure,
+        httponly=True,
+        samesite="Strict",
+    )
+
+
+def clear_session_cookie(resp: Response) -> None:
+    resp.delete_cookie(
+        SESSION_COOKIE, path="/board", secure=request.is_secure, httponly=True, samesite="Strict"
+    )
 
 
 def principal() -> Principal:
