@@ -147,7 +147,8 @@ def stream() -> Response:
     try:
         args = StreamQuery().load(request.args)
     except ValidationError as exc:
-        return error_response(422, "unprocessable_entity", "request validation failed", exc.messages)  # type: ignore[arg-type]
+        details = {"query": exc.messages}
+        return error_response(422, "unprocessable_entity", "request validation failed", details)
     filters = {k: args[k] for k in event_api.FILTERS if k in args}
     return event_api.stream_response(filters, args.get("after"), args["timeout"])
 
@@ -163,7 +164,9 @@ def _sign_in_page(error: str | None = None, status: int = 200) -> Response:
     """The form, with a fresh CSRF token that must come back in both field and cookie."""
     token = secrets.token_urlsafe(32)
     target = _next(request.values.get("next"))
-    resp = make_response(render_template("board/login.html", csrf=token, next=target, error=error), status)
+    resp = make_response(
+        render_template("board/login.html", csrf=token, next=target, error=error), status
+    )
     resp.set_cookie(
         SIGN_IN_COOKIE,
         token,

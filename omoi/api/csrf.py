@@ -36,7 +36,10 @@ def check() -> Response | None:
             403,
             "cross_site",
             "state-changing requests from another site are refused",
-            {"origin": request.headers.get("Origin"), "site": request.headers.get("Sec-Fetch-Site")},
+            {
+                "origin": request.headers.get("Origin"),
+                "site": request.headers.get("Sec-Fetch-Site"),
+            },
         )
     if request.endpoint not in FORMS and request.mimetype and not request.is_json:
         return error_response(
