@@ -41,14 +41,15 @@ HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
     "form-action 'self'; object-src 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # not no-referrer: with it, browsers send the sign-in form's own post as Origin: null
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
 
 
 @blp.after_request
 def protect(resp: Response) -> Response:
-    """Board pages run no script but board.js, in no frame, and leak no address onward;
+    """Board pages run no script but board.js, in no frame, and leak no address to others;
     signed-in pages stay out of shared caches."""
     resp.headers.update(HEADERS)
     if resp.mimetype == "text/html":

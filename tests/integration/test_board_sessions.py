@@ -321,7 +321,7 @@ def test_board_pages_forbid_framing_inline_script_sniffing_and_referrers(
         assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
         assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
-        assert resp.headers["Referrer-Policy"] == "no-referrer"
+        assert resp.headers["Referrer-Policy"] == "same-origin"
         assert resp.headers["X-Frame-Options"] == "DENY"
         if resp.mimetype == "text/html":
             html = resp.get_data(as_text=True)
