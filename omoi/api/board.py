@@ -36,6 +36,9 @@ blp = Blueprint(
 )
 
 NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD = 150, 34, 60, 16, 12
+# a board stream ends this soon and the browser reconnects (resuming by Last-Event-ID), so an
+# ended session or a revoked token stops its streams within it
+BOARD_STREAM_SECONDS = 60.0
 SIGN_IN_COOKIE = "omoi_sign_in"  # the sign-in form's CSRF token, double-submitted
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
@@ -144,14 +147,16 @@ def fleet() -> str:
 
 @blp.get("/stream")
 def stream() -> Response:
-    """The event stream the board's pages follow (the API's stream takes no board session)."""
+    """The event stream the board's pages follow (the API's stream takes no board session),
+    at most ``BOARD_STREAM_SECONDS`` long."""
     try:
         args = StreamQuery().load(request.args)
     except ValidationError as exc:
         details = {"query": exc.messages}
         return error_response(422, "unprocessable_entity", "request validation failed", details)
     filters = {k: args[k] for k in event_api.FILTERS if k in args}
-    return event_api.stream_response(filters, args.get("after"), args["timeout"])
+    timeout = min(args["timeout"], BOARD_STREAM_SECONDS)
+    return event_api.stream_response(filters, args.get("after"), timeout)
 
 
 def _next(target: str | None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, update
 
-from omoi.api import create_app
+from omoi.api import board, create_app
 from omoi.api.auth import BOARD_READS
 from omoi.config import Settings
 from omoi.domain.auth import digest
@@ -262,6 +263,22 @@ def test_revoking_the_token_ends_its_board_sessions(bare: Flask, db: Database) -
     tokens.revoke(db, str(token_id))
     assert signed_out(browser.get("/board"))  # at once: sessions are not cached
     assert signed_out(browser.get("/board/stream?timeout=0.1"))
+
+
+def test_a_revoked_tokens_open_board_stream_ends_within_the_stream_cap(
+    bare: Flask, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open stream is re-authorised at each reconnect; the board caps how long one runs."""
+    monkeypatch.setattr(board, "BOARD_STREAM_SECONDS", 0.5)
+    token_id, secret = token(db, "read")
+    browser = bare.test_client()
+    sign_in(browser, secret)
+    started = time.monotonic()
+    stream = browser.get("/board/stream?timeout=3600")  # asks for an hour
+    assert stream.status_code == 200 and stream.get_data(as_text=True).startswith("retry:")
+    assert time.monotonic() - started < 30
+    tokens.revoke(db, str(token_id))
+    assert signed_out(browser.get("/board/stream?timeout=3600"))  # the reconnect is refused
 
 
 def test_an_expired_session_is_sent_to_sign_in_and_purged(bare: Flask, db: Database) -> None:
