@@ -19,11 +19,13 @@ SAME_SITE = {"same-origin", "none"}  # "none": the user typed or bookmarked it
 
 
 def cross_site() -> bool:
-    """Does the browser say this request comes from another origin? Clients that are not
-    browsers send neither header (and a stolen header proves nothing they could not do)."""
+    """Does the browser say this request comes from another origin? ``Sec-Fetch-Site`` is
+    set by the browser alone and survives proxies that rewrite ``Host``; browsers without it
+    send ``Origin``, compared with the host asked for. Clients that are not browsers send
+    neither, and could send anything: they carry no victim's cookies."""
     site = request.headers.get("Sec-Fetch-Site")
-    if site is not None and site.lower() not in SAME_SITE:
-        return True
+    if site is not None:
+        return site.lower() not in SAME_SITE
     origin = request.headers.get("Origin")
     return origin is not None and urlsplit(origin).netloc.lower() != request.host.lower()
 
