@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from omoi.domain.netpolicy import Allowance, parse_allowlist
+
 
 def _data_dir(env: dict[str, str]) -> Path:
     return Path(env.get("OMOI_DATA_DIR", ".omoi")).resolve()
@@ -53,12 +55,15 @@ class Settings:
     workflows_dir: str = ""
     context_budget: int = 4000
     rate_limit: str = "100/second"
+    unauthenticated_rate_limit: str = "10/second"
     bootstrap_token: str = ""
     token: str = ""
     board_session_lifetime: float = 12 * 3600.0
     trusted_proxies: int = 0
     events_channel: str = ""
     instance_id: str = ""
+    http_allow: tuple[Allowance, ...] = ()
+    http_max_bytes: int = 1024 * 1024
 
     @property
     def client_url(self) -> str:
@@ -91,6 +96,10 @@ class Settings:
                 h.strip() for h in env.get("OMOI_HANDLERS", "").split(",") if h.strip()
             ),
         }
+        try:
+            values["http_allow"] = parse_allowlist(env.get("OMOI_HTTP_ALLOW", ""))
+        except ValueError as exc:
+            raise ValueError(f"OMOI_HTTP_ALLOW: {exc}") from exc
         for f in fields(cls):
             key = f"OMOI_{f.name.upper()}"
             if f.name in values or key not in env:

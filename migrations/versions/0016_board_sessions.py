@@ -4,7 +4,7 @@ A session names the token it signed in with (and ends with it: cascade on delete
 revoked token's sessions are refused) and expires after ``OMOI_BOARD_SESSION_LIFETIME``.
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-02
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | None = "0014"
+down_revision: str | None = "0015"
 branch_labels: Sequence[str] | None = None
 depends_on: Sequence[str] | None = None
 

@@ -9,11 +9,17 @@ may do. No API route reads a cookie, so a browser's ambient credentials reach no
 
 from __future__ import annotations
 
+import contextlib
+import math
+import time
 import uuid
 from typing import Any
 
-from flask import Flask, Response, g, redirect, request, url_for
+from flask import Flask, Response, current_app, g, redirect, request, url_for
 from flask_limiter import Limiter
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 
 from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
@@ -22,7 +28,8 @@ from omoi.domain.auth import Scope, allows
 from omoi.services import queries, sessions, tokens
 from omoi.services.tokens import Authenticator, Principal
 
-# the board's sign-in page, its form and sign-out are open (the forms check their origin)
+# the board's sign-in page, its form and sign-out are open (the forms check their origin;
+# signing in counts against the limit on strangers, omoi/api/board.py)
 BOARD_DOORS = {"board.static", "board.login", "board.sign_in", "board.sign_out"}
 PUBLIC = {"health.healthz", "health.readyz", "api-docs.openapi_json", "static", *BOARD_DOORS}
 # all a board session may do: read these, with GET
@@ -91,6 +98,53 @@ def _denied(status: int, code: str, message: str) -> Response:
     return resp
 
 
+class Strangers:
+    """The rate limit on requests without a valid token, per client address, checked before
+    the token lookup: a flood of wrong tokens costs a counter, not a database query each.
+    Shared by every API process when Redis is the broker; a storage outage lets them through
+    (the per-token limit's rule: the broker must not take the API down)."""
+
+    def __init__(self, storage_uri: str, limit: str) -> None:
+        self.limit = parse(limit)
+        self.window = FixedWindowRateLimiter(storage_from_string(storage_uri))
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until this address may try again (at least 1), or None if it may now."""
+        try:
+            if self.window.test(self.limit, "strangers", address):
+                return None
+            reset = self.window.get_window_stats(self.limit, "strangers", address).reset_time
+        except Exception:  # see the class docstring
+            return None
+        return max(1, math.ceil(reset - time.time()))
+
+    def failed(self, address: str) -> None:
+        with contextlib.suppress(Exception):  # see the class docstring
+            self.window.hit(self.limit, "strangers", address)
+
+
+def stranger_wait() -> int | None:
+    """Seconds this client address must wait, having failed too often (None: it may try)."""
+    strangers: Strangers | None = current_app.extensions.get("omoi.strangers")
+    return strangers.retry_after(request.remote_addr or "unknown") if strangers else None
+
+
+def stranger_failed() -> None:
+    """Count a failed token or session lookup against this client address."""
+    strangers: Strangers | None = current_app.extensions.get("omoi.strangers")
+    if strangers:
+        strangers.failed(request.remote_addr or "unknown")
+
+
+def _too_many() -> Response | None:
+    wait = stranger_wait()
+    if wait is None:
+        return None
+    resp = _denied(429, "too_many_requests", "too many requests without a valid token")
+    resp.headers["Retry-After"] = str(wait)
+    return resp
+
+
 def check(authenticate: Authenticator) -> Response | None:
     endpoint = request.endpoint
     if endpoint is None or endpoint in PUBLIC or request.method == "OPTIONS":
@@ -98,9 +152,15 @@ def check(authenticate: Authenticator) -> Response | None:
     secret = _secret()
     if secret is None and endpoint in BOARD_READS:
         return _board_session()
-    who = authenticate(secret) if secret else None
+    who = authenticate.cached(secret) if secret else None
     if who is None:
-        return _denied(401, "unauthorized", "a valid bearer token is required")
+        refused = _too_many()
+        if refused is not None:
+            return refused
+        who = authenticate(secret) if secret else None
+        if who is None:
+            stranger_failed()
+            return _denied(401, "unauthorized", "a valid bearer token is required")
     g.principal = who
     if not allows(who.scopes, needed(endpoint, request.method)):
         scopes = ", ".join(sorted(needed(endpoint, request.method)))
@@ -113,14 +173,23 @@ def check(authenticate: Authenticator) -> Response | None:
 
 
 def _board_session() -> Response | None:
-    """A board read by a signed-in browser, or (without a live session) the sign-in page."""
+    """A board read by a signed-in browser, or (without a live session) the sign-in page.
+    A session id is looked up only within the limit on strangers, like a token."""
     secret = request.cookies.get(SESSION_COOKIE)
-    who = sessions.principal(runtime().db, secret) if secret else None
-    if who is not None and request.method in ("GET", "HEAD") and allows(who.scopes, READ):
-        g.principal = who
-        return None
+    if secret:
+        refused = _too_many()
+        if refused is not None:
+            return refused
+        who = sessions.principal(runtime().db, secret)
+        if who is not None and request.method in ("GET", "HEAD") and allows(who.scopes, READ):
+            g.principal = who
+            return None
+        stranger_failed()
     back = "/board" if request.endpoint == "board.stream" else request.path
-    return redirect(url_for("board.login", next=back))  # type: ignore[return-value]
+    resp = redirect(url_for("board.login", next=back))
+    if secret:
+        clear_session_cookie(resp)  # type: ignore[arg-type]
+    return resp  # type: ignore[return-value]
 
 
 def set_session_cookie(resp: Response, secret: str) -> None:
@@ -161,17 +230,36 @@ def _rate_key() -> str:
     return f"token:{who.token_id}" if who is not None else f"addr:{request.remote_addr}"
 
 
+def _retry_after(resp: Response) -> Response:
+    """flask-limiter truncates the wait (``Retry-After: 0`` in a window's last second) and sets
+    it on every response; it means something only on a 429, and is then at least 1."""
+    if resp.status_code != 429:
+        resp.headers.pop("Retry-After", None)
+    elif "X-RateLimit-Reset" in resp.headers:
+        reset = float(resp.headers["X-RateLimit-Reset"])
+        resp.headers["Retry-After"] = str(max(1, math.ceil(reset - time.time())))
+    return resp
+
+
 def register(app: Flask, authenticate: Authenticator, settings: Settings) -> None:
+    # shared by every API process when Redis is the broker; per process otherwise
+    storage_uri = (
+        settings.broker_url
+        if settings.broker_url.startswith(("redis://", "rediss://"))
+        else "memory://"
+    )
+    if settings.unauthenticated_rate_limit:
+        app.extensions["omoi.strangers"] = Strangers(
+            storage_uri, settings.unauthenticated_rate_limit
+        )
     app.before_request(lambda: check(authenticate))
+    app.after_request(_retry_after)  # registered first, so it runs after flask-limiter's
     if settings.rate_limit:
         Limiter(
             _rate_key,
             app=app,
             default_limits=[settings.rate_limit],
-            # shared by every API process when Redis is the broker; per process otherwise
-            storage_uri=settings.broker_url
-            if settings.broker_url.startswith(("redis://", "rediss://"))
-            else "memory://",
+            storage_uri=storage_uri,
             headers_enabled=True,
             swallow_errors=True,  # a broker outage must not take the API down with it
             default_limits_exempt_when=lambda: request.endpoint in PUBLIC,

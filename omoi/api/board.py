@@ -198,10 +198,16 @@ def sign_in() -> Response:
     expected = request.cookies.get(SIGN_IN_COOKIE, "").encode()
     if not expected or not hmac.compare_digest(sent, expected):
         return _sign_in_page("the sign-in form expired; please try again", 403)
+    wait = auth.stranger_wait()  # a token lookup: within the limit on strangers first
+    if wait is not None:
+        resp = _sign_in_page(f"too many failed sign-ins from here; retry in {wait} s", 429)
+        resp.headers["Retry-After"] = str(wait)
+        return resp
     rt = runtime()
     secret = request.form.get("token", "").strip()
     who = rt.authenticate(secret) if secret else None
     if who is None or not allows(who.scopes, auth.READ):
+        auth.stranger_failed()
         return _sign_in_page("unknown or revoked token, or one without the read scope", 401)
     session = sessions.open_session(rt.db, who.token_id, rt.settings.board_session_lifetime)
     resp = redirect(_next(request.form.get("next")), 303)

@@ -10,12 +10,12 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
-from omoi.services.errors import Conflict, Invalid, NotFound, ServiceError
+from omoi.services.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError
 from omoi.services.sql import disconnected
 
 log = structlog.get_logger(__name__)
 
-SERVICE_STATUS = {NotFound: 404, Conflict: 409, Invalid: 422}
+SERVICE_STATUS = {Forbidden: 403, NotFound: 404, Conflict: 409, Invalid: 422}
 
 
 def error_response(

@@ -25,6 +25,10 @@ blp = Blueprint(
     "messages", __name__, url_prefix="/api/v1", description="Agents talking to each other"
 )
 
+# a handoff's refusals (omoi.services.messaging says when a request is pending)
+NOT_YOURS = "A handoff_request from an agent not holding the task; capabilities short of it"
+NOT_PENDING = "A handoff answer to no pending handoff_request, or for a task not running"
+
 
 def _send(body: dict[str, Any], **address: Any) -> dict[str, Any]:
     sent = messaging.send(
@@ -43,6 +47,8 @@ def _send(body: dict[str, Any], **address: Any) -> dict[str, Any]:
 class Messages(MethodView):
     @blp.arguments(AddressedMessageIn)
     @blp.response(201, SentOut)
+    @blp.alt_response(403, description=NOT_YOURS)
+    @blp.alt_response(409, description=NOT_PENDING)
     def post(self, body: dict[str, Any]) -> Any:
         """Send to one agent (``to_agent``), every agent with a ``capability``, or everyone."""
         return _send(
@@ -57,6 +63,8 @@ class Messages(MethodView):
 class AgentInbox(MethodView):
     @blp.arguments(MessageIn)
     @blp.response(201, SentOut)
+    @blp.alt_response(403, description=NOT_YOURS)
+    @blp.alt_response(409, description=NOT_PENDING)
     def post(self, body: dict[str, Any], agent_id: uuid.UUID) -> Any:
         """Send a message to this agent; it waits in the inbox if the agent is away."""
         return _send(body, to_agent=agent_id)

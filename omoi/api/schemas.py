@@ -5,8 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_load,
+    validate,
+    validates,
+)
 
+from omoi.api.runtime import runtime
 from omoi.domain import specs
 from omoi.domain.enums import (
     AgentKind,
@@ -19,6 +28,7 @@ from omoi.domain.enums import (
     TicketStatus,
 )
 from omoi.domain.routing import normalize_capabilities
+from omoi.services import tickets
 from omoi.services.phases import NewTask
 from omoi.services.tickets import NewTicket
 
@@ -114,6 +124,12 @@ class TicketIn(Schema):
     tasks = fields.Nested(
         TaskIn, many=True, load_default=list, error_messages={"type": "Not a valid list."}
     )
+
+    @pre_load
+    def _size(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("tasks"), list):
+            tickets.check_size(len(data["tasks"]), runtime().settings.max_tasks_per_ticket)
+        return data
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> NewTicket:

@@ -9,6 +9,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from omoi.api.auth import principal
 from omoi.api.runtime import runtime
 from omoi.api.schemas import (
     ApproveIn,
@@ -27,9 +28,11 @@ from omoi.api.schemas import (
     TransitionIn,
     ValidTransitions,
 )
+from omoi.domain.auth import Scope
 from omoi.models import Ticket
 from omoi.models.tables import TICKET_COLUMNS
 from omoi.services import control, phases, queries, tickets
+from omoi.services.errors import Forbidden
 from omoi.services.tickets import NewTicket
 
 blp = Blueprint(
@@ -176,6 +179,7 @@ class ContextView(MethodView):
 class Artifacts(MethodView):
     @blp.arguments(ArtifactIn)
     @blp.response(201, ArtifactCreated)
+    @blp.alt_response(403, description="An agent token whose agent runs none of its tasks")
     def post(self, body: dict[str, Any], ticket_id: uuid.UUID) -> Any:
         """Add an artifact to the ticket's phase; a gate waiting for it is judged again."""
         rt = runtime()
@@ -187,8 +191,23 @@ class Artifacts(MethodView):
             body["content"],
             body["path"],
             body["phase"],
+            holder=_artifact_holder(),
         )
         return {"id": artifact_id}
+
+
+def _artifact_holder() -> uuid.UUID | None:
+    """The agent that must hold one of the ticket's tasks: the token's, when its ``agent``
+    scope alone let it here (``submit`` and ``admin`` may add to any ticket)."""
+    who = principal()
+    if who.scopes & {Scope.ADMIN, Scope.SUBMIT}:
+        return None
+    if who.agent_id is None:
+        raise Forbidden(
+            "this agent token has registered no agent, so it holds no task",
+            code="not_ticket_holder",
+        )
+    return who.agent_id
 
 
 @blp.route("/<uuid:ticket_id>/approve")

@@ -5,6 +5,7 @@ infinity, nothing that is not JSON."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any
 
@@ -12,8 +13,9 @@ TOO_DEEP = "<too deep>"
 
 
 def bad_node(value: Any, max_depth: int) -> str | None:
-    """Path of the first string holding NUL or a lone surrogate, ``TOO_DEEP`` when containers
-    nest deeper than ``max_depth``, else None (iterative walk)."""
+    """Path of the first string holding NUL or a lone surrogate or of the first number that is
+    not finite, ``TOO_DEEP`` when containers nest deeper than ``max_depth``, else None
+    (iterative walk)."""
     stack: list[tuple[str, int, Any]] = [("$", 0, value)]
     while stack:
         path, depth, node = stack.pop()
@@ -25,9 +27,15 @@ def bad_node(value: Any, max_depth: int) -> str | None:
                 stack.append((f"{path}.<key>", depth + 1, k))
         elif isinstance(node, list):
             stack.extend((f"{path}[{i}]", depth + 1, v) for i, v in enumerate(node))
-        elif isinstance(node, str) and not _storable_text(node):
+        elif not _storable_scalar(node):
             return path
     return None
+
+
+def _storable_scalar(node: Any) -> bool:
+    if isinstance(node, str):
+        return _storable_text(node)
+    return not isinstance(node, float) or math.isfinite(node)
 
 
 def _storable_text(text: str) -> bool:

@@ -311,6 +311,7 @@ class AgentMessage(Base):
         one_of("type", MessageType, "ck_agent_messages_type"),
         Index("ix_agent_messages_inbox", "to_agent", "read_at", "id"),
         Index("ix_agent_messages_thread", "thread_id", "id"),
+        Index("ix_agent_messages_task", "task_id"),
     )
 
     id: Mapped[int] = serial_id()
@@ -323,6 +324,9 @@ class AgentMessage(Base):
     task_id: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # a handoff_request's: the attempt its sender held, and when it stopped being pending
+    attempt: Mapped[int | None]
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Resource(Base):

@@ -10,10 +10,15 @@ from omoi.domain.errors import PermanentError
 class ServiceError(Exception):
     code = "error"
 
-    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, details: dict[str, Any] | None = None, code: str | None = None
+    ) -> None:
+        """``code`` names this refusal more precisely than its class does."""
         super().__init__(message)
         self.message = message
         self.details = details or {}
+        if code is not None:
+            self.code = code
 
 
 class NotFound(ServiceError):
@@ -22,6 +27,12 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     code = "conflict"
+
+
+class Forbidden(ServiceError):
+    """The caller may not do this to this object (its token's scope alone allowed the route)."""
+
+    code = "forbidden"
 
 
 class Invalid(ServiceError, PermanentError):

@@ -2,9 +2,17 @@
 is away waits there) and live delivery through the event log (``message.sent`` events, whose
 entity is the receiving agent, on ``GET /api/v1/events/stream?entity_id=<agent>``).
 
-A handoff is a conversation about a task: ``handoff_request`` asks another agent to take it
-over; answering ``handoff_accepted`` moves the running task to the accepting agent under a new
-lease (the old holder's lease stops working), ``handoff_declined`` leaves it where it is.
+A handoff is a conversation about a running task. Only the task's holder may send a
+``handoff_request`` (naming the task); each recipient's copy of it is **pending** while
+
+- its recipient has not answered it (``handoff_accepted`` / ``handoff_declined`` in its thread),
+- the task is still running the attempt it was sent in, under the agent that sent it, and
+- the task has not moved to another holder since (a takeover closes every open request).
+
+An answer is refused (nothing written) unless it replies, in the request's thread and directly
+to the requester, to a copy pending in the answering agent's inbox. Accepting also needs the
+answering agent's capabilities to cover the task's; it moves the task to that agent under a new
+lease (the old holder's lease stops working). Declining leaves the task where it is.
 """
 
 from __future__ import annotations
@@ -19,12 +27,14 @@ from omoi.domain.enums import AgentStatus, MessageType, TaskStatus
 from omoi.domain.events import EventType
 from omoi.models import AgentMessage, Database
 from omoi.models.types import utcnow
-from omoi.services.errors import Conflict, Invalid, NotFound
+from omoi.services.errors import Conflict, Forbidden, Invalid, NotFound
 from omoi.services.records import event_row, record, task_event
 from omoi.services.sql import retry_db, tasks
 
 messages = AgentMessage.__table__
 agents = AgentMessage.metadata.tables["agents"]
+
+ANSWERS = (MessageType.HANDOFF_ACCEPTED, MessageType.HANDOFF_DECLINED)
 
 
 @dataclass(frozen=True)
@@ -73,11 +83,11 @@ def send(
     def tx() -> Sent:
         now = utcnow()
         with db.connect() as conn:
-            lease = None
-            if type == MessageType.HANDOFF_ACCEPTED:
-                lease = _take_over(conn, task_id, sender)
-            elif type == MessageType.HANDOFF_REQUEST and task_id is None:
-                raise Invalid("a handoff_request names the task_id it hands off")
+            lease = attempt = None
+            if type == MessageType.HANDOFF_REQUEST:
+                attempt = _held_attempt(conn, task_id, sender)
+            elif type in ANSWERS:
+                lease = _answer(conn, type, task_id, sender, to_agent, thread_id)
             recipients, audience = _recipients(conn, to_agent, capability, broadcast, sender)
             ids = [
                 conn.execute(
@@ -90,6 +100,7 @@ def send(
                         content=content,
                         thread_id=thread,
                         task_id=task_id,
+                        attempt=attempt,
                         created_at=now,
                     )
                     .returning(messages.c.id)
@@ -120,35 +131,143 @@ def send(
     return retry_db(tx)
 
 
-def _take_over(conn: Connection, task_id: uuid.UUID | None, agent_id: uuid.UUID | None) -> Any:
-    """Accepting a handoff: the running task moves to the accepting agent under a new lease."""
-    if task_id is None or agent_id is None:
-        raise Invalid("handoff_accepted needs the task_id and the accepting agent (from_agent)")
-    lease = uuid.uuid4()
+def _running(conn: Connection, task_id: uuid.UUID) -> Any:
+    """The running task, its row locked until commit: a handoff decided on it stays true."""
     row = conn.execute(
-        update(tasks)
-        .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING)
-        # reported now: its new holder has a heartbeat timeout to name it in its heartbeats
-        .values(agent_id=agent_id, lease_token=lease, reported_at=utcnow())
-        .returning(tasks.c.ticket_id, tasks.c.attempt)
+        select(
+            tasks.c.ticket_id,
+            tasks.c.status,
+            tasks.c.agent_id,
+            tasks.c.attempt,
+            tasks.c.capabilities,
+        )
+        .where(tasks.c.id == task_id)
+        .with_for_update()
     ).one_or_none()
     if row is None:
+        raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
+    if row.status != TaskStatus.RUNNING:
         raise Conflict(
-            f"task {task_id} is not running; there is nothing to hand off",
-            {"task_id": str(task_id)},
+            f"task {task_id} is {row.status}, not running; there is nothing to hand off",
+            {"task_id": str(task_id), "status": str(row.status)},
+            code="task_not_running",
         )
+    return row
+
+
+def _held_attempt(conn: Connection, task_id: uuid.UUID | None, sender: uuid.UUID | None) -> int:
+    """A handoff_request comes from the running task's holder; the attempt it holds."""
+    if task_id is None or sender is None:
+        raise Invalid(
+            "a handoff_request names the task_id it hands off and its holder (from_agent)"
+        )
+    task = _running(conn, task_id)
+    if task.agent_id != sender:
+        raise Forbidden(
+            f"agent {sender} does not hold task {task_id}; only its holder may hand it off",
+            {"task_id": str(task_id)},
+            code="not_task_holder",
+        )
+    return int(task.attempt)
+
+
+def _answer(
+    conn: Connection,
+    type: MessageType,
+    task_id: uuid.UUID | None,
+    sender: uuid.UUID | None,
+    to_agent: uuid.UUID | None,
+    thread_id: uuid.UUID | None,
+) -> uuid.UUID | None:
+    """Answer the sender's pending copy of a handoff_request; the new lease when accepted."""
+    if task_id is None or sender is None or thread_id is None or to_agent is None:
+        raise Invalid(
+            f"{type} answers a handoff_request: it names the task_id, the answering agent"
+            " (from_agent), the request's thread_id, and goes to the agent that asked"
+        )
+    task = _running(conn, task_id)
+    request = conn.execute(
+        select(messages.c.id)
+        .where(
+            messages.c.type == MessageType.HANDOFF_REQUEST,
+            messages.c.task_id == task_id,
+            messages.c.thread_id == thread_id,
+            messages.c.to_agent == sender,
+            messages.c.from_agent == task.agent_id,
+            messages.c.from_agent == to_agent,
+            messages.c.attempt == task.attempt,
+            messages.c.answered_at.is_(None),
+        )
+        .order_by(messages.c.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if request is None:
+        raise Conflict(
+            f"agent {sender} has no pending handoff_request for task {task_id} in thread"
+            f" {thread_id} from the task's holder {task.agent_id}",
+            {"task_id": str(task_id), "thread_id": str(thread_id)},
+            code="no_pending_handoff",
+        )
+    now = utcnow()
+    if type == MessageType.HANDOFF_DECLINED:
+        conn.execute(update(messages).where(messages.c.id == request).values(answered_at=now))
+        return None
+    _check_covers(conn, sender, task)
+    lease = uuid.uuid4()
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id)
+        # reported now: its new holder has a heartbeat timeout to name it in its heartbeats
+        .values(agent_id=sender, lease_token=lease, reported_at=now)
+    )
+    # answered, and with a new holder nothing asked under the old holding is pending any more
+    conn.execute(
+        update(messages)
+        .where(
+            messages.c.task_id == task_id,
+            messages.c.type == MessageType.HANDOFF_REQUEST,
+            messages.c.answered_at.is_(None),
+        )
+        .values(answered_at=now)
+    )
     record(
         conn,
         [
             task_event(
                 EventType.TASK_HANDED_OFF,
                 task_id,
-                row.ticket_id,
-                {"attempt": row.attempt, "to_agent": str(agent_id)},
+                task.ticket_id,
+                {
+                    "attempt": task.attempt,
+                    "from_agent": str(task.agent_id),
+                    "to_agent": str(sender),
+                },
             )
         ],
     )
     return lease
+
+
+def _check_covers(conn: Connection, agent_id: uuid.UUID, task: Any) -> None:
+    """Only a live agent with every capability the task needs may take it over."""
+    agent = conn.execute(
+        select(agents.c.capabilities, agents.c.status).where(agents.c.id == agent_id)
+    ).one_or_none()
+    if agent is None:
+        raise NotFound(f"agent {agent_id} not found", {"agent_id": str(agent_id)})
+    if agent.status == AgentStatus.OFFLINE:
+        raise Conflict(
+            f"agent {agent_id} is offline; register again",
+            {"agent_id": str(agent_id)},
+            code="agent_offline",
+        )
+    missing = sorted(set(task.capabilities) - set(agent.capabilities))
+    if missing:
+        raise Forbidden(
+            f"agent {agent_id} lacks capabilities the task needs: {', '.join(missing)}",
+            {"agent_id": str(agent_id), "missing": missing},
+            code="capabilities_do_not_cover_task",
+        )
 
 
 def inbox(

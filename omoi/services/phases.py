@@ -32,7 +32,7 @@ from omoi.models.tables import TICKET_COLUMNS
 from omoi.models.types import utcnow
 from omoi.services import workflows
 from omoi.services.dispatcher import Dispatch, Dispatcher
-from omoi.services.errors import Conflict, Invalid, NotFound
+from omoi.services.errors import Conflict, Forbidden, Invalid, NotFound
 from omoi.services.outbox import publish
 from omoi.services.records import cancel_rows, event_row, move_ticket, record, task_event
 from omoi.services.sql import bulk_insert, retry_db, sweep_lock, tasks, tickets
@@ -561,9 +561,39 @@ def add(
     content: Any,
     path: str | None,
     phase: str | None,
+    holder: uuid.UUID | None = None,
 ) -> int:
-    artifact_id, _ = _run(db, dispatcher, add_artifact, ticket_id, kind, content, path, phase)
+    """Add an artifact; with ``holder``, only while that agent runs one of the ticket's tasks
+    (the artifact names that task)."""
+
+    def action(conn: Connection) -> tuple[int, list[Dispatch]]:
+        task_id = None if holder is None else _held_task(conn, ticket_id, holder)
+        return add_artifact(conn, ticket_id, kind, content, path, phase, task_id)
+
+    artifact_id, _ = _run(db, dispatcher, action)
     return int(artifact_id)
+
+
+def _held_task(conn: Connection, ticket_id: uuid.UUID, agent_id: uuid.UUID) -> uuid.UUID:
+    """The ticket's task this agent runs now (its latest started), or Forbidden."""
+    task_id = conn.execute(
+        select(tasks.c.id)
+        .where(
+            tasks.c.ticket_id == ticket_id,
+            tasks.c.status == TaskStatus.RUNNING,
+            tasks.c.agent_id == agent_id,
+        )
+        .order_by(tasks.c.started_at.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if task_id is None:
+        raise Forbidden(
+            f"agent {agent_id} runs none of ticket {ticket_id}'s tasks; it may add artifacts"
+            " only to tickets whose tasks it holds",
+            {"ticket_id": str(ticket_id)},
+            code="not_ticket_holder",
+        )
+    return task_id  # type: ignore[no-any-return]
 
 
 def give_approval(

@@ -76,6 +76,13 @@ def _existing(db: Database, key: str, fp: str | None) -> Submitted | None:
     return Submitted(row.id, created=False)
 
 
+def check_size(count: int, max_tasks: int) -> None:
+    """A ticket's task limit: the API checks it before validating a single task (refusing
+    100,000 tasks must not cost their validation), submission again for every other caller."""
+    if count > max_tasks:
+        raise Invalid(f"a ticket holds at most {max_tasks} tasks", {"tasks": count})
+
+
 def create_ticket(
     db: Database,
     dispatcher: Dispatcher,
@@ -88,8 +95,7 @@ def create_ticket(
     context_budget: int = 4000,
 ) -> Submitted:
     workflow = workflows.get(spec.workflow)
-    if len(spec.tasks) > max_tasks:
-        raise Invalid(f"a ticket holds at most {max_tasks} tasks", {"tasks": len(spec.tasks)})
+    check_size(len(spec.tasks), max_tasks)
     by_phase: dict[Phase, list[NewTask]] = {}
     for t in spec.tasks:
         phase = Phase(t.phase or workflow.initial)

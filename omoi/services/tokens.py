@@ -122,6 +122,13 @@ class Authenticator:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, secret: str) -> Principal | None:
+        """The principal this process looked up for ``secret`` within ``ttl``, if valid; no
+        query (the API's limit on strangers is checked only when this misses)."""
+        with self._lock:
+            hit = self._cache.get(digest(secret))
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     def __call__(self, secret: str) -> Principal | None:
         key = digest(secret)
         now = time.monotonic()

@@ -6,13 +6,13 @@ from __future__ import annotations
 import importlib
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from omoi.domain.errors import PermanentError, TransientError
+from omoi.domain.errors import PermanentError
 from omoi.domain.merge import merge_results
 from omoi.services.execution import Handler, TaskContext
+from omoi.worker.fetch import fetch
 
 __all__ = ["Handler", "TaskContext", "handler", "registry"]
 
@@ -96,23 +96,27 @@ def shell(ctx: TaskContext) -> dict[str, Any]:
 
 @handler("http")
 def http(ctx: TaskContext) -> dict[str, Any]:
-    """Calls ``payload.url`` (``method``, ``body``, ``headers``); 5xx transient, 4xx permanent."""
+    """Calls ``payload.url`` (``method``, ``body``, ``headers``) through the guarded client
+    (``omoi.worker.fetch``): internal addresses refused unless allowed, redirects checked,
+    the body capped; 5xx transient, 4xx permanent."""
     url = ctx.payload.get("url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise PermanentError("http needs payload.url starting with http:// or https://")
+    method = ctx.payload.get("method", "GET")
     body = ctx.payload.get("body")
-    request = urllib.request.Request(
+    headers = ctx.payload.get("headers", {})
+    if not isinstance(url, str) or not isinstance(method, str):
+        raise PermanentError("http needs payload.url and payload.method as strings")
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise PermanentError("http needs payload.headers as an object of strings")
+    response = fetch(
         url,
-        data=body.encode() if isinstance(body, str) else None,
-        method=ctx.payload.get("method", "GET"),
-        headers=ctx.payload.get("headers", {}),
+        method=method.upper(),
+        body=body.encode() if isinstance(body, str) else None,
+        headers=headers,
+        timeout=ctx.timeout_seconds or 30,
     )
-    try:
-        with urllib.request.urlopen(request, timeout=ctx.timeout_seconds or 30) as resp:
-            return {"status": resp.status, "body": _text(resp.read())}
-    except urllib.error.HTTPError as exc:
-        error = TransientError if exc.code >= 500 else PermanentError
-        raise error(f"{url} answered {exc.code}") from exc
+    return {"status": response.status, "body": _text(response.body)}
 
 
 @handler("omoi.merge")

@@ -32,6 +32,12 @@ def ticket(*tasks: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"title": "t", "tasks": list(tasks), **extra}
 
 
+def with_payload(value: str) -> str:
+    """A ticket body whose one task's payload holds ``value`` as written (not JSON-encoded)."""
+    task = '{"key": "a", "task_type": "noop", "payload": {"x": ' + value + "}}"
+    return '{"title": "t", "tasks": [' + task + "]}"
+
+
 def raw(client: Any, body: bytes | str, content_type: str = "application/json") -> Any:
     return client.post("/api/v1/tickets", data=body, content_type=content_type)
 
@@ -84,10 +90,34 @@ def test_cycle_error_names_its_keys(api_client: Any) -> None:
         ("[" * 200_000, "application/json", 400),
         ('{"title": "t", "tasks": [', "application/json", 400),
         ('{"title": "\\ud800"}', "application/json", 422),
+        (
+            with_payload("NaN"),
+            "application/json",
+            422,
+        ),
+        (
+            with_payload("-Infinity"),
+            "application/json",
+            422,
+        ),
+        (
+            with_payload("1e999"),
+            "application/json",
+            422,
+        ),
         ("title=t", "application/x-www-form-urlencoded", 415),
         ('{"title": "t"}', "text/plain", 415),
     ],
-    ids=["deeply nested", "malformed", "lone surrogate", "form body", "text body"],
+    ids=[
+        "deeply nested",
+        "malformed",
+        "lone surrogate",
+        "NaN",
+        "-Infinity",
+        "1e999",
+        "form body",
+        "text body",
+    ],
 )
 def test_unparseable_bodies(
     api_client: Any, db: Database, body: str, content_type: str, status: int
@@ -135,6 +165,21 @@ def test_too_many_tasks_is_422(settings: Settings, db: Database) -> None:
     assert resp.status_code == 422
     assert "at most 3 tasks" in resp.get_json()["error"]["message"]
     assert counts(db) == before
+
+
+def test_too_many_tasks_are_refused_before_any_task_is_validated(
+    settings: Settings, db: Database
+) -> None:
+    """Refusing 100,000 tasks must not cost validating them: the count is checked first, so
+    tasks that are each invalid still get the size error, not 100,000 field errors."""
+    small = limited(settings, db, max_tasks_per_ticket=3)
+    resp = small.post("/api/v1/tickets", json=ticket(*({"colour": i} for i in range(4))))
+    assert resp.status_code == 422
+    assert resp.get_json()["error"] == {
+        "code": "invalid",
+        "message": "a ticket holds at most 3 tasks",
+        "details": {"tasks": 4},
+    }
 
 
 def test_ten_thousand_task_dag_is_accepted_without_a_full_collection(

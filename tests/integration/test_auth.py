@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+import time
 import uuid
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from omoi.api import create_app
 from omoi.config import Settings
@@ -207,3 +208,65 @@ def test_production_refuses_to_start_without_a_token(
         assert create_app(bare, db=db, dispatcher=NullDispatcher()) is not None
     finally:
         db.dispose()
+
+
+def test_a_flood_of_wrong_tokens_is_rate_limited_before_any_token_lookup(
+    settings: Settings, db: Database
+) -> None:
+    """400 wrong tokens from one address: the first few cost a lookup each, the rest a 429
+    (Retry-After at least 1) and no query; a token this process already knows, and other
+    addresses, are not held up."""
+    app = create_app(
+        dataclasses.replace(settings, unauthenticated_rate_limit="5/minute"),
+        db=db,
+        dispatcher=NullDispatcher(),
+    )
+    client = app.test_client()
+    attacker = {"REMOTE_ADDR": f"127.0.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250 + 1}"}
+    known = token(db, "read")
+    assert client.get("/api/v1/workflows", headers=known, environ_base=attacker).status_code == 200
+    lookups: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "api_tokens" in statement:
+            lookups.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        answers = [
+            client.get("/api/v1/workflows", headers=bearer(new_secret()), environ_base=attacker)
+            for _ in range(400)
+        ]
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    codes = [a.status_code for a in answers]
+    assert codes == [401] * 5 + [429] * 395
+    assert len(lookups) == 5
+    assert all(int(a.headers["Retry-After"]) >= 1 for a in answers[5:])
+    assert answers[-1].get_json()["error"]["code"] == "too_many_requests"
+    assert client.get("/api/v1/workflows", headers=known, environ_base=attacker).status_code == 200
+    stranger = {"REMOTE_ADDR": "127.0.255.254"}
+    assert (
+        client.get("/api/v1/workflows", headers=token(db, "read"), environ_base=stranger)
+    ).status_code == 200
+
+
+def test_retry_after_is_never_zero_while_the_window_is_full(
+    settings: Settings, db: Database
+) -> None:
+    """flask-limiter truncates the wait, so a window's last second said ``Retry-After: 0``:
+    a client that obeys it hammers the API. Across several one-second windows every 429 says
+    at least 1, and no other answer carries the header."""
+    tight = create_app(
+        dataclasses.replace(settings, rate_limit="2/second"), db=db, dispatcher=NullDispatcher()
+    )
+    client = tight.test_client()
+    busy = token(db, "read")
+    deadline = time.monotonic() + 2.5
+    answers = []
+    while time.monotonic() < deadline:
+        answers.append(client.get("/api/v1/workflows", headers=busy))
+    limited = [a for a in answers if a.status_code == 429]
+    assert len(limited) > 10
+    assert all(int(a.headers["Retry-After"]) >= 1 for a in limited)
+    assert all("Retry-After" not in a.headers for a in answers if a.status_code == 200)

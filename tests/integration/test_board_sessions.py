@@ -55,6 +55,14 @@ def token(db: Database, *scopes: str) -> tuple[uuid.UUID, str]:
     return row["id"], secret
 
 
+def by_hand(app: Flask, address: str = "127.0.0.1") -> Any:
+    """A client that sends exactly the ``Cookie`` header a request names: a test client's
+    cookie jar would replace it with the jar's own cookies for the path."""
+    client = app.test_client(use_cookies=False)
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
 def signed_out(resp: Any) -> bool:
     return resp.status_code == 302 and resp.headers["Location"].startswith("/board/login")
 
@@ -148,6 +156,8 @@ def test_a_board_session_authenticates_no_api_route(bare: Flask, api_client: Any
     browser = bare.test_client()
     sign_in(browser)  # the admin token
     cookie = {"Cookie": f"{SESSION}={session_id(browser)}; omoi_token={ADMIN_TOKEN}"}
+    raw = by_hand(bare)
+    assert raw.get("/board", headers=cookie).status_code == 200  # the cookie does arrive
     ticket = submit(api_client, [{"key": "a", "task_type": "noop"}], title="keep me")
     checked = 0
     for rule in bare.url_map.iter_rules():
@@ -155,7 +165,7 @@ def test_a_board_session_authenticates_no_api_route(bare: Flask, api_client: Any
             continue
         path = re.sub(r"<(?:\w+:)?(\w+)>", ticket["id"], rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            resp = browser.open(path, method=method, json={}, headers=cookie)
+            resp = raw.open(path, method=method, json={}, headers=cookie)
             if rule.rule in {"/healthz", "/readyz", "/api/v1/openapi.json"}:
                 continue
             assert resp.status_code == 401, (method, path, resp.status_code)
@@ -164,7 +174,7 @@ def test_a_board_session_authenticates_no_api_route(bare: Flask, api_client: Any
     for rule in bare.url_map.iter_rules():  # and the board's pages only answer GETs
         if rule.endpoint in BOARD_READS:
             path = re.sub(r"<(?:\w+:)?(\w+)>", ticket["id"], rule.rule)
-            assert browser.post(path, json={}).status_code == 405, path
+            assert raw.post(path, json={}, headers=cookie).status_code == 405, path
     assert api_client.get(f"/api/v1/tickets/{ticket['id']}").get_json()["status"] == "active"
 
 
@@ -212,9 +222,11 @@ def test_a_cross_origin_form_post_cannot_cancel_a_ticket(
     ticket = submit(api_client, [{"key": "a", "task_type": "noop"}], title="not yours")
     status, attempt = CROSS_SITE_POSTS[attack]
     request = dict(attempt)
-    cookies = f"{SESSION}={session_id(browser)}; omoi_token={ADMIN_TOKEN}"
-    request["headers"] = {"Cookie": cookies, **request.get("headers", {})}
-    resp = browser.post(f"/api/v1/tickets/{ticket['id']}/cancel", **request)
+    cookies = {"Cookie": f"{SESSION}={session_id(browser)}; omoi_token={ADMIN_TOKEN}"}
+    raw = by_hand(bare)
+    assert raw.get("/board", headers=cookies).status_code == 200  # the session is live
+    request["headers"] = {**cookies, **request.get("headers", {})}
+    resp = raw.post(f"/api/v1/tickets/{ticket['id']}/cancel", **request)
     assert resp.status_code == status, resp.get_json()
     assert api_client.get(f"/api/v1/tickets/{ticket['id']}").get_json()["status"] == "active"
     same_site = browser.post(  # the same request from the API's own origin goes through
@@ -253,6 +265,29 @@ def test_a_wrong_revoked_or_non_reading_token_does_not_sign_in(bare: Flask, db: 
         assert resp.status_code == 401 and 'role="alert"' in resp.get_data(as_text=True)
         assert browser.get_cookie(SESSION, path="/board") is None
         assert signed_out(browser.get("/board"))
+
+
+def test_a_flood_of_sign_in_guesses_or_forged_session_ids_is_rate_limited(
+    settings: Settings, db: Database
+) -> None:
+    """Each failed sign-in or unknown session id counts against the client address, like a
+    wrong bearer token; past the limit the form answers 429 without looking the token up."""
+    limited = dataclasses.replace(settings, unauthenticated_rate_limit="3/minute")
+    app = create_app(limited, db=db, dispatcher=NullDispatcher())
+    address = f"127.1.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250 + 1}"
+    browser = app.test_client()
+    browser.environ_base["REMOTE_ADDR"] = address
+    assert sign_in(browser, "omoi_guess").status_code == 401
+    forged = {"Cookie": f"{SESSION}=forged"}
+    assert signed_out(by_hand(app, address).get("/board", headers=forged))
+    assert sign_in(browser, "omoi_guess").status_code == 401
+    refused = sign_in(browser, ADMIN_TOKEN)  # even the right token waits now
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert browser.get_cookie(SESSION, path="/board") is None
+    assert by_hand(app, address).get("/board", headers=forged).status_code == 429
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "127.1.255.254"
+    assert sign_in(elsewhere).status_code == 303
 
 
 def test_revoking_the_token_ends_its_board_sessions(bare: Flask, db: Database) -> None:
@@ -301,6 +336,8 @@ def test_signing_out_ends_the_session_for_whoever_kept_its_id(bare: Flask, db: D
     browser = bare.test_client()
     sign_in(browser)
     sid = session_id(browser)
+    thief = by_hand(bare)
+    assert thief.get("/board", headers={"Cookie": f"{SESSION}={sid}"}).status_code == 200
     assert browser.post("/board/logout", headers={"Origin": EVIL}).status_code == 403
     assert browser.get("/board").status_code == 200  # another site cannot sign you out
     resp = browser.post("/board/logout")
@@ -308,7 +345,6 @@ def test_signing_out_ends_the_session_for_whoever_kept_its_id(bare: Flask, db: D
     assert browser.get_cookie(SESSION, path="/board") is None
     with db.session() as session:
         assert session.get(BoardSession, digest(sid)) is None
-    thief = bare.test_client()
     assert signed_out(thief.get("/board", headers={"Cookie": f"{SESSION}={sid}"}))
 
 

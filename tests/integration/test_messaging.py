@@ -144,10 +144,11 @@ def test_accepting_a_handoff_moves_the_task(api_client: Any) -> None:
             "type": "handoff_accepted",
             "from_agent": second,
             "task_id": claimed["task_id"],
+            "thread_id": request["thread_id"],
             "content": "twice",
         },
     )
-    assert again.status_code == 409
+    assert again.status_code == 409  # the task has ended: there is nothing to take over
 
 
 def test_a_handler_messages_as_its_worker_agent(client: Any, worker: Any) -> None:
