@@ -448,7 +448,7 @@ def up(port: int | None, concurrency: int) -> None:
                 f"token (admin, saved in {settings.data_dir / TOKEN_FILE} for the CLI): "
                 f"{stack.token}"
             )
-            click.echo(f"sign in to the board: {url}/board?token={stack.token}")
+            click.echo(f"sign in to the board at {url}/board/login with that token")
             click.echo(f"logs: {stack.children[0].log.parent}")
             while True:
                 _check_alive(stack.children)

@@ -61,6 +61,8 @@ class Settings:
     unauthenticated_rate_limit: str = "10/second"
     bootstrap_token: str = ""
     token: str = ""
+    board_session_lifetime: float = 12 * 3600.0
+    trusted_proxies: int = 0
     events_channel: str = ""
     instance_id: str = ""
     http_allow: tuple[Allowance, ...] = ()

@@ -5,12 +5,14 @@ from __future__ import annotations
 from flask import Flask
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from omoi import process
 from omoi.api import (
     agents,
     auth,
     board,
+    csrf,
     errors,
     events,
     guards,
@@ -64,6 +66,11 @@ def create_app(
     process.set_up(settings.log_level)
     workflows.configure(settings.workflows_dir or None)  # a bad workflow file stops start-up
     app = Flask("omoi")
+    if settings.trusted_proxies:  # believe their X-Forwarded-For/-Proto/-Host/-Port, no more
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="omoi",
@@ -102,6 +109,7 @@ def create_app(
     app.register_blueprint(metrics.blp)
     metrics.register(app)
     errors.register(app)
+    csrf.register(app)
     auth.register(app, authenticate, settings)
     guards.register(app)
     return app

@@ -2,7 +2,11 @@
 limits. Scopes: ``read`` for GETs, ``submit`` for work and control, ``agent`` for the
 external-agent protocol and messaging; ``exec``, beside ``submit``, for tasks whose type runs
 code; ``admin`` may do all. A non-admin token acts only as its own agent: the agent in the
-path, the message sender and the holder of a reported task."""
+path, the message sender and the holder of a reported task.
+
+The web board's pages also take a board session (omoi/services/sessions.py): a cookie
+scoped to ``/board`` that only reads board pages and the board's stream, whatever the token
+may do. No API route reads a cookie, so a browser's ambient credentials reach none of them."""
 
 from __future__ import annotations
 
@@ -12,9 +16,8 @@ import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlencode
 
-from flask import Flask, Response, g, redirect, request
+from flask import Flask, Response, current_app, g, redirect, request, url_for
 from flask_limiter import Limiter
 from limits import parse
 from limits.storage import storage_from_string
@@ -24,12 +27,17 @@ from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
 from omoi.config import Settings
 from omoi.domain.auth import Scope, allows, refused_exec_types
-from omoi.services import queries, tokens
+from omoi.services import queries, sessions, tokens
 from omoi.services.errors import Forbidden
 from omoi.services.tokens import Authenticator, Principal
 
-PUBLIC = {"health.healthz", "health.readyz", "api-docs.openapi_json", "static"}
-COOKIE = "omoi_token"
+# the board's sign-in page, its form and sign-out are open (the forms check their origin;
+# signing in counts against the limit on strangers, omoi/api/board.py)
+BOARD_DOORS = {"board.static", "board.login", "board.sign_in", "board.sign_out"}
+PUBLIC = {"health.healthz", "health.readyz", "api-docs.openapi_json", "static", *BOARD_DOORS}
+# all a board session may do: read these, with GET
+BOARD_READS = {"board.index", "board.ticket", "board.fleet", "board.stream"}
+SESSION_COOKIE = "omoi_board"
 
 READ = frozenset({Scope.READ})
 SUBMIT = frozenset({Scope.SUBMIT})
@@ -61,11 +69,12 @@ def needed(endpoint: str, method: str) -> frozenset[Scope]:
 
 
 def _secret() -> str | None:
+    """The bearer token; never a cookie."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.cookies.get(COOKIE)
+    return None
 
 
 def _acting_agents(endpoint: str) -> list[uuid.UUID | None]:
@@ -117,32 +126,45 @@ class Strangers:
             self.window.hit(self.limit, "strangers", address)
 
 
-def check(authenticate: Authenticator, strangers: Strangers | None) -> Response | None:
+def stranger_wait() -> int | None:
+    """Seconds this client address must wait, having failed too often (None: it may try)."""
+    strangers: Strangers | None = current_app.extensions.get("omoi.strangers")
+    return strangers.retry_after(request.remote_addr or "unknown") if strangers else None
+
+
+def stranger_failed() -> None:
+    """Count a failed token or session lookup against this client address."""
+    strangers: Strangers | None = current_app.extensions.get("omoi.strangers")
+    if strangers:
+        strangers.failed(request.remote_addr or "unknown")
+
+
+def _too_many() -> Response | None:
+    wait = stranger_wait()
+    if wait is None:
+        return None
+    resp = _denied(429, "too_many_requests", "too many requests without a valid token")
+    resp.headers["Retry-After"] = str(wait)
+    return resp
+
+
+def check(authenticate: Authenticator) -> Response | None:
     endpoint = request.endpoint
     if endpoint is None or endpoint in PUBLIC or request.method == "OPTIONS":
         return None  # 404/405 are answered as such
-    login = request.method == "GET" and endpoint.startswith("board") and "token" in request.args
-    secret = request.args["token"] if login else _secret()
+    secret = _secret()
+    if secret is None and endpoint in BOARD_READS:
+        return _board_session()
     who = authenticate.cached(secret) if secret else None
     if who is None:
-        address = request.remote_addr or "unknown"
-        wait = strangers.retry_after(address) if strangers else None
-        if wait is not None:
-            resp = _denied(
-                429,
-                "too_many_requests",
-                "too many requests without a valid token",
-            )
-            resp.headers["Retry-After"] = str(wait)
-            return resp
+        refused = _too_many()
+        if refused is not None:
+            return refused
         who = authenticate(secret) if secret else None
         if who is None:
-            if strangers:
-                strangers.failed(address)
+            stranger_failed()
             return _denied(401, "unauthorized", "a valid bearer token is required")
     g.principal = who
-    if login:
-        return _login(secret)  # type: ignore[arg-type]
     if not allows(who.scopes, needed(endpoint, request.method)):
         scopes = ", ".join(sorted(needed(endpoint, request.method)))
         return _denied(403, "forbidden", f"this token lacks the scope for this route ({scopes})")
@@ -153,13 +175,44 @@ def check(authenticate: Authenticator, strangers: Strangers | None) -> Response 
     return None
 
 
-def _login(secret: str) -> Response:
-    """``/board?token=…`` keeps the token in an HttpOnly cookie and drops it from the URL."""
-    query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "token"])
-    target = request.path + (f"?{query}" if query else "")
-    resp = redirect(target)
-    resp.set_cookie(COOKIE, secret, httponly=True, samesite="Strict")
+def _board_session() -> Response | None:
+    """A board read by a signed-in browser, or (without a live session) the sign-in page.
+    A session id is looked up only within the limit on strangers, like a token."""
+    secret = request.cookies.get(SESSION_COOKIE)
+    if secret:
+        refused = _too_many()
+        if refused is not None:
+            return refused
+        who = sessions.principal(runtime().db, secret)
+        if who is not None and request.method in ("GET", "HEAD") and allows(who.scopes, READ):
+            g.principal = who
+            return None
+        stranger_failed()
+    back = "/board" if request.endpoint == "board.stream" else request.path
+    resp = redirect(url_for("board.login", next=back))
+    if secret:
+        clear_session_cookie(resp)  # type: ignore[arg-type]
     return resp  # type: ignore[return-value]
+
+
+def set_session_cookie(resp: Response, secret: str) -> None:
+    """The board session's cookie: sent only to the board, never to scripts or other sites,
+    only over TLS when the request came over TLS (see ``OMOI_TRUSTED_PROXIES``)."""
+    resp.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=int(runtime().settings.board_session_lifetime),
+        path="/board",
+        secure=request.is_secure,
+        httponly=True,
+        samesite="Strict",
+    )
+
+
+def clear_session_cookie(resp: Response) -> None:
+    resp.delete_cookie(
+        SESSION_COOKIE, path="/board", secure=request.is_secure, httponly=True, samesite="Strict"
+    )
 
 
 def principal() -> Principal:
@@ -209,12 +262,11 @@ def register(app: Flask, authenticate: Authenticator, settings: Settings) -> Non
         if settings.broker_url.startswith(("redis://", "rediss://"))
         else "memory://"
     )
-    strangers = (
-        Strangers(storage_uri, settings.unauthenticated_rate_limit)
-        if settings.unauthenticated_rate_limit
-        else None
-    )
-    app.before_request(lambda: check(authenticate, strangers))
+    if settings.unauthenticated_rate_limit:
+        app.extensions["omoi.strangers"] = Strangers(
+            storage_uri, settings.unauthenticated_rate_limit
+        )
+    app.before_request(lambda: check(authenticate))
     app.after_request(_retry_after)  # registered first, so it runs after flask-limiter's
     if settings.rate_limit:
         Limiter(

@@ -19,6 +19,7 @@ blp = Blueprint(
     "events", __name__, url_prefix="/api/v1/events", description="Every state change, in order"
 )
 KEEPALIVE = 15.0
+FILTERS = ("ticket_id", "entity_id", "type")
 
 
 @blp.route("")
@@ -45,34 +46,42 @@ class Stream(MethodView):
     )
     def get(self, args: dict[str, Any]) -> Response:
         """Follow the event log live (filter by ticket, entity or type)."""
-        last = request.headers.get("Last-Event-ID", "")
-        after = int(last) if last.isdigit() else args.get("after")
-        deadline = time.monotonic() + args.pop("timeout")
-        db = runtime().db
+        filters = {k: args[k] for k in FILTERS if k in args}
+        return stream_response(filters, args.get("after"), args["timeout"])
 
-        def stream() -> Iterator[str]:
-            quiet_since = time.monotonic()
-            feed = events.follow(
-                db,
-                ticket_id=args.get("ticket_id"),
-                entity_id=args.get("entity_id"),
-                type=args.get("type"),
-                after=after,
-                keep_going=lambda: time.monotonic() < deadline,
-            )
-            yield "retry: 1000\n\n"
-            for row in feed:
-                if row is None:
-                    if time.monotonic() - quiet_since > KEEPALIVE:
-                        quiet_since = time.monotonic()
-                        yield ": keepalive\n\n"
-                    continue
-                quiet_since = time.monotonic()
-                data = json.dumps(EventFull().dump(row._asdict()))
-                yield f"id: {row.id}\nevent: {row.type}\ndata: {data}\n\n"
 
-        return Response(
-            stream_with_context(stream()),
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+def stream_response(filters: dict[str, Any], after: int | None, timeout: float) -> Response:
+    """Server-Sent Events of the log matching ``filters`` (``ticket_id``, ``entity_id``,
+    ``type``) after the event ``after`` (a reconnect's ``Last-Event-ID`` wins), for ``timeout``
+    seconds. The API's stream and the board's (omoi/api/board.py) both answer with it."""
+    last = request.headers.get("Last-Event-ID", "")
+    after = int(last) if last.isdigit() else after
+    deadline = time.monotonic() + timeout
+    db = runtime().db
+
+    def stream() -> Iterator[str]:
+        quiet_since = time.monotonic()
+        feed = events.follow(
+            db,
+            ticket_id=filters.get("ticket_id"),
+            entity_id=filters.get("entity_id"),
+            type=filters.get("type"),
+            after=after,
+            keep_going=lambda: time.monotonic() < deadline,
         )
+        yield "retry: 1000\n\n"
+        for row in feed:
+            if row is None:
+                if time.monotonic() - quiet_since > KEEPALIVE:
+                    quiet_since = time.monotonic()
+                    yield ": keepalive\n\n"
+                continue
+            quiet_since = time.monotonic()
+            data = json.dumps(EventFull().dump(row._asdict()))
+            yield f"id: {row.id}\nevent: {row.type}\ndata: {data}\n\n"
+
+    return Response(
+        stream_with_context(stream()),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

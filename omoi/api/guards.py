@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
+from omoi.api.csrf import FORMS
 from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
 from omoi.domain.storable import TOO_DEEP, bad_node
@@ -81,6 +82,8 @@ class WholeBodies:
 def check_body() -> Response | None:
     if request.method not in BODY_METHODS or not request.content_length:
         return None
+    if request.endpoint in FORMS:
+        return None  # the board's sign-in and sign-out forms: small and urlencoded
     if not request.is_json:
         return error_response(
             415,

@@ -1,7 +1,8 @@
 """The web board in headless Chromium (Debian's chromium and chromium-driver, installed by
 scripts/browser.sh), against a real API server and prefork worker: a ticket submitted over
 HTTP appears on the board, its card moves from column to column, and on its page a task's
-node turns from running to succeeded — all without reloading a page."""
+node turns from running to succeeded — all without reloading a page. The browser signs in
+through the form and its Content-Security-Policy blocks nothing the board needs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
@@ -34,6 +36,7 @@ def browser() -> Iterator[webdriver.Chrome]:
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations land here
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     yield driver
     driver.quit()
@@ -65,6 +68,23 @@ def column_of(driver: webdriver.Chrome, ticket_id: str) -> str | None:
         return None
 
 
+def sign_in(driver: webdriver.Chrome, url: str, page: str = "/board") -> None:
+    """Open a board page, land on the sign-in form, paste the token, come back to the page."""
+    driver.get(f"{url}{page}")
+    assert urlsplit(driver.current_url).path == "/board/login"
+    driver.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    wait_for(
+        lambda: urlsplit(driver.current_url).path == page, timeout=20, what=f"{page} after sign-in"
+    )
+
+
+def csp_violations(driver: webdriver.Chrome) -> list[str]:
+    return [
+        e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]
+    ]
+
+
 def open_live(driver: webdriver.Chrome, url: str) -> None:
     """Load a page, mark it (a reload would lose the mark) and wait for its live stream."""
     driver.get(url)
@@ -88,7 +108,7 @@ def in_column(driver: webdriver.Chrome, ticket_id: str, phase: str) -> None:
 def test_a_ticket_moves_across_the_board_and_its_tasks_change_colour(
     board_url: str, browser: webdriver.Chrome, worker: Proc
 ) -> None:
-    browser.get(f"{board_url}/board?token={ADMIN_TOKEN}")  # the token becomes a cookie
+    sign_in(browser, board_url)
     open_live(browser, f"{board_url}/board")
     board_tab = browser.current_window_handle
     ticket = post(
@@ -138,12 +158,22 @@ def test_a_ticket_moves_across_the_board_and_its_tasks_change_colour(
     assert browser.execute_script("return window.omoiLoaded") is True
     card = browser.find_element(By.CSS_SELECTOR, f'[data-ticket="{tid}"]')
     assert "status-done" in (card.get_attribute("class") or "")
+    assert csp_violations(browser) == []
 
 
 def test_the_agents_page_lists_the_worker_as_healthy(
     board_url: str, browser: webdriver.Chrome, worker: Proc
 ) -> None:
-    browser.get(f"{board_url}/board/agents?token={ADMIN_TOKEN}")
+    sign_in(browser, board_url, "/board/agents")
     rows = browser.find_elements(By.CSS_SELECTOR, "tr[data-agent]")
     mine = [r for r in rows if f"({worker.pid})" in r.text]
     assert len(mine) == 1 and "healthy" in mine[0].find_element(By.CLASS_NAME, "healthy").text
+    browser.find_element(By.CSS_SELECTOR, "nav form button").click()  # sign out
+    wait_for(
+        lambda: urlsplit(browser.current_url).path == "/board/login",
+        timeout=20,
+        what="the sign-in page after signing out",
+    )
+    browser.get(f"{board_url}/board/agents")
+    assert urlsplit(browser.current_url).path == "/board/login"
+    assert csp_violations(browser) == []

@@ -153,9 +153,8 @@ def test_up_prints_a_token_for_the_local_user(embedded: dict[str, str], tmp_path
         secret = line.rsplit(" ", 1)[1]
         assert (data / "token").read_text().strip() == secret
         assert (data / "token").stat().st_mode & 0o077 == 0
-        assert (
-            f"sign in to the board: http://127.0.0.1:{port}/board?token={secret}" in proc.output()
-        )
+        assert f"sign in to the board at http://127.0.0.1:{port}/board/login" in proc.output()
+        assert proc.output().count(secret) == 1  # printed once, in no address
         url = f"http://127.0.0.1:{port}/api/v1/workflows"
         with urllib.request.urlopen(urllib.request.Request(url, headers=bearer(secret))) as r:
             assert r.status == 200

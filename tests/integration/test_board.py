@@ -1,17 +1,13 @@
 """The web board's pages, rendered by the API: cards in phase columns, a ticket's graph laid
-out by dependency depth, the fleet; sign-in by token cookie. The browser drives them in
-tests/e2e/test_board_browser.py."""
+out by dependency depth, the fleet (signing in: tests/integration/test_board_sessions.py).
+The browser drives them in tests/e2e/test_board_browser.py."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from omoi.api import create_app
-from omoi.config import Settings
-from omoi.models import Database
-from omoi.services.dispatcher import NullDispatcher
-from tests.support.api import ADMIN_TOKEN, submit
+from tests.support.api import submit
 from tests.support.procs import Proc
 
 
@@ -45,7 +41,8 @@ def test_the_ticket_page_draws_the_graph_by_dependency_depth(api_client: Any) ->
     assert 'data-status="queued"' in page and 'data-status="pending"' in page
     assert "Phase history" in page and "Gate" in page
     stream = re.search(r'data-stream="([^"]+)"', page)
-    assert stream and f"ticket_id={ticket['id']}" in stream.group(1)
+    assert stream and stream.group(1).startswith("/board/stream?")
+    assert f"ticket_id={ticket['id']}" in stream.group(1)
 
 
 def test_the_agents_page_shows_each_agents_health(client: Any, worker: Proc) -> None:
@@ -54,15 +51,3 @@ def test_the_agents_page_shows_each_agents_health(client: Any, worker: Proc) -> 
         rf'<tr data-agent="[^"]+" class="agent-\w+">(?:(?!</tr>).)*\({worker.pid}\)', page, re.S
     )
     assert row and 'class="healthy"' in row.group(0)
-
-
-def test_a_token_in_the_url_becomes_a_cookie(settings: Settings, db: Database) -> None:
-    browser = create_app(settings, db=db, dispatcher=NullDispatcher()).test_client()
-    assert browser.get("/board").status_code == 401
-    login = browser.get(f"/board/agents?token={ADMIN_TOKEN}")
-    assert login.status_code == 302 and login.headers["Location"] == "/board/agents"
-    cookie = login.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert browser.get("/board").status_code == 200  # the cookie is the token now
-    assert browser.get("/api/v1/tickets").status_code == 200
-    assert browser.get("/board?token=omoi_wrong").status_code == 401

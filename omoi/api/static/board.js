@@ -1,5 +1,7 @@
-// omoi board: follow the page's event stream and, whenever something happens, re-render the
-// live region from the server (?partial=1). Same-origin requests only: the token is a cookie.
+// omoi board: follow the page's event stream (/board/stream) and, whenever something happens,
+// re-render the live region from the server (?partial=1). Same-origin requests only: the
+// board session is a cookie; when it ends the server redirects to the sign-in page, and so
+// does this page.
 (function () {
   "use strict";
   const live = document.getElementById("live");
@@ -14,6 +16,7 @@
     fetching = true;
     try {
       const resp = await fetch(live.dataset.partial, { credentials: "same-origin" });
+      if (resp.redirected) { window.location.assign(resp.url); return; }  // signed out
       if (resp.ok) live.innerHTML = await resp.text();
     } finally {
       fetching = false;
@@ -29,7 +32,10 @@
   // the stream starts after the newest event at render time, and resumes by Last-Event-ID
   const stream = new EventSource(live.dataset.stream);
   stream.onopen = () => { badge.className = "online"; };
-  stream.onerror = () => { badge.className = "offline"; };  // EventSource reconnects by itself
+  stream.onerror = () => {  // EventSource reconnects by itself, unless the session ended
+    badge.className = "offline";
+    if (stream.readyState === EventSource.CLOSED) refresh();
+  };
   live.dataset.events.split(",").forEach((type) => stream.addEventListener(type, soon));
   setInterval(refresh, 10000);  // heartbeat ages move without events
 })();
