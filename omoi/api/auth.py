@@ -16,7 +16,7 @@ from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
 from omoi.config import Settings
 from omoi.domain.auth import Scope, allows
-from omoi.services import queries, tokens
+from omoi.services import actors, queries, tokens
 from omoi.services.tokens import Authenticator, Principal
 
 PUBLIC = {"health.healthz", "health.readyz", "api-docs.openapi_json", "static"}
@@ -93,6 +93,7 @@ def check(authenticate: Authenticator) -> Response | None:
     if who is None:
         return _denied(401, "unauthorized", "a valid bearer token is required")
     g.principal = who
+    actors.bind(actors.Actor(who.token_id, who.name))  # the events this request writes name it
     if login:
         return _login(secret)  # type: ignore[arg-type]
     if not allows(who.scopes, needed(endpoint, request.method)):
@@ -134,6 +135,8 @@ def _rate_key() -> str:
 
 def register(app: Flask, authenticate: Authenticator, settings: Settings) -> None:
     app.before_request(lambda: check(authenticate))
+    # this thread or greenlet serves other requests next, some with no token
+    app.teardown_request(lambda _exc: actors.bind(None))
     if settings.rate_limit:
         Limiter(
             _rate_key,

@@ -44,7 +44,7 @@ class Stream(MethodView):
         }
     )
     def get(self, args: dict[str, Any]) -> Response:
-        """Follow the event log live (filter by ticket, entity or type)."""
+        """Follow the event log live (filter by ticket, entity, type or actor)."""
         last = request.headers.get("Last-Event-ID", "")
         after = int(last) if last.isdigit() else args.get("after")
         deadline = time.monotonic() + args.pop("timeout")
@@ -57,6 +57,7 @@ class Stream(MethodView):
                 ticket_id=args.get("ticket_id"),
                 entity_id=args.get("entity_id"),
                 type=args.get("type"),
+                actor=args.get("actor"),
                 after=after,
                 keep_going=lambda: time.monotonic() < deadline,
             )

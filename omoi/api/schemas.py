@@ -162,6 +162,10 @@ class EventOut(Schema):
     type = fields.String()
     payload = fields.Dict()
     created_at = fields.DateTime()
+    actor_token_id = fields.UUID(
+        allow_none=True, metadata={"description": "the API token whose request made it"}
+    )
+    actor_name = fields.String(allow_none=True, metadata={"description": "that token's name"})
 
 
 class TaskOut(Schema):
@@ -416,7 +420,12 @@ class ArtifactCreated(Schema):
 
 
 class ApproveIn(Schema):
-    by = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    by = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "a note: who the client says approves (the approver "
+        "recorded is the token)"},
+    )
     comment = fields.String(load_default="", validate=validate.Length(max=5000))
     phase = _enum(Phase, load_default=None)
 
@@ -449,6 +458,13 @@ class EventPage(Schema):
     next_cursor = fields.Integer(allow_none=True)
 
 
+def _actor_filter() -> fields.String:
+    return fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "events made with this token: its id or its name"},
+    )
+
+
 class EventQuery(Schema):
     ticket_id = fields.UUID()
     entity_id = fields.UUID()
@@ -456,6 +472,7 @@ class EventQuery(Schema):
         validate=validate.Length(min=1, max=64),
         metadata={"description": "an event type or a prefix (task.)"},
     )
+    actor = _actor_filter()
     after = fields.Integer(validate=SERIAL)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
@@ -464,6 +481,7 @@ class StreamQuery(Schema):
     ticket_id = fields.UUID()
     entity_id = fields.UUID()
     type = fields.String(validate=validate.Length(min=1, max=64))
+    actor = _actor_filter()
     after = fields.Integer(validate=SERIAL)
     timeout = fields.Float(
         load_default=300,

@@ -9,6 +9,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from omoi.api.auth import principal
 from omoi.api.runtime import runtime
 from omoi.api.schemas import (
     ApproveIn,
@@ -60,6 +61,7 @@ class Tickets(MethodView):
             rt.db,
             rt.dispatcher,
             spec,
+            submitter_token_id=principal().token_id,  # the key's scope
             idempotency_key=key,
             request_fingerprint=tickets.fingerprint(request.get_json()) if key else None,
             max_tasks=rt.settings.max_tasks_per_ticket,
@@ -196,9 +198,16 @@ class Approve(MethodView):
     @blp.arguments(ApproveIn)
     @blp.response(201, TicketOut)
     def post(self, body: dict[str, Any], ticket_id: uuid.UUID) -> Any:
-        """Approve the phase's gate (for gates that require a human)."""
+        """Approve the phase's gate (for gates that require a human). The approver is the
+        token; a ``by`` the client sends is kept only as a note."""
         rt = runtime()
         phases.give_approval(
-            rt.db, rt.dispatcher, ticket_id, body["by"], body["comment"], body["phase"]
+            rt.db,
+            rt.dispatcher,
+            ticket_id,
+            principal().name,
+            body["comment"],
+            body["phase"],
+            note=body["by"],
         )
         return ticket_view(*queries.get_ticket(rt.db, ticket_id))

@@ -446,23 +446,24 @@ def add_artifact(
 
 
 def approve(
-    conn: Connection, ticket_id: uuid.UUID, by: str, comment: str, phase: str | None
+    conn: Connection,
+    ticket_id: uuid.UUID,
+    by: str,
+    comment: str,
+    phase: str | None,
+    note: str | None,
 ) -> list[Dispatch]:
+    """``by`` is who approves (the API passes its token's name); ``note`` is what a client
+    says about it, kept beside but never in its place."""
     ticket = _ticket(conn, ticket_id)
     phase = phase or (ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase)
     conn.execute(
         insert(approvals).values(
-            ticket_id=ticket_id, phase=phase, by=by, comment=comment, created_at=utcnow()
+            ticket_id=ticket_id, phase=phase, by=by, note=note, comment=comment, created_at=utcnow()
         )
     )
-    record(
-        conn,
-        [
-            event_row(
-                EventType.GATE_APPROVED, "ticket", ticket_id, ticket_id, {"phase": phase, "by": by}
-            )
-        ],
-    )
+    payload = {"phase": phase, "by": by, "note": note}
+    record(conn, [event_row(EventType.GATE_APPROVED, "ticket", ticket_id, ticket_id, payload)])
     return judge(conn, ticket_id)
 
 
@@ -567,9 +568,15 @@ def add(
 
 
 def give_approval(
-    db: Any, dispatcher: Dispatcher, ticket_id: uuid.UUID, by: str, comment: str, phase: str | None
+    db: Any,
+    dispatcher: Dispatcher,
+    ticket_id: uuid.UUID,
+    by: str,
+    comment: str,
+    phase: str | None,
+    note: str | None,
 ) -> None:
-    _run(db, dispatcher, approve, ticket_id, by, comment, phase)
+    _run(db, dispatcher, approve, ticket_id, by, comment, phase, note)
 
 
 def valid_transitions(db: Database, ticket_id: uuid.UUID) -> dict[str, Any]:

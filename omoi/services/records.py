@@ -14,6 +14,7 @@ from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
 from omoi.models import PhaseHistory
 from omoi.models.types import utcnow
+from omoi.services import actors
 from omoi.services.sql import Executor, events, tasks, tickets
 
 INSERT_EVENT = insert(events)
@@ -34,6 +35,7 @@ def event_row(
         "ticket_id": ticket_id,
         "payload": payload or {},
         "created_at": at or utcnow(),
+        **actors.columns(),
     }
 
 
@@ -48,7 +50,7 @@ def task_event(
 
 
 def record(conn: Executor, rows: Iterable[dict[str, Any]]) -> None:
-    """Append events in one round trip."""
+    """Append events in one round trip (each names the actor bound when it was made)."""
     batch = list(rows)
     if batch:
         conn.execute(INSERT_EVENT, batch)
