@@ -5,17 +5,21 @@ Idempotency-Key belongs to the token that sent it."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from flask import Flask
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
 from omoi.models import Approval, Database
 from omoi.services import actors, events, tokens
 from tests.integration.test_agents import cap
 from tests.integration.test_events import read_stream
+from tests.integration.test_plans import explain
 from tests.support.api import bearer, submit, wait_finished
 
 
@@ -237,3 +241,49 @@ def test_concurrent_tokens_sharing_a_key_each_make_one_ticket(
         assert len({tid for _, tid in mine}) == 1
         assert sorted(code for code, _ in mine) == [200] * 7 + [201]
     assert len({tid for _, _, tid in results}) == 2
+
+
+def test_events_of_one_actor_are_read_from_its_index(pg_store: tuple[Database, Any]) -> None:
+    """``?actor=`` walks the actor's partial index in id order: none of the other events (a
+    fleet's, here 20,000 by workers and 5,000 by another token) is read and thrown away."""
+    db, client = pg_store
+    alice = who(db, "alice", "submit")
+    with psycopg.connect(db.url, autocommit=True) as pg:
+        pg.execute(
+            "INSERT INTO events (type, entity_type, payload, created_at, actor_token_id,"
+            " actor_name) SELECT 'task.started', 'task', '{}', now(),"
+            " CASE WHEN i %% 5 = 0 THEN %s::uuid END, CASE WHEN i %% 5 = 0 THEN 'ops' END"
+            " FROM generate_series(1, 25000) AS i",
+            (uuid.uuid4(),),
+        )
+        pg.execute("VACUUM ANALYZE events")
+    body = {"title": "t", "tasks": [{"key": "a", "task_type": "noop"}]}
+    for _ in range(3):
+        assert client.post("/api/v1/tickets", json=body, headers=alice.headers).status_code == 201
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM events" in statement:
+            statements.append((statement, params))
+
+    sqlalchemy_event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        for key in (alice.name, alice.token_id):
+            assert len(events.list_events(db, actor=key, limit=2)[0]) == 2
+    finally:
+        sqlalchemy_event.remove(db.engine, "before_cursor_execute", capture)
+    for (statement, params), index in zip(
+        statements, ("ix_events_actor_name", "ix_events_actor_token"), strict=True
+    ):
+        plan = explain(db.url, statement, params)
+        scans = list(relation_scans(plan, "events"))
+        assert [s.get("Index Name") for s in scans] == [index], scans
+        assert sum(s.get("Rows Removed by Filter", 0) for s in scans) == 0
+        assert scans[0]["Actual Rows"] <= 3
+
+
+def relation_scans(plan: dict[str, Any], relation: str) -> Iterator[dict[str, Any]]:
+    if plan.get("Relation Name") == relation:
+        yield plan
+    for child in plan.get("Plans", []):
+        yield from relation_scans(child, relation)
