@@ -2,8 +2,8 @@
 
 ``events.actor_token_id`` / ``actor_name``: the API token whose request wrote the event (null
 for workers' and beat's own changes and for every event before this revision), with partial
-indexes for ``GET /api/v1/events?actor=``. ``approvals.note`` keeps a client-supplied name
-(the approver is now the token). ``tickets.submitter_token_id`` is the token that submitted a
+indexes for ``GET /api/v1/events?actor=``. ``approvals.note`` and ``phase_history.note`` keep
+a client-supplied name (who approves or moves a ticket is now the token). ``tickets.submitter_token_id`` is the token that submitted a
 ticket; ``Idempotency-Key`` becomes unique per (token, key) instead of across all tokens.
 Tickets from before have no token and keep their keys unique among themselves.
 
@@ -87,6 +87,7 @@ def upgrade() -> None:
         "ix_events_actor_name", "events", ["actor_name", "id"], **_where("actor_name IS NOT NULL")
     )
     op.add_column("approvals", sa.Column("note", sa.String(length=200), nullable=True))
+    op.add_column("phase_history", sa.Column("note", sa.String(length=200), nullable=True))
     op.add_column("tickets", sa.Column("submitter_token_id", sa.Uuid(), nullable=True))
     if _sqlite():
         with _tickets_rebuilt() as batch:
@@ -120,6 +121,7 @@ def downgrade() -> None:
     else:
         op.create_unique_constraint(OLD_UNIQUE, "tickets", ["idempotency_key"])
         op.drop_column("tickets", "submitter_token_id")
+    op.execute("ALTER TABLE phase_history DROP COLUMN note")
     op.execute("ALTER TABLE approvals DROP COLUMN note")
     op.drop_index("ix_events_actor_name", table_name="events")
     op.drop_index("ix_events_actor_token", table_name="events")

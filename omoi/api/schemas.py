@@ -372,11 +372,20 @@ class FailIn(Schema):
     error = fields.Nested(ReportedError, required=True)
 
 
+def _note() -> fields.String:
+    """A client-supplied ``by``: kept as a note, never as who acted (that is the token)."""
+    return fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "a note: who the client says acts (the token is recorded)"},
+    )
+
+
 class TransitionIn(Schema):
     to_phase = _enum(Phase, required=True)
     reason = fields.String(load_default="moved by hand", validate=validate.Length(max=2000))
     force = fields.Boolean(load_default=False)
-    by = fields.String(load_default="api", validate=validate.Length(min=1, max=200))
+    by = _note()
 
 
 class ValidTransitions(Schema):
@@ -392,7 +401,8 @@ class HistoryOut(Schema):
     from_phase = fields.String(allow_none=True)
     to_phase = fields.String()
     reason = fields.String()
-    by = fields.String()
+    by = fields.String(metadata={"description": "the token that moved it, or the gate"})
+    note = fields.String(allow_none=True, metadata={"description": "a name its client gave"})
     created_at = fields.DateTime()
 
 
@@ -420,12 +430,7 @@ class ArtifactCreated(Schema):
 
 
 class ApproveIn(Schema):
-    by = fields.String(
-        load_default=None,
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": "a note: who the client says approves (the approver "
-        "recorded is the token)"},
-    )
+    by = _note()
     comment = fields.String(load_default="", validate=validate.Length(max=5000))
     phase = _enum(Phase, load_default=None)
 

@@ -123,8 +123,9 @@ class Transition(MethodView):
             ticket_id,
             body["to_phase"],
             body["reason"],
-            body["by"],
+            principal().name,
             body["force"],
+            body["by"],  # a note: the mover recorded is the token
         )
         return ticket_view(*queries.get_ticket(rt.db, ticket_id))
 

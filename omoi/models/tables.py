@@ -256,7 +256,9 @@ class Event(Base):
         Index("ix_events_ticket_id", "ticket_id", "id"),
         Index("ix_events_entity", "entity_id", "id"),
         # ``?actor=``: only events made by a request are indexed, not the workers' hot path
-        Index("ix_events_actor_token", "actor_token_id", "id", **partial("actor_token_id IS NOT NULL")),
+        Index(
+            "ix_events_actor_token", "actor_token_id", "id", **partial("actor_token_id IS NOT NULL")
+        ),
         Index("ix_events_actor_name", "actor_name", "id", **partial("actor_name IS NOT NULL")),
     )
 
@@ -282,7 +284,9 @@ class PhaseHistory(Base):
     from_phase: Mapped[str | None] = mapped_column(String(32))
     to_phase: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text, default="")
-    by: Mapped[str] = mapped_column(String(200), default="system")
+    by: Mapped[str] = mapped_column(String(200), default="system")  # a token's name, or "gate"
+    # a name the client gave as ``by`` (migration 0015)
+    note: Mapped[str | None] = mapped_column(String(200))
     artifacts: Mapped[list[Any]] = mapped_column(JsonDoc, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -64,8 +64,10 @@ def move_ticket(
     status: TicketStatus,
     reason: str,
     by: str = "system",
+    note: str | None = None,
 ) -> None:
-    """Change a ticket's phase, writing its history row and event in the caller's transaction."""
+    """Change a ticket's phase, writing its history row and event in the caller's transaction.
+    ``by`` is who moves it (a token's name, or the gate); ``note`` what a client says about it."""
     now = utcnow()
     conn.execute(
         update(tickets)
@@ -81,6 +83,7 @@ def move_ticket(
                 "to_phase": to_phase,
                 "reason": reason,
                 "by": by,
+                "note": note,
                 "artifacts": [],
                 "created_at": now,
             }

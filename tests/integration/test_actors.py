@@ -166,6 +166,24 @@ def test_approval_by_is_the_token_not_the_client_supplied_name(
     assert actor(event) == of(alice)
 
 
+def test_transition_by_is_the_token_not_the_client_supplied_name(
+    api_client: Any, db: Database
+) -> None:
+    alice = who(db, "alice", "submit", "read")
+    ticket = submit(api_client, [{"key": "a", "task_type": "noop"}])
+    moved = api_client.post(
+        f"/api/v1/tickets/{ticket['id']}/transition",
+        json={"to_phase": "PHASE_BLOCKED", "reason": "hold", "by": "bob"},
+        headers=alice.headers,
+    )
+    assert moved.status_code == 200, moved.get_json()
+    history = api_client.get(f"/api/v1/tickets/{ticket['id']}/phase-history").get_json()
+    last = history["items"][-1]
+    assert (last["to_phase"], last["by"], last["note"]) == ("PHASE_BLOCKED", alice.name, "bob")
+    (event,) = events_of(api_client, f"ticket_id={ticket['id']}&type=ticket.phase_changed")
+    assert actor(event) == of(alice)
+
+
 def test_events_filter_by_the_actor_token_id_or_name(api_client: Any, db: Database) -> None:
     alice, bob = who(db, "alice", "submit", "read"), who(db, "bob", "submit", "read")
     since = events.latest_id(db)
