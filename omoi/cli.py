@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 import yaml
@@ -597,12 +598,14 @@ def agents(capability: str | None) -> None:
 
 @main.command()
 @click.option("--ticket", "ticket_id", default=None)
+@click.option("--actor", default=None, help="Only what this token (id or name) changed.")
 @click.option("--follow", is_flag=True, help="Keep printing events as they happen.")
 @click.option("--timeout", type=float, default=3600)
-def events(ticket_id: str | None, follow: bool, timeout: float) -> None:
-    """Print the event log (``--follow`` streams it live)."""
+def events(ticket_id: str | None, actor: str | None, follow: bool, timeout: float) -> None:
+    """Print the event log (``--follow`` streams it live), each event with its token."""
     url = _settings().client_url
-    query = f"ticket_id={ticket_id}&" if ticket_id else ""
+    filters = {"ticket_id": ticket_id, "actor": actor}
+    query = "".join(f"{k}={quote(v)}&" for k, v in filters.items() if v)
     if not follow:
         for e in _request(f"{url}/api/v1/events?{query}limit=1000")["items"]:
             _event_line(e)
@@ -617,7 +620,8 @@ def events(ticket_id: str | None, follow: bool, timeout: float) -> None:
 
 def _event_line(e: dict[str, Any]) -> None:
     payload = json.dumps(e["payload"], sort_keys=True)
-    click.echo(f"{e['id']:>8}  {e['created_at']}  {e['type']:<22} {payload}")
+    actor = e["actor_name"] or "-"
+    click.echo(f"{e['id']:>8}  {e['created_at']}  {e['type']:<22} {actor:<16} {payload}")
 
 
 @main.group()

@@ -27,7 +27,7 @@ from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
 from omoi.config import Settings
 from omoi.domain.auth import Scope, allows, refused_exec_types
-from omoi.services import queries, sessions, tokens
+from omoi.services import actors, queries, sessions, tokens
 from omoi.services.errors import Forbidden
 from omoi.services.tokens import Authenticator, Principal
 
@@ -165,6 +165,7 @@ def check(authenticate: Authenticator) -> Response | None:
             stranger_failed()
             return _denied(401, "unauthorized", "a valid bearer token is required")
     g.principal = who
+    actors.bind(actors.Actor(who.token_id, who.name))  # the events this request writes name it
     if not allows(who.scopes, needed(endpoint, request.method)):
         scopes = ", ".join(sorted(needed(endpoint, request.method)))
         return _denied(403, "forbidden", f"this token lacks the scope for this route ({scopes})")
@@ -268,6 +269,8 @@ def register(app: Flask, authenticate: Authenticator, settings: Settings) -> Non
         )
     app.before_request(lambda: check(authenticate))
     app.after_request(_retry_after)  # registered first, so it runs after flask-limiter's
+    # this thread or greenlet serves other requests next, some with no token
+    app.teardown_request(lambda _exc: actors.bind(None))
     if settings.rate_limit:
         Limiter(
             _rate_key,

@@ -19,7 +19,7 @@ blp = Blueprint(
     "events", __name__, url_prefix="/api/v1/events", description="Every state change, in order"
 )
 KEEPALIVE = 15.0
-FILTERS = ("ticket_id", "entity_id", "type")
+FILTERS = ("ticket_id", "entity_id", "type", "actor")
 
 
 @blp.route("")
@@ -45,14 +45,14 @@ class Stream(MethodView):
         }
     )
     def get(self, args: dict[str, Any]) -> Response:
-        """Follow the event log live (filter by ticket, entity or type)."""
+        """Follow the event log live (filter by ticket, entity, type or actor)."""
         filters = {k: args[k] for k in FILTERS if k in args}
         return stream_response(filters, args.get("after"), args["timeout"])
 
 
 def stream_response(filters: dict[str, Any], after: int | None, timeout: float) -> Response:
     """Server-Sent Events of the log matching ``filters`` (``ticket_id``, ``entity_id``,
-    ``type``) after the event ``after`` (a reconnect's ``Last-Event-ID`` wins), for ``timeout``
+    ``type``, ``actor``) after the event ``after`` (a reconnect's ``Last-Event-ID`` wins), for ``timeout``
     seconds. The API's stream and the board's (omoi/api/board.py) both answer with it."""
     last = request.headers.get("Last-Event-ID", "")
     after = int(last) if last.isdigit() else after
@@ -66,6 +66,7 @@ def stream_response(filters: dict[str, Any], after: int | None, timeout: float) 
             ticket_id=filters.get("ticket_id"),
             entity_id=filters.get("entity_id"),
             type=filters.get("type"),
+            actor=filters.get("actor"),
             after=after,
             keep_going=lambda: time.monotonic() < deadline,
         )

@@ -178,6 +178,10 @@ class EventOut(Schema):
     type = fields.String()
     payload = fields.Dict()
     created_at = fields.DateTime()
+    actor_token_id = fields.UUID(
+        allow_none=True, metadata={"description": "the API token whose request made it"}
+    )
+    actor_name = fields.String(allow_none=True, metadata={"description": "that token's name"})
 
 
 class TaskOut(Schema):
@@ -394,11 +398,20 @@ class FailIn(Schema):
     error = fields.Nested(ReportedError, required=True)
 
 
+def _note() -> fields.String:
+    """A client-supplied ``by``: kept as a note, never as who acted (that is the token)."""
+    return fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "a note: who the client says acts (the token is recorded)"},
+    )
+
+
 class TransitionIn(Schema):
     to_phase = _enum(Phase, required=True)
     reason = fields.String(load_default="moved by hand", validate=validate.Length(max=2000))
     force = fields.Boolean(load_default=False)
-    by = fields.String(load_default="api", validate=validate.Length(min=1, max=200))
+    by = _note()
 
 
 class ValidTransitions(Schema):
@@ -414,7 +427,8 @@ class HistoryOut(Schema):
     from_phase = fields.String(allow_none=True)
     to_phase = fields.String()
     reason = fields.String()
-    by = fields.String()
+    by = fields.String(metadata={"description": "the token that moved it, or the gate"})
+    note = fields.String(allow_none=True, metadata={"description": "a name its client gave"})
     created_at = fields.DateTime()
 
 
@@ -442,7 +456,7 @@ class ArtifactCreated(Schema):
 
 
 class ApproveIn(Schema):
-    by = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    by = _note()
     comment = fields.String(load_default="", validate=validate.Length(max=5000))
     phase = _enum(Phase, load_default=None)
 
@@ -475,6 +489,13 @@ class EventPage(Schema):
     next_cursor = fields.Integer(allow_none=True)
 
 
+def _actor_filter() -> fields.String:
+    return fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "events made with this token: its id or its name"},
+    )
+
+
 class EventQuery(Schema):
     ticket_id = fields.UUID()
     entity_id = fields.UUID()
@@ -482,6 +503,7 @@ class EventQuery(Schema):
         validate=validate.Length(min=1, max=64),
         metadata={"description": "an event type or a prefix (task.)"},
     )
+    actor = _actor_filter()
     after = fields.Integer(validate=SERIAL)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
@@ -490,6 +512,7 @@ class StreamQuery(Schema):
     ticket_id = fields.UUID()
     entity_id = fields.UUID()
     type = fields.String(validate=validate.Length(min=1, max=64))
+    actor = _actor_filter()
     after = fields.Integer(validate=SERIAL)
     timeout = fields.Float(
         load_default=300,

@@ -66,6 +66,7 @@ class Tickets(MethodView):
             rt.db,
             rt.dispatcher,
             spec,
+            submitter_token_id=principal().token_id,  # the key's scope
             idempotency_key=key,
             request_fingerprint=tickets.fingerprint(request.get_json()) if key else None,
             max_tasks=rt.settings.max_tasks_per_ticket,
@@ -127,8 +128,9 @@ class Transition(MethodView):
             ticket_id,
             body["to_phase"],
             body["reason"],
-            body["by"],
+            principal().name,
             body["force"],
+            body["by"],  # a note: the mover recorded is the token
         )
         return ticket_view(*queries.get_ticket(rt.db, ticket_id))
 
@@ -218,9 +220,16 @@ class Approve(MethodView):
     @blp.arguments(ApproveIn)
     @blp.response(201, TicketOut)
     def post(self, body: dict[str, Any], ticket_id: uuid.UUID) -> Any:
-        """Approve the phase's gate (for gates that require a human)."""
+        """Approve the phase's gate (for gates that require a human). The approver is the
+        token; a ``by`` the client sends is kept only as a note."""
         rt = runtime()
         phases.give_approval(
-            rt.db, rt.dispatcher, ticket_id, body["by"], body["comment"], body["phase"]
+            rt.db,
+            rt.dispatcher,
+            ticket_id,
+            principal().name,
+            body["comment"],
+            body["phase"],
+            note=body["by"],
         )
         return ticket_view(*queries.get_ticket(rt.db, ticket_id))

@@ -70,6 +70,21 @@ class Ticket(Base):
         one_of("previous_phase", Phase, "ck_tickets_previous_phase"),
         one_of("status", TicketStatus, "ck_tickets_status"),
         Index("ix_tickets_status_phase", "status", "phase"),
+        # An Idempotency-Key is scoped to the token that sent it (migration 0015); tickets
+        # from before, or submitted without a token, share the one unscoped namespace.
+        Index(
+            "uq_tickets_token_idempotency_key",
+            "submitter_token_id",
+            "idempotency_key",
+            unique=True,
+            **partial("idempotency_key IS NOT NULL AND submitter_token_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_tickets_idempotency_key_unscoped",
+            "idempotency_key",
+            unique=True,
+            **partial("idempotency_key IS NOT NULL AND submitter_token_id IS NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -87,7 +102,10 @@ class Ticket(Base):
     # Tasks of the current phase not yet terminal; maintained in the transactions that end
     # tasks, so the one that brings it to 0 settles the phase without racing its siblings.
     open_tasks: Mapped[int] = mapped_column(Integer, default=0)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # The API token that submitted the ticket (no foreign key: revoking a token keeps its
+    # history); the scope of its idempotency key.
+    submitter_token_id: Mapped[uuid.UUID | None]
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -240,6 +258,11 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_ticket_id", "ticket_id", "id"),
         Index("ix_events_entity", "entity_id", "id"),
+        # ``?actor=``: only events made by a request are indexed, not the workers' hot path
+        Index(
+            "ix_events_actor_token", "actor_token_id", "id", **partial("actor_token_id IS NOT NULL")
+        ),
+        Index("ix_events_actor_name", "actor_name", "id", **partial("actor_name IS NOT NULL")),
     )
 
     id: Mapped[int] = serial_id()
@@ -249,6 +272,10 @@ class Event(Base):
     ticket_id: Mapped[uuid.UUID | None]
     payload: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The API token whose request made the change, and its name then (no foreign key: the
+    # log outlives revoked tokens). Null for workers' and beat's own changes.
+    actor_token_id: Mapped[uuid.UUID | None]
+    actor_name: Mapped[str | None] = mapped_column(String(200))
 
 
 class PhaseHistory(Base):
@@ -260,7 +287,9 @@ class PhaseHistory(Base):
     from_phase: Mapped[str | None] = mapped_column(String(32))
     to_phase: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text, default="")
-    by: Mapped[str] = mapped_column(String(200), default="system")
+    by: Mapped[str] = mapped_column(String(200), default="system")  # a token's name, or "gate"
+    # a name the client gave as ``by`` (migration 0015)
+    note: Mapped[str | None] = mapped_column(String(200))
     artifacts: Mapped[list[Any]] = mapped_column(JsonDoc, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -301,7 +330,9 @@ class Approval(Base):
     id: Mapped[int] = serial_id()
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
     phase: Mapped[str] = mapped_column(String(32))
-    by: Mapped[str] = mapped_column(String(200))
+    by: Mapped[str] = mapped_column(String(200))  # the approving token's name
+    # a name the client gave as ``by``: what it says, not who approved (migration 0015)
+    note: Mapped[str | None] = mapped_column(String(200))
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

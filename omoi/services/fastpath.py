@@ -19,8 +19,13 @@ from omoi.domain.enums import AgentKind, AgentStatus, TaskStatus
 from omoi.domain.events import EventType
 from omoi.domain.routing import DEFAULT_CAPABILITY
 from omoi.models.tables import PRIORITY_RANK
+from omoi.services import actors
 
-EVENT_COLUMNS = "type, entity_type, entity_id, ticket_id, payload, created_at"
+EVENT_COLUMNS = (
+    "type, entity_type, entity_id, ticket_id, payload, created_at, actor_token_id, actor_name"
+)
+# the actor of the request that runs the statement (an external agent's claim or result)
+ACTOR = "%(actor_token_id)s::uuid, %(actor_name)s::text"
 LIVE_STATUSES = f"('{AgentStatus.IDLE}', '{AgentStatus.BUSY}')"
 
 CLAIM = f"""
@@ -35,7 +40,7 @@ WITH claimed AS (
 ), started AS (
     INSERT INTO events ({EVENT_COLUMNS})
     SELECT '{EventType.TASK_STARTED}', 'task', id, ticket_id,
-           jsonb_build_object('attempt', %(attempt)s), %(now)s
+           jsonb_build_object('attempt', %(attempt)s), %(now)s, {ACTOR}
       FROM claimed
 )
 SELECT ticket_id, key, task_type, payload, timeout_seconds, dependencies, resources
@@ -61,14 +66,14 @@ WITH finished AS (
 ), logged AS (
     INSERT INTO events ({EVENT_COLUMNS})
     SELECT '{EventType.TASK_SUCCEEDED}', 'task', id, %(ticket)s,
-           jsonb_build_object('attempt', %(attempt)s), %(now)s FROM finished
+           jsonb_build_object('attempt', %(attempt)s), %(now)s, {ACTOR} FROM finished
     UNION ALL
     SELECT '{EventType.TASK_QUEUED}', 'task', id, %(ticket)s,
-           jsonb_build_object('attempt', attempt), %(now)s
+           jsonb_build_object('attempt', attempt), %(now)s, {ACTOR}
       FROM released WHERE status = '{TaskStatus.QUEUED}'
     UNION ALL
     SELECT '{EventType.TASK_SUPERSEDED}', 'task', %(id)s, %(ticket)s,
-           jsonb_build_object('attempt', %(attempt)s), %(now)s
+           jsonb_build_object('attempt', %(attempt)s), %(now)s, {ACTOR}
      WHERE NOT EXISTS (SELECT 1 FROM finished)
 ), counted AS (
     UPDATE tickets SET open_tasks = open_tasks - 1, updated_at = %(now)s
@@ -93,13 +98,18 @@ def stamp(pg: Any, params: dict[str, Any]) -> None:
 def claim(pg: Any, params: dict[str, Any]) -> Any:
     """The claimed row, or None when the task is not queued at this attempt."""
     with pg.cursor(row_factory=namedtuple_row) as cur:
-        return cur.execute(CLAIM, params).fetchone()
+        return cur.execute(CLAIM, {**params, **actors.columns()}).fetchone()
 
 
 def succeed(pg: Any, params: dict[str, Any]) -> list[Any]:
     """One row per dependent made ready (``id`` NULL when none), each carrying ``landed`` and
     the ticket's remaining ``open_tasks``."""
-    params = {**params, "result": Jsonb(params["result"]), "needle": Jsonb(params["needle"])}
+    params = {
+        **params,
+        **actors.columns(),
+        "result": Jsonb(params["result"]),
+        "needle": Jsonb(params["needle"]),
+    }
     with pg.cursor(row_factory=namedtuple_row) as cur:
         return cur.execute(SUCCEED, params).fetchall()
 
@@ -156,7 +166,8 @@ WITH me AS (
 ), started AS (
     INSERT INTO events ({EVENT_COLUMNS})
     SELECT '{EventType.TASK_STARTED}', 'task', id, ticket_id,
-           jsonb_build_object('attempt', attempt, 'agent_id', %(agent)s::text), %(now)s
+           jsonb_build_object('attempt', attempt, 'agent_id', %(agent)s::text), %(now)s,
+           {ACTOR}
       FROM claimed
 ), busy AS (
     UPDATE agents SET last_heartbeat = %(now)s, status = '{AgentStatus.BUSY}'
@@ -171,4 +182,4 @@ def claim_next(pg: Any, params: dict[str, Any]) -> Any:
     """One row: ``agent_status`` (NULL for an unknown agent) and the claimed task's columns
     (NULL when nothing is claimable)."""
     with pg.cursor(row_factory=namedtuple_row) as cur:
-        return cur.execute(CLAIM_NEXT, params).fetchone()
+        return cur.execute(CLAIM_NEXT, {**params, **actors.columns()}).fetchone()

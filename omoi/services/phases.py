@@ -257,13 +257,20 @@ def _aggregate(conn: Connection, ticket: Any, phase: str) -> dict[str, Any]:
 
 
 def _move(
-    conn: Connection, ticket: Any, workflow: Workflow, to: Phase, reason: str, by: str, leaving: str
+    conn: Connection,
+    ticket: Any,
+    workflow: Workflow,
+    to: Phase,
+    reason: str,
+    by: str,
+    leaving: str,
+    note: str | None = None,
 ) -> list[Dispatch]:
     """Leave ``leaving`` (aggregating its context), enter ``to``."""
     context = _aggregate(conn, ticket, leaving) if leaving in workflow.working else ticket.context
     conn.execute(update(tickets).where(tickets.c.id == ticket.id).values(context=context))
     status = TicketStatus.DONE if to == Phase.DONE else TicketStatus.ACTIVE
-    move_ticket(conn, ticket.id, ticket.phase, to, status, reason, by)
+    move_ticket(conn, ticket.id, ticket.phase, to, status, reason, by, note)
     refreshed = conn.execute(select(*TICKET_COLUMNS).where(tickets.c.id == ticket.id)).one()
     return _enter(conn, refreshed, workflow, to, context)
 
@@ -368,11 +375,18 @@ def close_tasks(conn: Connection, ticket_id: uuid.UUID, count: int) -> list[Disp
 
 
 def transition(
-    conn: Connection, ticket_id: uuid.UUID, to_phase: str, reason: str, by: str, force: bool
+    conn: Connection,
+    ticket_id: uuid.UUID,
+    to_phase: str,
+    reason: str,
+    by: str,
+    force: bool,
+    note: str | None,
 ) -> list[Dispatch]:
-    """Move a ticket by hand. Allowed moves come from the workflow's transition table; ``force``
-    skips that check (not the phase's existence). Leaving a working phase cancels its open
-    tasks; returning from BLOCKED to the phase it came from resumes it."""
+    """Move a ticket by hand (``by``: the API passes its token's name; ``note``: a name the
+    client gave). Allowed moves come from the workflow's transition table; ``force`` skips
+    that check (not the phase's existence). Leaving a working phase cancels its open tasks;
+    returning from BLOCKED to the phase it came from resumes it."""
     ticket = _ticket(conn, ticket_id)
     workflow = workflows.get(ticket.workflow)
     to = Phase(to_phase)
@@ -391,14 +405,14 @@ def transition(
             {"from": ticket.phase, "to": str(to), "allowed": [str(a) for a in allowed]},
         )
     if to == Phase.BLOCKED:
-        move_ticket(conn, ticket_id, ticket.phase, to, TicketStatus.BLOCKED, reason, by)
+        move_ticket(conn, ticket_id, ticket.phase, to, TicketStatus.BLOCKED, reason, by, note)
         return []
     if ticket.phase == Phase.BLOCKED and to == ticket.previous_phase:
-        move_ticket(conn, ticket_id, ticket.phase, to, TicketStatus.ACTIVE, reason, by)
+        move_ticket(conn, ticket_id, ticket.phase, to, TicketStatus.ACTIVE, reason, by, note)
         return judge(conn, ticket_id)
     leaving = ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase
     _cancel_open(conn, ticket_id, f"ticket moved to {to}")
-    return _move(conn, ticket, workflow, to, reason, by, leaving)
+    return _move(conn, ticket, workflow, to, reason, by, leaving, note)
 
 
 def _cancel_open(conn: Connection, ticket_id: uuid.UUID, reason: str) -> None:
@@ -452,23 +466,24 @@ def add_artifact(
 
 
 def approve(
-    conn: Connection, ticket_id: uuid.UUID, by: str, comment: str, phase: str | None
+    conn: Connection,
+    ticket_id: uuid.UUID,
+    by: str,
+    comment: str,
+    phase: str | None,
+    note: str | None,
 ) -> list[Dispatch]:
+    """``by`` is who approves (the API passes its token's name); ``note`` is what a client
+    says about it, kept beside but never in its place."""
     ticket = _ticket(conn, ticket_id)
     phase = phase or (ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase)
     conn.execute(
         insert(approvals).values(
-            ticket_id=ticket_id, phase=phase, by=by, comment=comment, created_at=utcnow()
+            ticket_id=ticket_id, phase=phase, by=by, note=note, comment=comment, created_at=utcnow()
         )
     )
-    record(
-        conn,
-        [
-            event_row(
-                EventType.GATE_APPROVED, "ticket", ticket_id, ticket_id, {"phase": phase, "by": by}
-            )
-        ],
-    )
+    payload = {"phase": phase, "by": by, "note": note}
+    record(conn, [event_row(EventType.GATE_APPROVED, "ticket", ticket_id, ticket_id, payload)])
     return judge(conn, ticket_id)
 
 
@@ -555,8 +570,9 @@ def move(
     reason: str,
     by: str,
     force: bool,
+    note: str | None,
 ) -> None:
-    _run(db, dispatcher, transition, ticket_id, to_phase, reason, by, force)
+    _run(db, dispatcher, transition, ticket_id, to_phase, reason, by, force, note)
 
 
 def add(
@@ -603,9 +619,15 @@ def _held_task(conn: Connection, ticket_id: uuid.UUID, agent_id: uuid.UUID) -> u
 
 
 def give_approval(
-    db: Any, dispatcher: Dispatcher, ticket_id: uuid.UUID, by: str, comment: str, phase: str | None
+    db: Any,
+    dispatcher: Dispatcher,
+    ticket_id: uuid.UUID,
+    by: str,
+    comment: str,
+    phase: str | None,
+    note: str | None,
 ) -> None:
-    _run(db, dispatcher, approve, ticket_id, by, comment, phase)
+    _run(db, dispatcher, approve, ticket_id, by, comment, phase, note)
 
 
 def valid_transitions(db: Database, ticket_id: uuid.UUID) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
 from omoi.models import PhaseHistory
 from omoi.models.types import utcnow
+from omoi.services import actors
 from omoi.services.sql import Executor, events, tasks, tickets
 
 INSERT_EVENT = insert(events)
@@ -34,6 +35,7 @@ def event_row(
         "ticket_id": ticket_id,
         "payload": payload or {},
         "created_at": at or utcnow(),
+        **actors.columns(),
     }
 
 
@@ -48,7 +50,7 @@ def task_event(
 
 
 def record(conn: Executor, rows: Iterable[dict[str, Any]]) -> None:
-    """Append events in one round trip."""
+    """Append events in one round trip (each names the actor bound when it was made)."""
     batch = list(rows)
     if batch:
         conn.execute(INSERT_EVENT, batch)
@@ -62,8 +64,10 @@ def move_ticket(
     status: TicketStatus,
     reason: str,
     by: str = "system",
+    note: str | None = None,
 ) -> None:
-    """Change a ticket's phase, writing its history row and event in the caller's transaction."""
+    """Change a ticket's phase, writing its history row and event in the caller's transaction.
+    ``by`` is who moves it (a token's name, or the gate); ``note`` what a client says about it."""
     now = utcnow()
     conn.execute(
         update(tickets)
@@ -79,6 +83,7 @@ def move_ticket(
                 "to_phase": to_phase,
                 "reason": reason,
                 "by": by,
+                "note": note,
                 "artifacts": [],
                 "created_at": now,
             }

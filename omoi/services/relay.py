@@ -32,6 +32,8 @@ def message(row: Any) -> str:
             "ticket_id": str(row.ticket_id) if row.ticket_id else None,
             "payload": row.payload,
             "created_at": row.created_at.isoformat(),
+            "actor_token_id": str(row.actor_token_id) if row.actor_token_id else None,
+            "actor_name": row.actor_name,
         },
         default=str,
     )

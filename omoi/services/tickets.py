@@ -58,12 +58,21 @@ def fingerprint(body: Any) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _existing(db: Database, key: str, fp: str | None) -> Submitted | None:
-    """The ticket an earlier request created with this Idempotency-Key, if any."""
+def _existing(
+    db: Database, token_id: uuid.UUID | None, key: str, fp: str | None
+) -> Submitted | None:
+    """The ticket an earlier request of this token created with this Idempotency-Key, if
+    any. Keys are the token's own: another token's key, even the same string, is not found
+    (it would hand over that token's ticket and tell it whether a key was used)."""
+    scope = (
+        tickets.c.submitter_token_id.is_(None)
+        if token_id is None
+        else tickets.c.submitter_token_id == token_id
+    )
     with db.connect() as conn:
         row = conn.execute(
             select(tickets.c.id, tickets.c.request_fingerprint).where(
-                tickets.c.idempotency_key == key
+                tickets.c.idempotency_key == key, scope
             )
         ).one_or_none()
     if row is None:
@@ -88,6 +97,7 @@ def create_ticket(
     dispatcher: Dispatcher,
     spec: NewTicket,
     *,
+    submitter_token_id: uuid.UUID | None = None,
     idempotency_key: str | None = None,
     request_fingerprint: str | None = None,
     max_tasks: int = 20_000,
@@ -108,7 +118,7 @@ def create_ticket(
     for phase in workflow.working:
         check_graph(phase_tasks(workflow, phase, spec.title, by_phase.get(phase, [])), phase)
     if idempotency_key is not None:
-        replay = _existing(db, idempotency_key, request_fingerprint)
+        replay = _existing(db, submitter_token_id, idempotency_key, request_fingerprint)
         if replay is not None:
             return replay
 
@@ -137,6 +147,7 @@ def create_ticket(
                         "plan": {p: plan_of(ts) for p, ts in by_phase.items()} or None,
                         "open_tasks": 0,
                         "idempotency_key": idempotency_key,
+                        "submitter_token_id": submitter_token_id,
                         "request_fingerprint": request_fingerprint,
                         "created_at": now,
                         "updated_at": now,
@@ -156,7 +167,8 @@ def create_ticket(
     except IntegrityError:
         if idempotency_key is None:
             raise
-        replay = _existing(db, idempotency_key, request_fingerprint)  # lost a concurrent race
+        # lost a concurrent race to the same token's same key
+        replay = _existing(db, submitter_token_id, idempotency_key, request_fingerprint)
         assert replay is not None
         return replay
     publish(db, dispatcher, ready)

@@ -161,6 +161,11 @@ def test_tasks_agents_and_events_tables(api_server: dict[str, str], worker: Proc
     follow = omoi(api_server, "events", "--ticket", ticket_id, "--follow", "--timeout", "1")
     assert follow.returncode == 0
     assert follow.stdout.splitlines() == events.stdout.splitlines()
+    # each line names the token that made the change; the worker's changes name none
+    created = next(line for line in events.stdout.splitlines() if "ticket.created" in line)
+    assert "bootstrap" in created.split()
+    mine = omoi(api_server, "events", "--ticket", ticket_id, "--actor", "bootstrap")
+    assert "ticket.created" in mine.stdout and "task.started" not in mine.stdout
 
 
 def test_worker_events_flag_turns_on_task_events(env: dict[str, str], tmp_path: Path) -> None:

@@ -6,12 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
 from omoi.models import Base, Database, Task, Ticket
 from omoi.models.migrate import compared, downgrade, upgrade
@@ -134,7 +136,8 @@ def test_planned_tasks_move_from_the_context_to_the_plan(empty_url: str) -> None
     database = Database(empty_url)
     planned = {"PHASE_DESIGN": [{"key": "extra", "task_type": "noop"}]}
     tickets = Ticket.__table__
-    columns = [c for c in tickets.c if c.name != "plan"]  # the table as 0012 has it
+    later = {"plan", "submitter_token_id"}  # 0013's and 0018's
+    columns = [c for c in tickets.c if c.name not in later]  # the table as 0012 has it
     with database.engine.begin() as conn:
         conn.execute(
             insert(tickets).values(
@@ -171,3 +174,49 @@ def test_planned_tasks_move_from_the_context_to_the_plan(empty_url: str) -> None
     database.dispose()
     assert context == {"budget": 10, "planned": planned}
     assert kept == ["draft"]
+
+
+def test_idempotency_keys_from_before_token_scoping_stay_unique(empty_url: str) -> None:
+    """Migration 0018 scopes keys to the token that sent them. A ticket from before has no
+    token and keeps its key, unique among such tickets; a token may use the same string.
+    Downgrading keeps each key on its first ticket. Neither way loses a task (SQLite rebuilds
+    tickets, which would cascade to them with foreign keys on)."""
+    upgrade(empty_url, "0017")
+    tickets = Ticket.__table__
+
+    def ticket(conn: Any, **extra: Any) -> uuid.UUID:
+        """A ticket row naming only columns 0017 has, unless ``extra`` names more."""
+        ticket_id = uuid.uuid4()
+        values = dict(title="t", workflow="dag", phase="PHASE_RUN", status="active", context={})
+        conn.execute(insert(tickets).values(id=ticket_id, **values, **extra))
+        return ticket_id
+
+    database = Database(empty_url)
+    with database.engine.begin() as conn:
+        before = ticket(conn, idempotency_key="deploy")
+        conn.execute(
+            insert(Task.__table__).values(
+                ticket_id=before, phase="PHASE_RUN", key="a", task_type="noop", route="default"
+            )
+        )
+    database.dispose()
+    upgrade(empty_url)
+    database = Database(empty_url)
+    token = uuid.uuid4()
+    with database.engine.begin() as conn:
+        scoped = ticket(conn, idempotency_key="deploy", submitter_token_id=token)
+    for clash in ({}, {"submitter_token_id": token}):
+        with pytest.raises(IntegrityError), database.engine.begin() as conn:
+            ticket(conn, idempotency_key="deploy", **clash)
+    with database.engine.connect() as conn:
+        assert conn.execute(select(Task.ticket_id)).scalars().all() == [before]
+    database.dispose()
+    downgrade(empty_url, "0017")
+    database = Database(empty_url)
+    with database.engine.connect() as conn:
+        keys = dict(conn.execute(select(tickets.c.id, tickets.c.idempotency_key)).all())
+        assert conn.execute(select(Task.ticket_id)).scalars().all() == [before]
+    assert keys == {before: "deploy", scoped: None}
+    with pytest.raises(IntegrityError), database.engine.begin() as conn:
+        ticket(conn, idempotency_key="deploy")  # 0014's constraint is back
+    database.dispose()

@@ -23,7 +23,7 @@ from sqlalchemy import event, select, update
 from omoi.models import Database, Task
 from omoi.models.tables import RUNNING_ATTEMPTS
 from omoi.models.types import utcnow
-from omoi.services import execution, fastpath, locks, queries
+from omoi.services import actors, execution, fastpath, locks, queries
 from omoi.services.execution import Claim
 from omoi.services.sql import dependents, tasks
 from tests.support.api import submit
@@ -100,6 +100,7 @@ def test_a_result_reads_only_its_task_and_its_dependents(busy: tuple[Database, C
         "result": Jsonb({"ok": True}),
         "now": utcnow(),
         "needle": Jsonb({"depends_on": [str(c.task_id)]}),
+        **actors.columns(),  # none: a worker's result
     }
     plan = explain(db.url, fastpath.SUCCEED, params)
     assert discarded(plan) == 0
