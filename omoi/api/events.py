@@ -52,8 +52,9 @@ class Stream(MethodView):
 
 def stream_response(filters: dict[str, Any], after: int | None, timeout: float) -> Response:
     """Server-Sent Events of the log matching ``filters`` (``ticket_id``, ``entity_id``,
-    ``type``, ``actor``) after the event ``after`` (a reconnect's ``Last-Event-ID`` wins), for ``timeout``
-    seconds. The API's stream and the board's (omoi/api/board.py) both answer with it."""
+    ``type``, ``actor``) after the event ``after`` (a reconnect's ``Last-Event-ID`` wins),
+    for ``timeout`` seconds. The API's stream and the board's (omoi/api/board.py) both
+    answer with it."""
     last = request.headers.get("Last-Event-ID", "")
     after = int(last) if last.isdigit() else after
     deadline = time.monotonic() + timeout
