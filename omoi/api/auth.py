@@ -247,12 +247,15 @@ def _rate_key() -> str:
 
 def _retry_after(resp: Response) -> Response:
     """flask-limiter truncates the wait (``Retry-After: 0`` in a window's last second) and sets
-    it on every response; it means something only on a 429, and is then at least 1."""
-    if resp.status_code != 429:
+    it on every response; it means something only on a 429 (then at least 1) or a 503 (an
+    outage's own wait)."""
+    if resp.status_code == 429:
+        wait = resp.headers.get("Retry-After", "")
+        if not wait.isdigit() or int(wait) < 1:
+            reset = float(resp.headers.get("X-RateLimit-Reset", 0))
+            resp.headers["Retry-After"] = str(max(1, math.ceil(reset - time.time())))
+    elif resp.status_code not in (429, 503):
         resp.headers.pop("Retry-After", None)
-    elif "X-RateLimit-Reset" in resp.headers:
-        reset = float(resp.headers["X-RateLimit-Reset"])
-        resp.headers["Retry-After"] = str(max(1, math.ceil(reset - time.time())))
     return resp
 
 
