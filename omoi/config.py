@@ -53,6 +53,7 @@ class Settings:
     workflows_dir: str = ""
     context_budget: int = 4000
     rate_limit: str = "100/second"
+    max_streams_per_token: int = 20
     bootstrap_token: str = ""
     token: str = ""
     events_channel: str = ""

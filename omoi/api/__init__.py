@@ -29,6 +29,7 @@ from omoi.domain.auth import Scope
 from omoi.models import Database
 from omoi.services import tokens, workflows
 from omoi.services.dispatcher import Dispatcher
+from omoi.services.events import EventHub, StreamSlots
 from omoi.services.failures import RetryPolicy
 from omoi.transport import CeleryDispatcher, make_celery
 
@@ -86,6 +87,8 @@ def create_app(
         ),
         broker_ping=producer.ping,
         authenticate=authenticate,
+        hub=EventHub(db),
+        streams=StreamSlots(settings.max_streams_per_token),
     )
     api = OmoiApi(app)
     api.register_blueprint(tickets.blp)
