@@ -88,7 +88,8 @@ def create_app(
         broker_ping=producer.ping,
         authenticate=authenticate,
         hub=EventHub(db),
-        streams=StreamSlots(settings.max_streams_per_token),
+        # a revoked token's streams end within the revocation delay of its requests
+        streams=StreamSlots(db, settings.max_streams_per_token, authenticate.ttl / 2),
     )
     api = OmoiApi(app)
     api.register_blueprint(tickets.blp)

@@ -25,6 +25,7 @@ import structlog
 from sqlalchemy import func, select
 
 from omoi.models import Database
+from omoi.services import tokens
 from omoi.services.sql import events
 
 LOOKBACK = 1000  # ids below the cursor re-read for late commits
@@ -280,12 +281,20 @@ class EventHub:
 
 
 class StreamSlots:
-    """How many streams each token holds open in this process, so one token cannot hold
-    every connection the process has."""
+    """How many streams each token holds open in this process, so that one token cannot
+    hold every connection the process has; and which of those tokens were revoked since,
+    so their streams end. One query per ``interval`` checks every token holding a stream,
+    made by the first stream to ask once it is due while the others go on with the answer
+    before: a revocation is seen within ``interval`` plus the asking stream's own period."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, db: Database, cap: int, interval: float) -> None:
+        self.db = db
         self.cap = cap
+        self.interval = interval
         self._held: dict[uuid.UUID, int] = {}
+        self._revoked: set[uuid.UUID] = set()
+        self._checked = time.monotonic()
+        self._checking = False
         self._lock = threading.Lock()
 
     def take(self, token_id: uuid.UUID) -> bool:
@@ -302,3 +311,21 @@ class StreamSlots:
             left = self._held.pop(token_id, 0) - 1
             if left > 0:
                 self._held[token_id] = left
+
+    def revoked(self, token_id: uuid.UUID) -> bool:
+        """Whether the token was revoked (as of at most ``interval`` ago)."""
+        with self._lock:
+            due = not self._checking and time.monotonic() - self._checked >= self.interval
+            if due:
+                self._checking = True
+                held = list(self._held)
+        if due:
+            try:
+                live = tokens.active_among(self.db, held)
+                with self._lock:
+                    self._revoked = set(held) - live
+                    self._checked = time.monotonic()
+            finally:
+                with self._lock:
+                    self._checking = False
+        return token_id in self._revoked
