@@ -175,6 +175,11 @@ class EventHub:
         self._idle_since = 0.0
         self._runner: tuple[int, threading.Thread] | None = None  # (pid, thread)
 
+    @property
+    def streams(self) -> int:
+        """How many streams follow the hub now."""
+        return self._streams
+
     def follow(
         self,
         *,
