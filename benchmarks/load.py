@@ -7,7 +7,9 @@ does not slow the probe that times requests beside it.
         --streams 500 --slow 200 [--after N]
 
 prints ``ready`` once every stream has its first bytes and every slow client is connected,
-then, when its standard input closes, one JSON line of what happened and exits.
+then, once its standard input closes, one JSON line of what happened, and exits. A number
+sent on its standard input makes it wait (up to 30 s) until its streams have received that
+many events in all: what was sent last is still on its way when the sender stops.
 """
 
 from __future__ import annotations
@@ -160,8 +162,11 @@ class Crowd:
         """Every stream has answered (opened or refused)."""
         return self.tally.streams_open + self.tally.streams_refused >= streams
 
-    def run(self, streams: int, slow: int, stop: threading.Event) -> Iterator[str]:
-        """Yield ``ready`` once set up, then keep the crowd going until ``stop``."""
+    def run(
+        self, streams: int, slow: int, stop: threading.Event, events: list[int]
+    ) -> Iterator[str]:
+        """Yield ``ready`` once set up, then keep the crowd going until ``stop``, and then
+        until its streams have ``events[0]`` events (if given)."""
         self.open_streams(streams)
         self.open_slow(slow)
         deadline = time.monotonic() + 120
@@ -171,6 +176,9 @@ class Crowd:
             self.step()
         yield "ready"
         while not stop.is_set():
+            self.step()
+        deadline = time.monotonic() + 30
+        while events and self.tally.events < events[0] and time.monotonic() < deadline:
             self.step()
 
 
@@ -183,9 +191,15 @@ def main() -> None:
     parser.add_argument("--after", type=int, default=None)
     args = parser.parse_args()
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    events: list[int] = []
+
+    def until_stdin_closes() -> None:
+        events.extend(int(word) for word in sys.stdin.read().split())
+        stop.set()
+
+    threading.Thread(target=until_stdin_closes, daemon=True).start()
     crowd = Crowd(args.url, args.token, args.after)
-    for line in crowd.run(args.streams, args.slow, stop):
+    for line in crowd.run(args.streams, args.slow, stop, events):
         print(line, flush=True)
     print(json.dumps(crowd.tally.__dict__), flush=True)
 
@@ -209,8 +223,9 @@ class CrowdProcess:
             self.popen.kill()
             raise RuntimeError(f"the load process did not get ready: {line!r}")
 
-    def finish(self) -> dict[str, Any]:
-        out, _ = self.popen.communicate(input="", timeout=60)
+    def finish(self, events: int = 0) -> dict[str, Any]:
+        """Stop the crowd once its streams have ``events`` events in all; its tally."""
+        out, _ = self.popen.communicate(input=str(events), timeout=90)
         return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
