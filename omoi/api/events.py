@@ -137,13 +137,13 @@ def stream_response(filters: dict[str, Any], after: int | None, timeout: float) 
             try:
                 yield "retry: 1000\n\n"
                 quiet_since = time.monotonic()
-                for row in feed:
+                for rows in feed:
                     now = time.monotonic()
                     if rt.streams.revoked(who.token_id):
                         return
-                    if row is not None:
+                    if rows:
                         quiet_since = now
-                        yield _frame(row)
+                        yield "".join(_frame(row) for row in rows)
                     elif gone():
                         return
                     elif now - quiet_since > KEEPALIVE:
