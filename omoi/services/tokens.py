@@ -129,7 +129,6 @@ class Authenticator:
         self.db = db
         self.ttl = ttl
         self._cache: dict[str, tuple[float, Principal | None]] = {}
-        self._active: dict[uuid.UUID, tuple[float, bool]] = {}
         self._lock = threading.Lock()
 
     def __call__(self, secret: str) -> Principal | None:
@@ -153,26 +152,6 @@ class Authenticator:
                 self._cache.clear()
             self._cache[key] = (now + self.ttl, found)
         return found
-
-    def active(self, token_id: uuid.UUID) -> bool:
-        """Whether the token is still unrevoked, for what outlives its request (an event
-        stream re-checks its token). Cached for half of ``ttl`` per token, so the many streams
-        of one token cost one query per interval, and a stream that checks every half ``ttl``
-        sees a revocation within ``ttl``, as a request does."""
-        now = time.monotonic()
-        with self._lock:
-            hit = self._active.get(token_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        with self.db.connect() as conn:
-            row = conn.execute(
-                select(tokens.c.id).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
-            ).first()
-        with self._lock:
-            if len(self._active) > 10_000:
-                self._active.clear()
-            self._active[token_id] = (now + self.ttl / 2, row is not None)
-        return row is not None
 
     def forget(self, secret: str) -> None:
         """Drop a cached lookup this process has just made stale (an agent binding)."""
