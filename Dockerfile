@@ -4,4 +4,4 @@ COPY . /app
 RUN pip install --no-cache-dir -e . && useradd --create-home omoi
 USER omoi
 EXPOSE 5000
-CMD ["gunicorn", "--bind", "0.0.0.0:5000", "--workers", "2", "--worker-class", "gthread", "--threads", "8", "omoi.api:create_app()"]
+CMD ["omoi", "api", "--host", "0.0.0.0", "--port", "5000"]

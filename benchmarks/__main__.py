@@ -1,6 +1,7 @@
 """Benchmarks: omoi against raw Celery on the same Redis, measured in the same run.
 
     python -m benchmarks [--runs 3] [--tasks 2000] [--concurrency 2] [--quick]
+    python -m benchmarks streams [--streams 500] [--slow 200]   (benchmarks/streams.py)
 
 Needs PostgreSQL and Redis (``OMOI_TEST_PG_URL``, ``OMOI_TEST_REDIS_URL`` as for the tests;
 it empties and uses that Redis database and the next one). Two omoi run side by side, each
@@ -594,6 +595,11 @@ def report(results: dict[str, list[float]], seeded: int) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["streams"]:
+        from benchmarks import streams
+
+        streams.main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=2000)

@@ -103,28 +103,19 @@ def db_upgrade(revision: str) -> None:
 
 
 @main.command()
-@click.option("--host", default=None)
-@click.option("--port", type=int, default=None)
-@click.option("--workers", type=int, default=2)
-def api(host: str | None, port: int | None, workers: int) -> None:
-    """Serve the HTTP API with gunicorn."""
+@click.option("--host", default=None, help="Default OMOI_API_HOST.")
+@click.option("--port", type=int, default=None, help="Default OMOI_API_PORT.")
+@click.option("--workers", type=int, default=None, help="Processes (default WEB_CONCURRENCY or 2).")
+def api(host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the HTTP API with gunicorn's gevent workers (omoi/gunicorn_conf.py)."""
     settings = _settings()
     bind = f"{host or settings.api_host}:{port or settings.api_port}"
     os.execvp(
         sys.executable,
         [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            bind,
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "gthread",  # threads: a Server-Sent Events stream holds its connection
-            "--threads",
-            "8",
-            "omoi.api:create_app()",
+            *(sys.executable, "-m", "gunicorn", "-c", "python:omoi.gunicorn_conf"),
+            *("--bind", bind),
+            *(("--workers", str(workers)) if workers else ()),
         ],
     )
 

@@ -59,6 +59,7 @@ class Settings:
     context_budget: int = 4000
     rate_limit: str = "100/second"
     unauthenticated_rate_limit: str = "10/second"
+    max_streams_per_token: int = 20
     bootstrap_token: str = ""
     token: str = ""
     board_session_lifetime: float = 12 * 3600.0

@@ -31,6 +31,7 @@ from omoi.domain.auth import Scope
 from omoi.models import Database
 from omoi.services import tokens, workflows
 from omoi.services.dispatcher import Dispatcher
+from omoi.services.events import EventHub, StreamSlots
 from omoi.services.failures import RetryPolicy
 from omoi.transport import CeleryDispatcher, make_celery
 
@@ -95,6 +96,9 @@ def create_app(
         ),
         broker_ping=producer.ping,
         authenticate=authenticate,
+        hub=EventHub(db),
+        # a revoked token's streams end within the revocation delay of its requests
+        streams=StreamSlots(db, settings.max_streams_per_token, authenticate.ttl / 2),
     )
     api = OmoiApi(app)
     api.register_blueprint(tickets.blp)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import select
+import socket
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from typing import Any
 
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from omoi.api import auth
+from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
 from omoi.api.schemas import EventFull, EventPage, EventQuery, StreamQuery
 from omoi.services import events
@@ -20,6 +26,8 @@ blp = Blueprint(
 )
 KEEPALIVE = 15.0
 FILTERS = ("ticket_id", "entity_id", "type", "actor")
+TICK = 0.5  # how often an idle stream checks its deadline, its token and its client
+FULL_RETRY_AFTER = 5  # seconds a token at its stream cap is asked to wait
 
 
 @blp.route("")
@@ -41,7 +49,8 @@ class Stream(MethodView):
                 "description": "Server-Sent Events; each has the event's id, "
                 "so a reconnect with Last-Event-ID resumes after it",
                 "content": {"text/event-stream": {}},
-            }
+            },
+            "429": {"description": "this token holds as many streams as it may"},
         }
     )
     def get(self, args: dict[str, Any]) -> Response:
@@ -50,40 +59,103 @@ class Stream(MethodView):
         return stream_response(filters, args.get("after"), args["timeout"])
 
 
+class _Frames:
+    """Each event's SSE text, made once however many streams send it."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._made: OrderedDict[int, str] = OrderedDict()
+
+    def __call__(self, row: Any) -> str:
+        frame = self._made.get(row.id)
+        if frame is None:
+            data = json.dumps(EventFull().dump(row._asdict()))
+            frame = f"id: {row.id}\nevent: {row.type}\ndata: {data}\n\n"
+            self._made[row.id] = frame
+            while len(self._made) > self.size:
+                self._made.popitem(last=False)
+        return frame
+
+
+_frame = _Frames()
+
+
+def _hung_up() -> Callable[[], bool]:
+    """Whether the client has closed its end (under gunicorn, which hands us the socket):
+    a stream's slot is free as soon as its tab is closed, not at a failed write much later."""
+    sock = request.environ.get("gunicorn.socket")
+
+    def gone() -> bool:
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):  # closed meanwhile
+            return True
+
+    return gone
+
+
 def stream_response(filters: dict[str, Any], after: int | None, timeout: float) -> Response:
     """Server-Sent Events of the log matching ``filters`` (``ticket_id``, ``entity_id``,
     ``type``, ``actor``) after the event ``after`` (a reconnect's ``Last-Event-ID`` wins),
-    for ``timeout`` seconds. The API's stream and the board's (omoi/api/board.py) both
-    answer with it."""
+    for ``timeout`` seconds. The API's stream and the board's both answer with it.
+
+    The stream reads from the process's shared follower (``EventHub``), holds one of its
+    token's ``OMOI_MAX_STREAMS_PER_TOKEN`` slots until it ends (429 beyond them), and ends
+    when its token is revoked (within the revocation delay) or its client hangs up."""
     last = request.headers.get("Last-Event-ID", "")
     after = int(last) if last.isdigit() else after
+    rt = runtime()
+    who = auth.principal()
+    if not rt.streams.take(who.token_id):
+        resp = error_response(
+            429,
+            "too_many_streams",
+            f"this token already holds {rt.streams.cap} event streams here; close one",
+        )
+        resp.headers["Retry-After"] = str(FULL_RETRY_AFTER)
+        return resp
     deadline = time.monotonic() + timeout
-    db = runtime().db
+    gone = _hung_up()
+    released = False
+
+    def release() -> None:
+        """Give the slot back once: when the stream ends, or when a response that never
+        started streaming is closed."""
+        nonlocal released
+        if not released:
+            released = True
+            rt.streams.give(who.token_id)
 
     def stream() -> Iterator[str]:
-        quiet_since = time.monotonic()
-        feed = events.follow(
-            db,
-            ticket_id=filters.get("ticket_id"),
-            entity_id=filters.get("entity_id"),
-            type=filters.get("type"),
-            actor=filters.get("actor"),
-            after=after,
-            keep_going=lambda: time.monotonic() < deadline,
+        feed = rt.hub.follow(
+            **filters, after=after, keep_going=lambda: time.monotonic() < deadline, tick=TICK
         )
-        yield "retry: 1000\n\n"
-        for row in feed:
-            if row is None:
-                if time.monotonic() - quiet_since > KEEPALIVE:
-                    quiet_since = time.monotonic()
-                    yield ": keepalive\n\n"
-                continue
-            quiet_since = time.monotonic()
-            data = json.dumps(EventFull().dump(row._asdict()))
-            yield f"id: {row.id}\nevent: {row.type}\ndata: {data}\n\n"
+        with closing(feed):
+            try:
+                yield "retry: 1000\n\n"
+                quiet_since = time.monotonic()
+                for rows in feed:
+                    now = time.monotonic()
+                    if rt.streams.revoked(who.token_id):
+                        return
+                    if rows:
+                        quiet_since = now
+                        yield "".join(_frame(row) for row in rows)
+                    elif gone():
+                        return
+                    elif now - quiet_since > KEEPALIVE:
+                        quiet_since = now
+                        yield ": keepalive\n\n"
+            finally:
+                release()
 
-    return Response(
+    resp = Response(
         stream_with_context(stream()),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    resp.call_on_close(release)
+    return resp

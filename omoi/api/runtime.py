@@ -10,6 +10,7 @@ from flask import current_app
 from omoi.config import Settings
 from omoi.models import Database
 from omoi.services.dispatcher import Dispatcher
+from omoi.services.events import EventHub, StreamSlots
 from omoi.services.failures import RetryPolicy
 from omoi.services.tokens import Authenticator
 
@@ -22,6 +23,8 @@ class Runtime:
     policy: RetryPolicy
     broker_ping: Callable[[], None]
     authenticate: Authenticator
+    hub: EventHub  # the process's one follower of the event log, shared by its streams
+    streams: StreamSlots
 
 
 def runtime() -> Runtime:

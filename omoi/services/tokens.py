@@ -106,6 +106,15 @@ def revoke(db: Database, ref: str) -> int:
     return int(done)
 
 
+def active_among(db: Database, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these tokens are not revoked."""
+    if not ids:
+        return set()
+    with db.connect() as conn:
+        query = select(tokens.c.id).where(tokens.c.id.in_(ids), tokens.c.revoked_at.is_(None))
+        return set(conn.execute(query).scalars())
+
+
 def bind_agent(db: Database, token_id: uuid.UUID, agent_id: uuid.UUID) -> None:
     """An agent token acts as the agent it registered last (a restarted agent is new)."""
     with db.connect() as conn:
