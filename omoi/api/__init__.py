@@ -25,7 +25,7 @@ from omoi.api import (
 )
 from omoi.api import workflows as workflow_api
 from omoi.api.runtime import Runtime
-from omoi.api.schemas import ErrorOut
+from omoi.api.schemas.common import ErrorOut
 from omoi.config import Settings
 from omoi.domain.auth import Scope
 from omoi.models import Database

@@ -11,7 +11,7 @@ from flask_smorest import Blueprint, abort
 
 from omoi.api import auth
 from omoi.api.runtime import runtime
-from omoi.api.schemas import (
+from omoi.api.schemas.agents import (
     AgentHealth,
     AgentList,
     AgentOut,

@@ -20,7 +20,7 @@ from omoi.api import auth
 from omoi.api import events as event_api
 from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
-from omoi.api.schemas import StreamQuery
+from omoi.api.schemas.events import StreamQuery
 from omoi.domain.auth import allows
 from omoi.domain.enums import Phase, TaskStatus
 from omoi.domain.events import EventType

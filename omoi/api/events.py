@@ -18,7 +18,7 @@ from flask_smorest import Blueprint
 from omoi.api import auth
 from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
-from omoi.api.schemas import EventFull, EventPage, EventQuery, StreamQuery
+from omoi.api.schemas.events import EventFull, EventPage, EventQuery, StreamQuery
 from omoi.services import events
 
 blp = Blueprint(

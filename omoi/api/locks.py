@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from omoi.api.runtime import runtime
-from omoi.api.schemas import LockQuery, LocksOut
+from omoi.api.schemas.locks import LockQuery, LocksOut
 from omoi.services import locks
 
 blp = Blueprint(

@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from omoi.api.runtime import runtime
-from omoi.api.schemas import (
+from omoi.api.schemas.messages import (
     AddressedMessageIn,
     Inbox,
     InboxQuery,

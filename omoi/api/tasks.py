@@ -9,7 +9,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from omoi.api.runtime import runtime
-from omoi.api.schemas import CancelIn, CompleteIn, FailIn, TaskDetail, TaskPage, TaskQuery
+from omoi.api.schemas.common import CancelIn
+from omoi.api.schemas.tasks import CompleteIn, FailIn, TaskDetail, TaskPage, TaskQuery
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
 from omoi.services import agents, control, queries

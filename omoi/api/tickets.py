@@ -11,11 +11,11 @@ from flask_smorest import Blueprint
 
 from omoi.api.auth import principal, require_exec
 from omoi.api.runtime import runtime
-from omoi.api.schemas import (
+from omoi.api.schemas.common import CancelIn
+from omoi.api.schemas.tickets import (
     ApproveIn,
     ArtifactCreated,
     ArtifactIn,
-    CancelIn,
     ContextOut,
     GateStatus,
     HistoryList,

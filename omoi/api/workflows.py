@@ -7,7 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from omoi.api.schemas import WorkflowList
+from omoi.api.schemas.workflows import WorkflowList
 from omoi.services import workflows
 
 blp = Blueprint(

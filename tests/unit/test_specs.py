@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from omoi.api.schemas import TaskIn
+from omoi.api.schemas.tickets import TaskIn
 from omoi.domain.specs import problems
 from omoi.services.coordination import merge_spec
 from omoi.services.errors import Invalid

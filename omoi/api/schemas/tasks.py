@@ -1,0 +1,101 @@
+"""The tasks blueprint's schemas: a task, its attempts and timeline, pages of tasks, and
+what an external agent reports (complete, fail)."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from omoi.api.schemas.common import EventOut, enum_field
+from omoi.domain.enums import ErrorCategory, Priority, TaskStatus
+
+
+class TaskOut(Schema):
+    id = fields.UUID()
+    ticket_id = fields.UUID()
+    phase = fields.String()
+    key = fields.String()
+    task_type = fields.String()
+    description = fields.String()
+    capabilities = fields.List(fields.String())
+    payload = fields.Dict()
+    priority = enum_field(Priority)
+    depends_on = fields.List(fields.String())
+    unmet_dependencies = fields.Integer()
+    status = enum_field(TaskStatus)
+    attempt = fields.Integer()
+    retry_count = fields.Integer()
+    max_retries = fields.Integer()
+    retry_backoff = fields.Float(allow_none=True)
+    retry_backoff_max = fields.Float(allow_none=True)
+    timeout_seconds = fields.Float(allow_none=True)
+    resources = fields.List(fields.String())
+    external = fields.Boolean()
+    waiting_for = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "why a queued task waits: the lock it needs or, in GET "
+            "/tasks/{id}, that no live worker has enabled its exec task type"
+        },
+    )
+    sync_need = fields.Integer(allow_none=True)
+    sync_deadline = fields.DateTime(allow_none=True)
+    agent_id = fields.UUID(allow_none=True)
+    celery_id = fields.String(allow_none=True)
+    result = fields.Raw(allow_none=True)
+    error = fields.Dict(allow_none=True)
+    created_at = fields.DateTime()
+    queued_at = fields.DateTime(allow_none=True)
+    published_at = fields.DateTime(allow_none=True)
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    next_attempt_at = fields.DateTime(allow_none=True)
+
+
+class AttemptOut(Schema):
+    attempt = fields.Integer()
+    started_at = fields.DateTime(allow_none=True)
+    ended_at = fields.DateTime(allow_none=True)
+    outcome = fields.String(allow_none=True)
+    error = fields.Dict(allow_none=True)
+
+
+class TaskDetail(TaskOut):
+    blocks = fields.List(fields.UUID())
+    attempts = fields.Nested(AttemptOut, many=True)
+    timeline = fields.Nested(EventOut, many=True)
+
+
+class TaskQuery(Schema):
+    ticket_id = fields.UUID()
+    status = enum_field(TaskStatus)
+    cursor = fields.UUID()
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class TaskPage(Schema):
+    items = fields.Nested(TaskOut, many=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class CompleteIn(Schema):
+    lease_token = fields.UUID(required=True)
+    result = fields.Raw(load_default=None, allow_none=True)
+
+
+class ReportedError(Schema):
+    message = fields.String(required=True, validate=validate.Length(max=5000))
+    type = fields.String(load_default="ExternalError", validate=validate.Length(min=1, max=200))
+    category = fields.String(
+        load_default=str(ErrorCategory.TRANSIENT),
+        validate=validate.OneOf(
+            [
+                str(c)
+                for c in (ErrorCategory.TRANSIENT, ErrorCategory.PERMANENT, ErrorCategory.TIMEOUT)
+            ]
+        ),
+    )
+
+
+class FailIn(Schema):
+    lease_token = fields.UUID(required=True)
+    error = fields.Nested(ReportedError, required=True)
