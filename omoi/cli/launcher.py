@@ -1,4 +1,6 @@
-"""The ``omoi`` command."""
+"""Process start-up: ``omoi api``, ``worker`` and ``beat`` each become one process;
+``omoi up`` and ``omoi demo`` start all three as children (a ``Stack`` of ``Child``
+processes), wait until each is ready and stop them together."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,22 +19,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import click
-import yaml
 
+from omoi.cli.admin import local_token
+from omoi.cli.client import follow, request
+from omoi.cli.common import TOKEN_FILE, load_settings
 from omoi.config import Settings
-from omoi.domain.auth import BUILTIN_EXEC_TYPES, Scope
+from omoi.domain.auth import BUILTIN_EXEC_TYPES
 from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.domain.routing import queues_for_worker
 from omoi.domain.specs import TOKEN
 from omoi.domain.workflow import WorkflowError
-from omoi.models import Database
-from omoi.services import tokens, workflows
-from omoi.services.errors import NotFound
+from omoi.services import workflows
 
-TOKEN_FILE = "token"
 DEMO_TICKET: dict[str, Any] = {
     "title": "Add input validation to the orders API",
     "description": "Reject malformed orders with a clear error instead of a 500.",
@@ -41,74 +40,13 @@ DEMO_TICKET: dict[str, Any] = {
 }
 
 
-def _settings() -> Settings:
-    try:
-        settings = Settings.from_env()
-    except ValueError as exc:  # a malformed OMOI_* number: say which, without a traceback
-        raise click.ClickException(str(exc)) from None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return settings
-
-
-def _client_token(settings: Settings) -> str:
-    """``OMOI_TOKEN``, else the local token ``omoi up`` saved in the data directory."""
-    saved = settings.data_dir / TOKEN_FILE
-    return settings.token or (saved.read_text().strip() if saved.exists() else "")
-
-
-def _open(
-    url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30
-) -> Any:
-    """A request to the API with the client's bearer token; HTTP errors end the command."""
-    token = _client_token(_settings())
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={
-            "Content-Type": "application/json",
-            **({"Authorization": f"Bearer {token}"} if token else {}),
-            **(headers or {}),
-        },
-    )
-    try:
-        return urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.read().decode(errors='replace')}") from exc
-
-
-def _request(url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-    with _open(url, body, headers) as resp:
-        return json.loads(resp.read())
-
-
-@click.group()
-def main() -> None:
-    """omoi: tickets, phases, task DAGs and agent fleets on Celery."""
-
-
-@main.group()
-def db() -> None:
-    """Database schema."""
-
-
-@db.command("upgrade")
-@click.option("--revision", default="head")
-def db_upgrade(revision: str) -> None:
-    """Apply Alembic migrations."""
-    from omoi.models.migrate import upgrade
-
-    settings = _settings()
-    upgrade(settings.database_url, revision)
-    click.echo(f"database at {revision}")
-
-
-@main.command()
+@click.command()
 @click.option("--host", default=None, help="Default OMOI_API_HOST.")
 @click.option("--port", type=int, default=None, help="Default OMOI_API_PORT.")
 @click.option("--workers", type=int, default=None, help="Processes (default WEB_CONCURRENCY or 2).")
 def api(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the HTTP API with gunicorn's gevent workers (omoi/gunicorn_conf.py)."""
-    settings = _settings()
+    settings = load_settings()
     bind = f"{host or settings.api_host}:{port or settings.api_port}"
     os.execvp(
         sys.executable,
@@ -120,7 +58,7 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
     )
 
 
-@main.command()
+@click.command()
 @click.option("--capabilities", default="", help="Comma-separated, e.g. python,review.")
 @click.option(
     "--enable",
@@ -144,7 +82,7 @@ def worker(
     an exec type (shell, http, …) run only on workers that enable their type."""
     if enable is not None:  # the worker app reads its settings from the environment
         os.environ["OMOI_ENABLE_TASK_TYPES"] = enable
-    settings = _settings()  # names an unknown type without a traceback
+    settings = load_settings()  # names an unknown type without a traceback
     bad = [c for c in capabilities.split(",") if c.strip() and not TOKEN.fullmatch(c.strip())]
     if bad:
         raise click.ClickException(f"{bad[0]!r} is not a capability name ({TOKEN.pattern})")
@@ -169,7 +107,7 @@ def worker(
     app.worker_main(argv)
 
 
-@main.command()
+@click.command()
 @click.option("--loglevel", default="INFO")
 @click.option(
     "--pidfile",
@@ -182,27 +120,15 @@ def beat(loglevel: str, pidfile: Path | None) -> None:
     every OMOI_SWEEP_INTERVAL and, on Redis, the event relay. A second beat is harmless."""
     from omoi.beat import serve
 
-    serve(_settings(), loglevel, pidfile)
-
-
-def _local_token(settings: Settings) -> str:
-    """The local user's admin token: the saved one while it is valid, else a new one saved
-    (mode 0600) where the CLI looks for it."""
-    db = Database(settings.database_url, pool_size=1)
-    try:
-        saved = settings.data_dir / TOKEN_FILE
-        if saved.exists() and tokens.Authenticator(db)(saved.read_text().strip()):
-            return saved.read_text().strip()
-        _, secret = tokens.create(db, "local", [Scope.ADMIN])
-    finally:
-        db.dispose()
-    saved.touch(mode=0o600)
-    saved.write_text(secret + "\n")
-    return secret
+    serve(load_settings(), loglevel, pidfile)
 
 
 STARTUP_TIMEOUT = 300.0  # a loaded 2-core machine boots gunicorn and Celery in tens of seconds
+
+
 POLL_TIMEOUT = 5.0
+
+
 LOG_TAIL = 20
 
 
@@ -365,7 +291,7 @@ def _running_stack(settings: Settings, port: int | None, concurrency: int) -> It
     host = "127.0.0.1" if settings.api_host in ("", "0.0.0.0") else settings.api_host
     stack = Stack(
         url=f"http://{f'[{host}]' if ':' in host else host}:{port}",
-        token=_local_token(settings),
+        token=local_token(settings),
         instance=uuid.uuid4().hex,
         beat_pidfile=settings.data_dir / "beat.pid",
     )
@@ -408,7 +334,7 @@ def _stop(children: list[Child]) -> None:
     for c in children:
         if c.popen.poll() is None:
             c.popen.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + _settings().shutdown_grace + 10
+    deadline = time.monotonic() + load_settings().shutdown_grace + 10
     for c in children:
         while c.popen.poll() is None:
             try:
@@ -422,12 +348,12 @@ def _stop(children: list[Child]) -> None:
                         other.popen.send_signal(signal.SIGINT)
 
 
-@main.command()
+@click.command()
 @_stack_options
 def up(port: int | None, concurrency: int) -> None:
     """Run API, worker and beat together (embedded SQLite by default); the worker serves every
     capability the workflows' templates ask for. Ctrl-C or SIGTERM stops them."""
-    settings = _settings()
+    settings = load_settings()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children too
     try:
         with _running_stack(settings, port, concurrency) as stack:
@@ -449,90 +375,20 @@ def up(port: int | None, concurrency: int) -> None:
         pass
 
 
-def _bar(fraction: float, width: int = 30) -> str:
-    filled = round(fraction * width)
-    return "[" + "#" * filled + "." * (width - filled) + "]"
-
-
-def progress_lines(ticket: dict[str, Any], phases: list[dict[str, Any]]) -> list[str]:
-    """The ticket's bar, then one bar per phase that has tasks (in workflow order)."""
-    current = ticket["previous_phase"] if ticket["phase"] == "PHASE_BLOCKED" else ticket["phase"]
-    lines = [
-        f"{_bar(ticket['progress'])} {ticket['progress'] * 100:5.1f}%  {ticket['status']:<9} "
-        f"{ticket['phase']}"
-    ]
-    for p in phases:
-        counts = p["task_counts"]
-        done = sum(n for s, n in counts.items() if s in TERMINAL_TASK_STATUSES)
-        marker = ">" if p["phase"] == current else " "
-        detail = " ".join(f"{s}={n}" for s, n in sorted(counts.items()))
-        name = p["phase"].removeprefix("PHASE_").lower()
-        lines.append(
-            f"{marker} {name:<15}{_bar(p['progress'], 20)} {done}/{sum(counts.values())}  {detail}"
-        )
-    return lines
-
-
-def follow(url: str, ticket_id: str, timeout: float) -> dict[str, Any]:
-    """Show per-phase progress bars until the ticket leaves ``active``; return the final
-    ticket. On a terminal the bars are redrawn in place; otherwise each change is printed."""
-    deadline = time.monotonic() + timeout
-    tty = sys.stdout.isatty()
-    shown: list[str] = []
-    while True:
-        ticket = _request(f"{url}/api/v1/tickets/{ticket_id}")
-        phases = _request(f"{url}/api/v1/tickets/{ticket_id}/phase-progress")["items"]
-        lines = progress_lines(ticket, phases)
-        if lines != shown:
-            if tty and shown:
-                click.echo(f"\x1b[{len(shown)}F\x1b[J", nl=False)  # up, then clear below
-            click.echo("\n".join(lines))
-            shown = lines
-        if ticket["status"] != "active":
-            return ticket
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"ticket {ticket_id} still active after {timeout:.0f} s")
-        time.sleep(0.3)
-
-
-@main.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--wait", is_flag=True, help="Follow progress until the ticket finishes.")
-@click.option("--idempotency-key", default=None)
-def submit(path: Path, wait: bool, idempotency_key: str | None) -> None:
-    """Submit a ticket from a YAML or JSON file."""
-    url = _settings().client_url
-    body = yaml.safe_load(path.read_text())
-    key = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    ticket = _request(f"{url}/api/v1/tickets", body, key)
-    click.echo(f"ticket {ticket['id']} accepted with {len(ticket['tasks'])} tasks")
-    if wait:
-        follow(url, ticket["id"], timeout=3600)
-
-
-@main.command()
-@click.argument("ticket_id")
-@click.option("--timeout", type=float, default=3600)
-def status(ticket_id: str, timeout: float) -> None:
-    """Show a ticket's progress until it finishes."""
-    ticket = follow(_settings().client_url, ticket_id, timeout)
-    click.echo(f"ticket {ticket_id}: {ticket['status']} ({ticket['phase']})")
-
-
-@main.command()
+@click.command()
 @click.option("--timeout", type=float, default=120, help="Seconds the ticket may take.")
 @_stack_options
 def demo(timeout: float, port: int | None, concurrency: int) -> None:
     """Start the embedded stack, walk a sample ticket through every phase of the
     software-dev workflow with the built-in demo agents, show it finishing, stop."""
-    settings = _settings()
+    settings = load_settings()
     click.echo(f"starting API, worker and beat (data in {settings.data_dir}) ...")
     with _running_stack(settings, port, concurrency) as stack:
         url = stack.url
-        ticket = _request(f"{url}/api/v1/tickets", DEMO_TICKET)
+        ticket = request(f"{url}/api/v1/tickets", DEMO_TICKET)
         click.echo(f"submitted ticket {ticket['id']} ({DEMO_TICKET['workflow']} workflow)")
         final = follow(url, ticket["id"], timeout)
-        tasks = _request(f"{url}/api/v1/tasks?ticket_id={ticket['id']}")["items"]
+        tasks = request(f"{url}/api/v1/tasks?ticket_id={ticket['id']}")["items"]
         for t in sorted(tasks, key=lambda t: t["started_at"] or ""):
             click.echo(
                 f"  {t['key']:<11} {t['status']:<10} {t['started_at']} -> {t['finished_at']}"
@@ -542,121 +398,3 @@ def demo(timeout: float, port: int | None, concurrency: int) -> None:
             t["status"] not in TERMINAL_TASK_STATUSES for t in tasks
         ):
             raise click.ClickException("demo ticket did not finish cleanly")
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Print rows as an aligned table."""
-    cells = [[str(r.get(c) if r.get(c) is not None else "-") for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-
-
-@main.command()
-@click.option("--ticket", "ticket_id", default=None)
-@click.option("--status", default=None)
-@click.option("--limit", type=int, default=100)
-def tasks(ticket_id: str | None, status: str | None, limit: int) -> None:
-    """List tasks."""
-    query = "&".join(
-        f"{k}={v}" for k, v in (("ticket_id", ticket_id), ("status", status), ("limit", limit)) if v
-    )
-    items = _request(f"{_settings().client_url}/api/v1/tasks?{query}")["items"]
-    _table(items, ["id", "key", "task_type", "status", "attempt", "retry_count", "agent_id"])
-
-
-@main.command()
-@click.option("--capability", default=None)
-def agents(capability: str | None) -> None:
-    """List agents with their health."""
-    query = f"?capability={capability}" if capability else ""
-    items = _request(f"{_settings().client_url}/api/v1/agents{query}")["items"]
-    _table(
-        items,
-        [
-            "id",
-            "name",
-            "kind",
-            "status",
-            "capabilities",
-            "running_tasks",
-            "capacity",
-            "last_heartbeat",
-        ],
-    )
-
-
-@main.command()
-@click.option("--ticket", "ticket_id", default=None)
-@click.option("--actor", default=None, help="Only what this token (id or name) changed.")
-@click.option("--follow", is_flag=True, help="Keep printing events as they happen.")
-@click.option("--timeout", type=float, default=3600)
-def events(ticket_id: str | None, actor: str | None, follow: bool, timeout: float) -> None:
-    """Print the event log (``--follow`` streams it live), each event with its token."""
-    url = _settings().client_url
-    filters = {"ticket_id": ticket_id, "actor": actor}
-    query = "".join(f"{k}={quote(v)}&" for k, v in filters.items() if v)
-    if not follow:
-        for e in _request(f"{url}/api/v1/events?{query}limit=1000")["items"]:
-            _event_line(e)
-        return
-    stream_url = f"{url}/api/v1/events/stream?{query}timeout={timeout}"
-    with _open(stream_url, timeout=timeout + 30) as stream:
-        for raw in stream:
-            line = raw.decode().rstrip("\n")
-            if line.startswith("data: "):
-                _event_line(json.loads(line[len("data: ") :]))
-
-
-def _event_line(e: dict[str, Any]) -> None:
-    payload = json.dumps(e["payload"], sort_keys=True)
-    actor = e["actor_name"] or "-"
-    click.echo(f"{e['id']:>8}  {e['created_at']}  {e['type']:<22} {actor:<16} {payload}")
-
-
-@main.group()
-def token() -> None:
-    """API tokens (stored hashed; the secret is shown once)."""
-
-
-@token.command("create")
-@click.argument("name")
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    required=True,
-    type=click.Choice([s.value for s in Scope]),
-    help="read, submit, agent, exec or admin; repeat for several (exec: submit tasks "
-    "whose type runs code, with submit).",
-)
-def token_create(name: str, scopes: tuple[str, ...]) -> None:
-    """Create a token and print its secret (the only time it is shown)."""
-    row, secret = tokens.create(_database(), name, list(scopes))
-    click.echo(f"token {row['id']} ({name}: {', '.join(row['scopes'])})", err=True)
-    click.echo(secret)
-
-
-@token.command("list")
-def token_list() -> None:
-    """Tokens with their scopes, bound agent and revocation time (never the secrets)."""
-    _table(
-        tokens.list_tokens(_database()),
-        ["id", "name", "scopes", "agent_id", "created_at", "revoked_at"],
-    )
-
-
-@token.command("revoke")
-@click.argument("ref")
-def token_revoke(ref: str) -> None:
-    """Revoke a token by id or name (every API process refuses it within 2 s)."""
-    try:
-        count = tokens.revoke(_database(), ref)
-    except NotFound as exc:
-        raise click.ClickException(exc.message) from exc
-    click.echo(f"revoked {count} token(s)")
-
-
-def _database() -> Database:
-    return Database(_settings().database_url, pool_size=1)
