@@ -27,9 +27,10 @@ from omoi.models import Agent, Database
 from omoi.models.tables import PRIORITY_RANK, RUNNING_ATTEMPTS
 from omoi.models.types import utcnow
 from omoi.services import fastpath, locks
+from omoi.services.context import TaskContext
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, Invalid, NotFound
-from omoi.services.execution import CLAIM, Claim, TaskContext, succeed
+from omoi.services.execution import CLAIM, Claim, succeed
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
 from omoi.services.records import event_row, record, task_event

@@ -8,25 +8,26 @@ from __future__ import annotations
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cache, cached_property
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, bindparam, case, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, or_, update
 
 from omoi.domain.auth import BUILTIN_EXEC_TYPES
-from omoi.domain.enums import ErrorCategory, MessageType, TaskStatus
+from omoi.domain.enums import ErrorCategory, TaskStatus
 from omoi.domain.errors import PermanentError, TaskError, UnstorableResult, classify
 from omoi.domain.events import EventType
 from omoi.domain.storable import storable_text, unstorable
 from omoi.models import Database
 from omoi.models.types import utcnow
-from omoi.services import coordination, fastpath, locks, messaging
+from omoi.services import fastpath, locks
+from omoi.services.context import Handler, TaskContext
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
-from omoi.services.phases import close_tasks, emit_artifact, judge
+from omoi.services.phases import close_tasks, judge
 from omoi.services.records import record, task_event
 from omoi.services.sql import (
     depends_on_one,
@@ -35,7 +36,6 @@ from omoi.services.sql import (
     refused_data,
     retry_db,
     tasks,
-    tickets,
 )
 
 log = structlog.get_logger(__name__)
@@ -103,9 +103,6 @@ RELEASE_VALUES = {
     "attempt": case((_becomes_ready, tasks.c.attempt + 1), else_=tasks.c.attempt),
     "queued_at": case((_becomes_ready, bindparam("b_now")), else_=tasks.c.queued_at),
 }
-LEASE_OF = select(tasks.c.lease_token).where(
-    tasks.c.id == bindparam("b_id"), tasks.c.status == TaskStatus.RUNNING
-)
 
 
 @cache
@@ -120,140 +117,6 @@ def release_statement(dialect: str) -> Any:
         .values(**RELEASE_VALUES)
         .returning(*READY_COLUMNS)
     )
-
-
-@dataclass
-class TaskContext:
-    """What a handler sees of its task. Handlers return a JSON-serializable result.
-    Dependency results and the ticket's context are read on first use."""
-
-    task_id: uuid.UUID
-    ticket_id: uuid.UUID
-    key: str
-    task_type: str
-    attempt: int
-    payload: dict[str, Any]
-    timeout_seconds: float | None
-    depends_on: list[str] = field(default_factory=list)
-    agent_id: uuid.UUID | None = None
-    resources: list[str] = field(default_factory=list)
-    locks: dict[str, int] = field(default_factory=dict)  # resource → fencing token
-    exec_types: frozenset[str] = BUILTIN_EXEC_TYPES  # the worker's: what a split may add
-    _db: Database | None = field(default=None, repr=False)
-    _lease: uuid.UUID | None = field(default=None, repr=False)
-    _dispatcher: Dispatcher | None = field(default=None, repr=False)
-
-    @property
-    def idempotency_key(self) -> str:
-        """The same for every attempt of this task, and for no other task: omoi runs a task at
-        least once (a worker killed between its side effect and the commit of its result runs
-        it again), so pass this to whatever the handler changes, as its dedupe key, to make the
-        effect happen once."""
-        return f"omoi-task-{self.task_id}"
-
-    @cached_property
-    def _dependencies(self) -> list[Any]:
-        if not self.depends_on or self._db is None:
-            return []
-        with self._db.connect() as conn:
-            return list(
-                conn.execute(
-                    select(tasks.c.key, tasks.c.result, tasks.c.finished_at).where(
-                        tasks.c.id.in_([uuid.UUID(d) for d in self.depends_on])
-                    )
-                )
-            )
-
-    @property
-    def dependency_results(self) -> dict[str, Any]:
-        """``{key: result}`` of the tasks this one depends on."""
-        return {r.key: r.result for r in self._dependencies}
-
-    @property
-    def dependency_finished(self) -> dict[str, Any]:
-        """``{key: finished_at}`` of the tasks this one depends on."""
-        return {r.key: r.finished_at for r in self._dependencies}
-
-    def split(
-        self, subtasks: list[dict[str, Any]], merge: str | dict[str, Any] = "all"
-    ) -> list[str]:
-        """Fan out: add ``subtasks`` (task specs, keys local to this split) and a merge that
-        receives their results (``"all"``, ``"first"``, ``"majority"``, or
-        ``{"task_type": …}`` for a merge handler of your own). What depended on this task now
-        waits for the merge. Returns the new tasks' ids."""
-        assert self._db is not None and self._lease is not None
-        ready = coordination.split(
-            self._db, self.task_id, self._lease, subtasks, merge, self.exec_types
-        )
-        if self._dispatcher is not None:
-            publish(self._db, self._dispatcher, ready)
-        return [str(d.task_id) for d in ready]
-
-    @cached_property
-    def ticket_context(self) -> dict[str, Any]:
-        """The ticket's aggregated context from earlier phases."""
-        if self._db is None:
-            return {}
-        with self._db.connect() as conn:
-            return dict(
-                conn.execute(
-                    select(tickets.c.context).where(tickets.c.id == self.ticket_id)
-                ).scalar_one()
-            )
-
-    def emit_artifact(self, kind: str, content: Any, path: str | None = None) -> bool:
-        """Attach an artifact (a document, a report) to this task's phase for its gate to
-        judge. Stored only while this attempt still holds the task; returns whether it was."""
-        if self._db is None or self._lease is None:
-            return False
-        with self._db.connect() as conn:
-            return emit_artifact(conn, self.task_id, self._lease, kind, content, path)
-
-    def send_message(
-        self,
-        content: Any,
-        *,
-        to_agent: uuid.UUID | None = None,
-        capability: str | None = None,
-        broadcast: bool = False,
-        type: str = "info",
-        thread_id: uuid.UUID | None = None,
-    ) -> Any:
-        """Message another agent, every agent with a capability, or everyone, as this agent."""
-        assert self._db is not None
-        return messaging.send(
-            self._db,
-            type=MessageType(type),
-            content=content,
-            sender=self.agent_id,
-            to_agent=to_agent,
-            capability=capability,
-            broadcast=broadcast,
-            thread_id=thread_id,
-            task_id=self.task_id,
-        )
-
-    def inbox(self, unread_only: bool = True) -> list[Any]:
-        """This agent's messages (an agent without a registration has none)."""
-        if self._db is None or self.agent_id is None:
-            return []
-        return messaging.inbox(self._db, self.agent_id, unread_only=unread_only)
-
-    @property
-    def lease(self) -> uuid.UUID | None:
-        """The lease this attempt holds; external agents report results with it."""
-        return self._lease
-
-    def should_cancel(self) -> bool:
-        """True once this attempt no longer owns the task (cancelled, or superseded)."""
-        if self._db is None:
-            return False
-        with self._db.connect() as conn:
-            lease = conn.execute(LEASE_OF, {"b_id": self.task_id}).scalar_one_or_none()
-        return lease != self._lease
-
-
-Handler = Callable[[TaskContext], Any]
 
 
 @dataclass(frozen=True)

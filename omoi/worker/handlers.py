@@ -10,7 +10,7 @@ from typing import Any
 
 from omoi.domain.errors import PermanentError
 from omoi.domain.merge import merge_results
-from omoi.services.execution import Handler, TaskContext
+from omoi.services.context import Handler, TaskContext
 from omoi.worker import shell as shell_process
 from omoi.worker.fetch import fetch
 

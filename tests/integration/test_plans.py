@@ -23,7 +23,7 @@ from sqlalchemy import event, select, update
 from omoi.models import Database, Task
 from omoi.models.tables import RUNNING_ATTEMPTS
 from omoi.models.types import utcnow
-from omoi.services import actors, execution, fastpath, locks, queries
+from omoi.services import actors, context, execution, fastpath, locks, queries
 from omoi.services.execution import Claim
 from omoi.services.sql import dependents, tasks
 from tests.support.api import submit
@@ -127,7 +127,7 @@ def test_a_lookup_of_other_dependents_reads_only_their_ticket(
 
 def test_a_read_of_one_running_task_takes_its_primary_key(busy: tuple[Database, Claim]) -> None:
     db, c = busy
-    assert discarded_by(db, lambda conn: conn.execute(execution.LEASE_OF, {"b_id": c.task_id})) == 0
+    assert discarded_by(db, lambda conn: conn.execute(context.LEASE_OF, {"b_id": c.task_id})) == 0
 
 
 def test_the_sweeps_read_running_attempts_through_their_index(

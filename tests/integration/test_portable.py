@@ -9,15 +9,16 @@ from typing import Any
 from omoi.domain.errors import PermanentError
 from omoi.models import Database
 from omoi.services import execution
+from omoi.services.context import TaskContext
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy
 
 
 def handlers(task_type: str) -> Any:
-    def ok(ctx: execution.TaskContext) -> Any:
+    def ok(ctx: TaskContext) -> Any:
         return {"key": ctx.key, "inputs": sorted(ctx.dependency_results)}
 
-    def boom(ctx: execution.TaskContext) -> Any:
+    def boom(ctx: TaskContext) -> Any:
         raise PermanentError("boom")
 
     return {"ok": ok, "boom": boom}.get(task_type)
