@@ -30,48 +30,91 @@ def _redis_db(url: str) -> int:
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting, each read from ``OMOI_<FIELD NAME>`` by ``from_env`` (a comma-separated
+    list for a tuple); the README's Configuration table gives their defaults and effects."""
+
+    #: The record: ``OMOI_DATABASE_URL`` (a SQLite file in the data directory by default).
     database_url: str
+    #: Celery's transport: ``OMOI_BROKER_URL`` (kombu's SQLAlchemy transport on a SQLite file).
     broker_url: str
+    #: Where the embedded files, the local token and ``omoi up``'s logs live: ``OMOI_DATA_DIR``.
     data_dir: Path
+    #: Modules whose ``@handler``s workers import: ``OMOI_HANDLERS``.
     handlers: tuple[str, ...] = ()
+    #: Seconds between an agent's heartbeats: ``OMOI_HEARTBEAT_INTERVAL``.
     heartbeat_interval: float = 30.0
+    #: Silence after which an agent is stale and its attempts lost: ``OMOI_HEARTBEAT_TIMEOUT``.
     heartbeat_timeout: float = 90.0
+    #: Seconds between the starts of beat's rounds of sweeps: ``OMOI_SWEEP_INTERVAL``.
     sweep_interval: float = 5.0
+    #: Age at which a queued, never-published task is published: ``OMOI_OUTBOX_REPUBLISH_AGE``.
     outbox_republish_age: float = 10.0
+    #: Age at which a published, unclaimed task is published again: ``OMOI_OUTBOX_LOST_AGE``.
     outbox_lost_age: float = 600.0
+    #: Redis's visibility timeout, above every time limit: ``OMOI_VISIBILITY_TIMEOUT``.
     visibility_timeout: int = 7200
+    #: Seconds from a task's soft time limit to its hard one: ``OMOI_TIME_LIMIT_GRACE``.
     time_limit_grace: float = 10.0
+    #: Seconds a stopping worker waits before handing attempts back: ``OMOI_SHUTDOWN_GRACE``.
     shutdown_grace: float = 10.0
+    #: The longest request body the API reads (413 above it): ``OMOI_MAX_BODY_BYTES``.
     max_body_bytes: int = 16 * 1024 * 1024
+    #: The most tasks one ticket may hold: ``OMOI_MAX_TASKS_PER_TICKET``.
     max_tasks_per_ticket: int = 20_000
+    #: How deeply a request's JSON may nest (400 deeper): ``OMOI_MAX_JSON_DEPTH``.
     max_json_depth: int = 32
+    #: A task's ``max_retries`` when it gives none: ``OMOI_DEFAULT_MAX_RETRIES``.
     default_max_retries: int = 3
+    #: A task's first retry wait (doubling) when it gives none: ``OMOI_RETRY_BACKOFF``.
     retry_backoff: float = 1.0
+    #: A task's longest retry wait when it gives none: ``OMOI_RETRY_BACKOFF_MAX``.
     retry_backoff_max: float = 60.0
+    #: Longer retry waits are held in the database and woken by beat: ``OMOI_RETRY_ETA_MAX``.
     retry_eta_max: float = 60.0
+    #: SQLAlchemy's pool size per process: ``OMOI_DB_POOL_SIZE``.
     db_pool_size: int = 10
+    #: Seconds a worker waits out a database outage (the API: none): ``OMOI_DB_OUTAGE_PATIENCE``.
     db_outage_patience: float = 300.0
+    #: Where ``omoi api`` and ``omoi up`` listen: ``OMOI_API_HOST``.
     api_host: str = "127.0.0.1"
+    #: The port they listen on (``--port`` overrides it): ``OMOI_API_PORT``.
     api_port: int = 5000
+    #: Where the CLI finds the API (else host and port above): ``OMOI_API_URL``.
     api_url: str = ""
+    #: structlog's level: ``OMOI_LOG_LEVEL``.
     log_level: str = "INFO"
+    #: A folder of workflow YAML files loaded besides the shipped ones: ``OMOI_WORKFLOWS_DIR``.
     workflows_dir: str = ""
+    #: Characters of earlier phases' summary handed to the next: ``OMOI_CONTEXT_BUDGET``.
     context_budget: int = 4000
+    #: Requests per token, Flask-Limiter syntax (empty: none): ``OMOI_RATE_LIMIT``.
     rate_limit: str = "100/second"
+    #: Requests without a valid token per address: ``OMOI_UNAUTHENTICATED_RATE_LIMIT``.
     unauthenticated_rate_limit: str = "10/second"
+    #: Event streams one token may hold per API process: ``OMOI_MAX_STREAMS_PER_TOKEN``.
     max_streams_per_token: int = 20
+    #: A secret the API makes an admin token at start (containers): ``OMOI_BOOTSTRAP_TOKEN``.
     bootstrap_token: str = ""
+    #: The token the CLI sends (else the one ``omoi up`` saved): ``OMOI_TOKEN``.
     token: str = ""
+    #: Seconds a board sign-in lasts: ``OMOI_BOARD_SESSION_LIFETIME``.
     board_session_lifetime: float = 12 * 3600.0
+    #: Proxies in front of the API whose ``X-Forwarded-*`` to believe: ``OMOI_TRUSTED_PROXIES``.
     trusted_proxies: int = 0
+    #: The event relay's pub/sub channel prefix (see ``relay_channel``): ``OMOI_EVENTS_CHANNEL``.
     events_channel: str = ""
+    #: A name ``/healthz`` reports (``omoi up`` knows its API by it): ``OMOI_INSTANCE_ID``.
     instance_id: str = ""
+    #: What the ``http`` handler may reach besides public addresses: ``OMOI_HTTP_ALLOW``.
     http_allow: tuple[Allowance, ...] = ()
+    #: The longest response body the ``http`` handler reads: ``OMOI_HTTP_MAX_BYTES``.
     http_max_bytes: int = 1024 * 1024
-    # exec task types (built-in shell and http, plus exec_task_types) this worker runs
+    #: Exec task types this worker runs (``omoi worker --enable``): ``OMOI_ENABLE_TASK_TYPES``.
     enable_task_types: tuple[str, ...] = ()
-    exec_task_types: tuple[str, ...] = ()  # the operator's own types that run code
-    shell_env: tuple[str, ...] = ()  # variables a shell command gets besides the basics
+    #: The operator's own task types that run code (alike everywhere): ``OMOI_EXEC_TASK_TYPES``.
+    exec_task_types: tuple[str, ...] = ()
+    #: Variables a shell command gets besides the basics (never ``OMOI_*``): ``OMOI_SHELL_ENV``.
+    shell_env: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.enable_task_types if t not in self.exec_types]

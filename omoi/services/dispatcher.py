@@ -13,16 +13,44 @@ from omoi.domain.routing import queue_for
 
 @dataclass(frozen=True)
 class Dispatch:
-    """One attempt to deliver: ids only, plus routing and time limits."""
+    """One attempt to deliver: ids only, plus routing and time limits. Made from the row of a
+    task that just became ``queued`` (``of_row``), in the transaction that queued it, and
+    handed to a ``Dispatcher`` once that transaction committed; the outbox sweep makes them
+    again for rows whose message never went out."""
 
+    #: The task to run. The message carries it and the attempt only: the worker reads
+    #: everything else from the task's row when it claims it.
     task_id: uuid.UUID
+
+    #: The attempt this delivery is for: the task row's ``attempt`` once it is queued (or the
+    #: next one, for a retry). The claim matches it, so a duplicate or stale message for an
+    #: earlier attempt does nothing.
     attempt: int
+
+    #: The Celery queue its capabilities route it to (``cap.<first capability>`` or
+    #: ``cap.default``, ``routing.queue_for``); an exec-type task is published to that queue's
+    #: ``/<type>`` queue instead (``routing.publish_queue``).
     queue: str
+
+    #: The task's priority, carried from its row. The Celery producer does not send it (a
+    #: queue delivers in order); an external agent's claim orders by the row's priority.
     priority: str = Priority.MEDIUM
+
+    #: The task's ``timeout_seconds``: the Celery message's soft time limit, with the hard
+    #: limit ``OMOI_TIME_LIMIT_GRACE`` seconds later; ``None``: no limit.
     timeout_seconds: float | None = None
-    countdown: float | None = None  # deliver no earlier than this many seconds from now
-    external: bool = False  # claimed over HTTP by an external agent, never published
-    task_type: str = ""  # an exec type goes to its own queue (``routing.publish_queue``)
+
+    #: Deliver no earlier than this many seconds from now: a retry's backoff when it is short
+    #: enough to travel as a delayed message (``OMOI_RETRY_ETA_MAX``); ``None``: at once.
+    countdown: float | None = None
+
+    #: The task is claimed over HTTP by an external agent: never published (``outbox.publish``
+    #: drops it from the batch), it waits in the database for a claim.
+    external: bool = False
+
+    #: The task's type: an exec type goes to its own queue (``routing.publish_queue``), which
+    #: only workers that enabled the type consume.
+    task_type: str = ""
 
     @property
     def message_id(self) -> str:
