@@ -21,12 +21,14 @@ from pathlib import Path
 import structlog
 
 from omoi import process
+from omoi.broker import relay
+from omoi.broker.app import make_celery
+from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
 from omoi.models import Database
-from omoi.services import agents, failures, locks, outbox, phases, relay, workflows
+from omoi.services import agents, failures, locks, outbox, phases, workflows
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.failures import RetryPolicy
-from omoi.transport import CeleryDispatcher, make_celery
 
 log = structlog.get_logger(__name__)
 

@@ -26,6 +26,8 @@ from omoi.api import (
 from omoi.api import workflows as workflow_api
 from omoi.api.runtime import Runtime
 from omoi.api.schemas import ErrorOut
+from omoi.broker.app import make_celery
+from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
 from omoi.domain.auth import Scope
 from omoi.models import Database
@@ -33,7 +35,6 @@ from omoi.services import tokens, workflows
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.events import EventHub, StreamSlots
 from omoi.services.failures import RetryPolicy
-from omoi.transport import CeleryDispatcher, make_celery
 
 
 class OmoiApi(Api):

@@ -1,4 +1,5 @@
-"""Celery configuration for omoi, derived from ``OMOI_*`` settings (see omoi/config.py).
+"""Celery configuration for omoi, derived from ``OMOI_*`` settings (see omoi/config.py); the
+top-level ``celeryconfig`` module points here.
 
 Crash safety: acks late + reject on worker lost + prefetch 1, and a Redis visibility timeout
 longer than any time limit so a long task is never redelivered while it still runs. No result

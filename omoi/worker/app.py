@@ -16,13 +16,14 @@ from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure
 
 from omoi import process
+from omoi.broker.app import RUN_TASK, make_celery
+from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
 from omoi.models import Database
 from omoi.services import execution, failures, locks, outbox, sql, workflows
 from omoi.services.failures import RetryPolicy
-from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery
 from omoi.worker import (
     demo,  # noqa: F401 - registers the demo agents
     shell,
