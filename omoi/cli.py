@@ -23,6 +23,7 @@ from urllib.parse import quote
 import click
 import yaml
 
+from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.auth import BUILTIN_EXEC_TYPES, Scope
 from omoi.domain.enums import TERMINAL_TASK_STATUSES
@@ -30,7 +31,7 @@ from omoi.domain.routing import queues_for_worker
 from omoi.domain.specs import TOKEN
 from omoi.domain.workflow import WorkflowError
 from omoi.models import Database
-from omoi.services import tokens, workflows
+from omoi.services import tokens
 from omoi.services.errors import NotFound
 
 TOKEN_FILE = "token"
@@ -188,7 +189,7 @@ def beat(loglevel: str, pidfile: Path | None) -> None:
 def _local_token(settings: Settings) -> str:
     """The local user's admin token: the saved one while it is valid, else a new one saved
     (mode 0600) where the CLI looks for it."""
-    db = Database(settings.database_url, pool_size=1)
+    db = Root(settings, Role.CLI).db
     try:
         saved = settings.data_dir / TOKEN_FILE
         if saved.exists() and tokens.Authenticator(db)(saved.read_text().strip()):
@@ -355,7 +356,7 @@ def _running_stack(settings: Settings, port: int | None, concurrency: int) -> It
     port = port or settings.api_port
     _refuse_taken_port(settings.api_host, port)
     try:
-        loaded = workflows.configure(settings.workflows_dir or None).values()
+        loaded = Root(settings, Role.CLI).workflows.values()
     except WorkflowError as exc:
         raise click.ClickException(str(exc)) from None
     capabilities = sorted(
@@ -659,4 +660,4 @@ def token_revoke(ref: str) -> None:
 
 
 def _database() -> Database:
-    return Database(_settings().database_url, pool_size=1)
+    return Root(_settings(), Role.CLI).db
