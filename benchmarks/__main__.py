@@ -34,13 +34,13 @@ from celery import chain, group
 from sqlalchemy import delete, func, select, text, update
 
 from omoi.api import create_app
+from omoi.broker.app import make_celery
 from omoi.config import Settings
 from omoi.domain.auth import new_secret
 from omoi.domain.enums import TicketStatus
 from omoi.models import Database, Task, Ticket
 from omoi.models.migrate import upgrade
 from omoi.services.dispatcher import NullDispatcher
-from omoi.transport import make_celery
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("OMOI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -21,22 +21,20 @@ from pathlib import Path
 import structlog
 
 from omoi import process
+from omoi.broker import relay
+from omoi.composition import Role, Root
 from omoi.config import Settings
-from omoi.models import Database
-from omoi.services import agents, failures, locks, outbox, phases, relay, workflows
-from omoi.services.dispatcher import Dispatcher
-from omoi.services.failures import RetryPolicy
-from omoi.transport import CeleryDispatcher, make_celery
+from omoi.services import agents, failures, locks, outbox, phases
 
 log = structlog.get_logger(__name__)
 
 Sweep = Callable[[], int]
 
 
-def sweeps(db: Database, dispatcher: Dispatcher, settings: Settings) -> dict[str, Sweep]:
+def sweeps(root: Root) -> dict[str, Sweep]:
     """Every repair sweep by name, in the order a round runs them: agents first, so the same
     round frees a lost worker's locks; the outbox last, to publish what the others left."""
-    policy = RetryPolicy(settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max)
+    settings, db, dispatcher, policy = root.settings, root.db, root.dispatcher, root.policy
     deadline_slack = settings.time_limit_grace + 2 * settings.sweep_interval
     reset_pending = False
 
@@ -97,17 +95,15 @@ def serve(settings: Settings, log_level: str, pidfile: Path | None = None) -> No
     under way finish. The signals are taken with ``sigwait`` (blocked in every thread,
     which inherit the mask), not by a handler that could interrupt a thread holding a lock."""
     process.set_up(log_level)
-    workflows.configure(settings.workflows_dir or None)  # a passed gate starts the next phase
-    db = Database(settings.database_url, pool_size=2)
-    dispatcher = CeleryDispatcher(
-        make_celery(settings), settings.time_limit_grace, settings.exec_types
-    )
+    root = Root(settings, Role.BEAT)
+    root.workflows  # noqa: B018 - loaded now: a passed gate starts the next phase
+    db = root.db
     ends = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, ends)
     if settings.broker_url.startswith(("redis://", "rediss://")):
         relay.start(db, settings.broker_url, settings.relay_channel)
     stop = threading.Event()
-    named = sweeps(db, dispatcher, settings)
+    named = sweeps(root)
     loop = threading.Thread(
         target=run, args=(named, settings.sweep_interval, stop), name="omoi-sweeps"
     )

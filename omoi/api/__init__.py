@@ -26,14 +26,13 @@ from omoi.api import (
 from omoi.api import workflows as workflow_api
 from omoi.api.runtime import Runtime
 from omoi.api.schemas.common import ErrorOut
+from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.auth import Scope
 from omoi.models import Database
-from omoi.services import tokens, workflows
+from omoi.services import tokens
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.events import EventHub, StreamSlots
-from omoi.services.failures import RetryPolicy
-from omoi.transport import CeleryDispatcher, make_celery
 
 
 class OmoiApi(Api):
@@ -63,9 +62,10 @@ def create_app(
     db: Database | None = None,
     dispatcher: Dispatcher | None = None,
 ) -> Flask:
-    settings = settings or Settings.from_env()
+    root = Root(settings or Settings.from_env(), Role.API, db=db, dispatcher=dispatcher)
+    settings = root.settings
     process.set_up(settings.log_level)
-    workflows.configure(settings.workflows_dir or None)  # a bad workflow file stops start-up
+    root.workflows  # noqa: B018 - loaded now: a bad workflow file stops start-up
     app = Flask("omoi")
     if settings.trusted_proxies:  # believe their X-Forwarded-For/-Proto/-Host/-Port, no more
         hops = settings.trusted_proxies
@@ -81,20 +81,15 @@ def create_app(
         OPENAPI_JSON_PATH="openapi.json",
         JSON_SORT_KEYS=False,
     )
-    db = db or Database(settings.database_url, settings.db_pool_size)
+    db = root.db
     require_tokens(settings, db)
-    producer = CeleryDispatcher(
-        make_celery(settings, "omoi-api"), settings.time_limit_grace, settings.exec_types
-    )
     authenticate = tokens.Authenticator(db)
     app.extensions["omoi"] = Runtime(
         settings=settings,
         db=db,
-        dispatcher=dispatcher or producer,
-        policy=RetryPolicy(
-            settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max
-        ),
-        broker_ping=producer.ping,
+        dispatcher=root.dispatcher,
+        policy=root.policy,
+        broker_ping=root.producer.ping,
         authenticate=authenticate,
         hub=EventHub(db),
         # a revoked token's streams end within the revocation delay of its requests

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from omoi.cli.common import TOKEN_FILE, load_settings, table
+from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.auth import Scope
 from omoi.models import Database
@@ -32,7 +33,7 @@ def db_upgrade(revision: str) -> None:
 def local_token(settings: Settings) -> str:
     """The local user's admin token: the saved one while it is valid, else a new one saved
     (mode 0600) where the CLI looks for it."""
-    db = Database(settings.database_url, pool_size=1)
+    db = Root(settings, Role.CLI).db
     try:
         saved = settings.data_dir / TOKEN_FILE
         if saved.exists() and tokens.Authenticator(db)(saved.read_text().strip()):
@@ -89,4 +90,4 @@ def token_revoke(ref: str) -> None:
 
 
 def _database() -> Database:
-    return Database(load_settings().database_url, pool_size=1)
+    return Root(load_settings(), Role.CLI).db

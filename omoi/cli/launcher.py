@@ -25,13 +25,13 @@ import click
 from omoi.cli.admin import local_token
 from omoi.cli.client import follow, request
 from omoi.cli.common import TOKEN_FILE, load_settings
+from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.auth import BUILTIN_EXEC_TYPES
 from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.domain.routing import queues_for_worker
 from omoi.domain.specs import TOKEN
 from omoi.domain.workflow import WorkflowError
-from omoi.services import workflows
 
 DEMO_TICKET: dict[str, Any] = {
     "title": "Add input validation to the orders API",
@@ -281,7 +281,7 @@ def _running_stack(settings: Settings, port: int | None, concurrency: int) -> It
     port = port or settings.api_port
     _refuse_taken_port(settings.api_host, port)
     try:
-        loaded = workflows.configure(settings.workflows_dir or None).values()
+        loaded = Root(settings, Role.CLI).workflows.values()
     except WorkflowError as exc:
         raise click.ClickException(str(exc)) from None
     capabilities = sorted(

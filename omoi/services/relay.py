@@ -1,25 +1,27 @@
-"""Every committed event, also on Redis pub/sub: channel ``<prefix>`` and, for a ticket's
-events, ``<prefix>.<ticket_id>``; the prefix is ``Settings.relay_channel`` (``OMOI_EVENTS_CHANNEL``,
-else ``omoi.events.db<N>`` for the broker's database N). The relay follows the event log (so it
-needs no hook in the many transactions that write events, and misses none committed out of id
-order) and publishes each row once per relay; subscribers de-duplicate by ``id`` if two relays
-run."""
+"""Every committed event, also on a message bus: the relay follows the event log (so it needs
+no hook in the many transactions that write events, and misses none committed out of id order)
+and hands each row, as JSON, to a publisher once per relay; subscribers de-duplicate by ``id``
+if two relays run. The Redis pub/sub publisher, its channels and its thread are
+``omoi/broker/relay.py``."""
 
 from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+import uuid
+from typing import Any, Protocol
 
-import redis
-import structlog
 from sqlalchemy import func, select
 
 from omoi.models import Database
 from omoi.services.events import follow
 from omoi.services.sql import events
 
-log = structlog.get_logger(__name__)
+
+class Publisher(Protocol):
+    def __call__(self, text: str, ticket_id: uuid.UUID | None) -> None:
+        """Publish one event's JSON (``ticket_id``: its ticket's, if it has one)."""
+        ...
 
 
 def message(row: Any) -> str:
@@ -39,33 +41,11 @@ def message(row: Any) -> str:
     )
 
 
-def run(db: Database, client: redis.Redis, channel: str, stop: threading.Event) -> None:
-    """Publish events committed from now on, under ``channel``, until ``stop`` is set."""
+def run(db: Database, publish: Publisher, stop: threading.Event) -> None:
+    """Publish events committed from now on until ``stop`` is set."""
     with db.connect() as conn:
         start = conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one()
     for row in follow(db, after=start, keep_going=lambda: not stop.is_set()):
         if row is None:
             continue
-        text = message(row)
-        pipe = client.pipeline(transaction=False)
-        pipe.publish(channel, text)
-        if row.ticket_id:
-            pipe.publish(f"{channel}.{row.ticket_id}", text)
-        pipe.execute()
-
-
-def start(db: Database, redis_url: str, channel: str) -> threading.Event:
-    """Run the relay in a daemon thread; set the returned event to stop it."""
-    stop = threading.Event()
-    client = redis.Redis.from_url(redis_url)
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                run(db, client, channel, stop)
-            except Exception as exc:  # database or Redis restarting: follow again shortly
-                log.warning("event_relay_failed", error=repr(exc))
-                stop.wait(1.0)
-
-    threading.Thread(target=loop, name="omoi-event-relay", daemon=True).start()
-    return stop
+        publish(message(row), row.ticket_id)

@@ -22,11 +22,11 @@ from celery.worker import state
 from kombu.common import ignore_errors
 
 from omoi import __version__
+from omoi.broker.app import RUN_TASK
 from omoi.domain.enums import AgentKind
 from omoi.domain.routing import served_by
 from omoi.models import Database
 from omoi.services import agents, sql
-from omoi.transport import RUN_TASK
 
 log = structlog.get_logger(__name__)
 

@@ -7,6 +7,7 @@ no busy pool can hold them up.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
@@ -16,13 +17,12 @@ from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure
 
 from omoi import process
+from omoi.broker.app import RUN_TASK
+from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
-from omoi.models import Database
-from omoi.services import execution, failures, locks, outbox, sql, workflows
-from omoi.services.failures import RetryPolicy
-from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery
+from omoi.services import execution, failures, locks, outbox, sql
 from omoi.worker import (
     demo,  # noqa: F401 - registers the demo agents
     shell,
@@ -31,16 +31,16 @@ from omoi.worker.agent import WorkerAgent
 from omoi.worker.handlers import registry
 
 
-def create_worker_app(settings: Settings) -> Celery:
+def create_worker_app(root: Root) -> Celery:
+    settings = root.settings
     process.set_up(settings.log_level)
-    app = make_celery(settings)
-    db = Database(settings.database_url, pool_size=2, pre_ping=False)
+    app = root.celery
+    db = root.db
     sql.wait_out_outages(settings.db_outage_patience)  # a result must be stored, not dropped
-    dispatcher = CeleryDispatcher(app, settings.time_limit_grace, settings.exec_types)
-    policy = RetryPolicy(settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max)
-    workflows.configure(settings.workflows_dir or None)  # a bad workflow file stops start-up
-    registry.load(settings.handlers)
-    resolve = registry.resolver(settings.exec_types, settings.enable_task_types)
+    dispatcher = root.dispatcher
+    policy = root.policy
+    root.workflows  # noqa: B018 - loaded now: a bad workflow file stops start-up
+    resolve = root.resolve
     shell.configure(settings.shell_env, (settings.database_url, settings.broker_url))
 
     def interrupt(task_id: uuid.UUID, attempt: int) -> None:
@@ -99,4 +99,14 @@ def create_worker_app(settings: Settings) -> Celery:
     return app
 
 
-app = create_worker_app(Settings.from_env())
+@functools.cache
+def _app() -> Celery:
+    return create_worker_app(Root(Settings.from_env(), Role.WORKER, handlers=registry))
+
+
+def __getattr__(name: str) -> Any:
+    """``app``, built on first use (``celery -A omoi.worker.app`` reads it): importing this
+    module builds nothing."""
+    if name == "app":
+        return _app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,11 +18,12 @@ import psycopg
 import pytest
 import redis
 
+from omoi.broker.app import make_celery
+from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
 from omoi.models import Database
 from omoi.models.migrate import upgrade
 from omoi.services import execution, outbox
-from omoi.transport import CeleryDispatcher, make_celery
 from tests.support.api import cut_off_client, make_app, submit, wait_finished
 from tests.support.handlers import EFFECT_KEY
 from tests.support.procs import Proc, report_recovery, start_beat, start_worker, wait_for

@@ -21,12 +21,13 @@ import redis
 from flask import Flask
 from sqlalchemy import func, select
 
+from omoi.broker.app import make_celery
+from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
 from omoi.domain.errors import PermanentError
 from omoi.models import Agent, Database, Ticket
 from omoi.services import tokens
 from omoi.services.dispatcher import Dispatch, NullDispatcher
-from omoi.transport import CeleryDispatcher, make_celery
 from omoi.worker import shell
 from tests.support.api import ADMIN_TOKEN, bearer, make_app, submit, tasks_by_key, wait_finished
 from tests.support.procs import ROOT, Proc, run_omoi, start_worker, wait_for

@@ -11,11 +11,12 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
+from omoi.broker.app import make_celery
+from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
 from omoi.domain.events import EventType
 from omoi.models import Database, Event, Task
 from omoi.services.dispatcher import Dispatch
-from omoi.transport import CeleryDispatcher, make_celery
 from tests.support.api import submit, tasks_by_key, wait_finished
 from tests.support.handlers import EFFECT_KEY
 from tests.support.procs import Proc, wait_for

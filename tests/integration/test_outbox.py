@@ -13,11 +13,12 @@ from typing import Any
 import redis
 from sqlalchemy import select
 
+from omoi.broker.app import make_celery
+from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
 from omoi.models import Database, Task, Ticket
 from omoi.services import outbox
 from omoi.services.dispatcher import Dispatch
-from omoi.transport import CeleryDispatcher, make_celery
 from tests.support.api import wait_finished
 from tests.support.handlers import EFFECT_KEY
 from tests.support.procs import ROOT, Proc, start_beat

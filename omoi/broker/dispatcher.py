@@ -1,29 +1,17 @@
-"""The Celery side of dispatching: a producer app (no result backend) and the dispatcher that
-turns ready tasks into ``omoi.run_task`` messages. Used by the API, the worker and the CLI."""
+"""The Celery side of dispatching: the dispatcher that turns ready tasks into
+``omoi.run_task`` messages on a Celery app (``omoi.broker.app``). Used by the API, the worker
+and beat."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from celery import Celery, group
-from kombu.transport import TRANSPORT_ALIASES
-from kombu.transport import redis as redis_transport
-from kombu.transport import sqlalchemy as sqla_transport
 
-import celeryconfig
-from omoi.config import Settings
+from omoi.broker.app import RUN_TASK
 from omoi.domain.auth import BUILTIN_EXEC_TYPES
 from omoi.domain.routing import publish_queue
 from omoi.services.dispatcher import Dispatch
-
-RUN_TASK = "omoi.run_task"
-
-
-def make_celery(settings: Settings, main: str = "omoi") -> Celery:
-    app = Celery(main, set_as_current=False)
-    app.conf.update(celeryconfig.config_for(settings))
-    return app
 
 
 def time_limits(timeout: float | None, grace: float) -> dict[str, float]:
@@ -88,34 +76,3 @@ class CeleryDispatcher:
         """Raise unless the broker accepts a connection."""
         with self.app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
-
-
-class EmbeddedTransport(sqla_transport.Transport):
-    """kombu's SQLAlchemy transport polling every 0.1 s instead of 1 s. Its transport options
-    go to ``create_engine``, so the interval cannot be passed as an option."""
-
-    polling_interval = 0.1
-
-
-TRANSPORT_ALIASES.setdefault("omoi-sqla", f"{__name__}:EmbeddedTransport")
-
-
-class RedisChannel(redis_transport.Channel):  # type: ignore[misc]
-    """Celery 5.7 closes a worker's broken broker connection first, then its channel still
-    restores unacknowledged messages and acks the attempts that finished meanwhile; kombu
-    then builds a client from the closed connection and fails with ``AttributeError``, which
-    kills the worker. Report a closed connection as the connection error it is: Celery and
-    kombu handle those (the message stays in Redis's unacked set, restored after the
-    visibility timeout, and omoi's outbox re-sends the attempt anyway)."""
-
-    def _create_client(self, asynchronous: bool = False) -> Any:
-        if self._pool is None and (self.connection is None or self.connection.client is None):
-            raise redis_transport.redis.exceptions.ConnectionError("the connection is closed")
-        return super()._create_client(asynchronous)
-
-
-class RedisTransport(redis_transport.Transport):  # type: ignore[misc]
-    Channel = RedisChannel
-
-
-TRANSPORT_ALIASES["redis"] = f"{__name__}:RedisTransport"

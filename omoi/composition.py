@@ -1,0 +1,121 @@
+"""The composition root: what a process builds once, and how. ``Root(settings, role)`` holds
+the settings, the database, the Celery app and dispatcher, the retry policy, the workflows and
+(in a worker) the handler registry; each is built on first use, so a CLI command that only
+needs the database builds no Celery app and loads no workflow file. The API
+(``omoi.api.create_app``), the worker (``omoi.worker.app``), beat (``omoi.beat``) and the CLI
+each build one root and take everything from it. Celery and the use cases are imported only
+when a root first needs them: a CLI command on the database alone starts as fast as before."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from enum import StrEnum
+from functools import cached_property
+from typing import TYPE_CHECKING, Protocol
+
+from omoi.config import Settings
+from omoi.domain.workflow import Workflow
+from omoi.models import Database
+from omoi.services import workflows
+from omoi.services.dispatcher import Dispatcher
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from omoi.broker.dispatcher import CeleryDispatcher
+    from omoi.services.execution import Handler
+    from omoi.services.failures import RetryPolicy
+
+
+class Role(StrEnum):
+    """The process a root is built for: it sizes the database pool and names the Celery app."""
+
+    API = "api"
+    WORKER = "worker"
+    BEAT = "beat"
+    CLI = "cli"
+
+
+def _database(settings: Settings, role: Role) -> Database:
+    if role is Role.API:
+        return Database(settings.database_url, settings.db_pool_size)
+    if role is Role.WORKER:  # a pool child: one attempt at a time, its engine built after fork
+        return Database(settings.database_url, pool_size=2, pre_ping=False)
+    if role is Role.BEAT:
+        return Database(settings.database_url, pool_size=2)
+    return Database(settings.database_url, pool_size=1)
+
+
+class HandlerRegistry(Protocol):
+    """The worker's handlers by task type (``omoi.worker.handlers.Registry``)."""
+
+    def load(self, modules: Iterable[str]) -> None: ...
+
+    def resolver(
+        self, exec_types: Collection[str], enabled: Collection[str]
+    ) -> Callable[[str], Handler | None]: ...
+
+
+class Root:
+    """One process's long-lived objects, each built once, on first use. ``db`` and
+    ``dispatcher`` may be given (tests, tools); ``handlers`` is the worker's registry."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        role: Role,
+        *,
+        db: Database | None = None,
+        dispatcher: Dispatcher | None = None,
+        handlers: HandlerRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.role = role
+        self._db = db
+        self._dispatcher = dispatcher
+        self._handlers = handlers
+
+    @cached_property
+    def db(self) -> Database:
+        return self._db or _database(self.settings, self.role)
+
+    @cached_property
+    def celery(self) -> Celery:
+        """The Celery app: the worker's own, or the producer the API and beat publish with."""
+        from omoi.broker.app import make_celery
+
+        return make_celery(self.settings, "omoi-api" if self.role is Role.API else "omoi")
+
+    @cached_property
+    def producer(self) -> CeleryDispatcher:
+        """The dispatcher on the broker, whatever ``dispatcher`` was given (its ``ping`` is
+        the API's broker health check)."""
+        from omoi.broker.dispatcher import CeleryDispatcher
+
+        s = self.settings
+        return CeleryDispatcher(self.celery, s.time_limit_grace, s.exec_types)
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        return self._dispatcher or self.producer
+
+    @cached_property
+    def policy(self) -> RetryPolicy:
+        from omoi.services.failures import RetryPolicy
+
+        s = self.settings
+        return RetryPolicy(s.retry_backoff, s.retry_backoff_max, s.retry_eta_max)
+
+    @cached_property
+    def workflows(self) -> dict[str, Workflow]:
+        """Every workflow, loaded and checked (a bad file raises ``WorkflowError``) and made
+        the ones services look up."""
+        return workflows.configure(self.settings.workflows_dir or None)
+
+    @cached_property
+    def resolve(self) -> Callable[[str], Handler | None]:
+        """The worker's handler lookup, after importing the ``OMOI_HANDLERS`` modules."""
+        if self._handlers is None:
+            raise RuntimeError(f"a {self.role} root has no handler registry")
+        self._handlers.load(self.settings.handlers)
+        return self._handlers.resolver(self.settings.exec_types, self.settings.enable_task_types)

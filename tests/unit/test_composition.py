@@ -1,0 +1,130 @@
+"""The composition root: each process's objects built once, on first use, sized for its role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from pathlib import Path
+
+import pytest
+
+from omoi.broker.dispatcher import CeleryDispatcher
+from omoi.composition import Role, Root
+from omoi.config import Settings
+from omoi.domain.workflow import WorkflowError
+from omoi.services import workflows
+from omoi.services.dispatcher import NullDispatcher
+from omoi.services.execution import Handler
+from omoi.services.failures import RetryPolicy
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {
+            "OMOI_DATA_DIR": str(tmp_path),
+            "OMOI_DB_POOL_SIZE": "7",
+            "OMOI_RETRY_BACKOFF": "3",
+            "OMOI_RETRY_BACKOFF_MAX": "30",
+            "OMOI_RETRY_ETA_MAX": "9",
+            "OMOI_HANDLERS": "json,csv",
+            "OMOI_ENABLE_TASK_TYPES": "http",
+        }
+    )
+
+
+@pytest.fixture(autouse=True)
+def own_workflows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lookups services use stay as the session left them."""
+    monkeypatch.setattr(workflows, "_registry", {})
+
+
+def test_each_object_is_built_once(settings: Settings) -> None:
+    root = Root(settings, Role.API)
+    for name in ("db", "celery", "producer", "dispatcher", "policy", "workflows"):
+        assert getattr(root, name) is getattr(root, name), name
+    assert root.dispatcher is root.producer
+    assert root.producer.app is root.celery
+
+
+@pytest.mark.parametrize(
+    ("role", "pool_size", "pre_ping"),
+    [(Role.API, 7, True), (Role.WORKER, 2, False), (Role.BEAT, 2, True), (Role.CLI, 1, True)],
+)
+def test_the_role_sizes_the_database_pool(
+    settings: Settings, role: Role, pool_size: int, pre_ping: bool
+) -> None:
+    db = Root(settings, role).db
+    assert (db.url, db.pool_size, db.pre_ping) == (settings.database_url, pool_size, pre_ping)
+
+
+def test_only_the_api_names_its_celery_app_apart(settings: Settings) -> None:
+    assert Root(settings, Role.API).celery.main == "omoi-api"
+    assert {Root(settings, role).celery.main for role in (Role.WORKER, Role.BEAT)} == {"omoi"}
+    assert Root(settings, Role.API).celery.conf.broker_url == settings.broker_url
+
+
+def test_a_root_that_only_reads_the_database_builds_nothing_else(settings: Settings) -> None:
+    root = Root(settings, Role.CLI)
+    assert root.db is not None
+    assert set(vars(root)) & {"celery", "producer", "dispatcher", "policy", "workflows"} == set()
+
+
+def test_a_given_database_and_dispatcher_are_used_and_the_producer_still_pings(
+    settings: Settings,
+) -> None:
+    db, dispatcher = Root(settings, Role.CLI).db, NullDispatcher()
+    root = Root(settings, Role.API, db=db, dispatcher=dispatcher)
+    assert root.db is db
+    assert root.dispatcher is dispatcher
+    assert isinstance(root.producer, CeleryDispatcher)
+    assert root.producer.exec_types == settings.exec_types
+    assert root.producer.grace == settings.time_limit_grace
+
+
+def test_the_retry_policy_comes_from_the_settings(settings: Settings) -> None:
+    assert Root(settings, Role.BEAT).policy == RetryPolicy(3.0, 30.0, 9.0)
+
+
+def test_workflows_are_loaded_once_and_made_the_ones_services_look_up(
+    settings: Settings,
+) -> None:
+    root = Root(settings, Role.API)
+    loaded = root.workflows
+    assert "software-dev" in loaded
+    assert workflows.get("software-dev") is loaded["software-dev"]
+
+
+def test_a_bad_workflows_directory_stops_the_root(settings: Settings, tmp_path: Path) -> None:
+    bad = Settings.from_env({"OMOI_DATA_DIR": str(tmp_path), "OMOI_WORKFLOWS_DIR": "/nowhere"})
+    with pytest.raises(WorkflowError, match="not a directory"):
+        Root(bad, Role.WORKER).workflows  # noqa: B018
+
+
+class Registry:
+    """Records what the root asks of the worker's handler registry."""
+
+    def __init__(self) -> None:
+        self.loaded: list[list[str]] = []
+        self.asked: list[tuple[Collection[str], Collection[str]]] = []
+
+    def load(self, modules: Iterable[str]) -> None:
+        self.loaded.append(list(modules))
+
+    def resolver(
+        self, exec_types: Collection[str], enabled: Collection[str]
+    ) -> Callable[[str], Handler | None]:
+        self.asked.append((exec_types, enabled))
+        return lambda task_type: None
+
+
+def test_the_handler_modules_load_once_into_the_given_registry(settings: Settings) -> None:
+    registry = Registry()
+    root = Root(settings, Role.WORKER, handlers=registry)
+    assert root.resolve is root.resolve
+    assert registry.loaded == [["json", "csv"]]
+    assert registry.asked == [(settings.exec_types, ("http",))]
+
+
+def test_a_root_without_a_registry_resolves_no_handler(settings: Settings) -> None:
+    with pytest.raises(RuntimeError, match="no handler registry"):
+        Root(settings, Role.API).resolve  # noqa: B018
