@@ -37,8 +37,8 @@ from omoi.api import create_app
 from omoi.config import Settings
 from omoi.domain.auth import new_secret
 from omoi.domain.enums import TicketStatus
-from omoi.models import Database, Task, Ticket
-from omoi.models.migrate import upgrade
+from omoi.persistence import Database, Task, Ticket
+from omoi.persistence.migrate import upgrade
 from omoi.services.dispatcher import NullDispatcher
 from omoi.transport import make_celery
 

@@ -22,7 +22,7 @@ import structlog
 
 from omoi import process
 from omoi.config import Settings
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import agents, failures, locks, outbox, phases, relay, workflows
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.failures import RetryPolicy

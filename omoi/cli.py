@@ -29,7 +29,7 @@ from omoi.domain.enums import TERMINAL_TASK_STATUSES
 from omoi.domain.routing import queues_for_worker
 from omoi.domain.specs import TOKEN
 from omoi.domain.workflow import WorkflowError
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import tokens, workflows
 from omoi.services.errors import NotFound
 
@@ -95,7 +95,7 @@ def db() -> None:
 @click.option("--revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Apply Alembic migrations."""
-    from omoi.models.migrate import upgrade
+    from omoi.persistence.migrate import upgrade
 
     settings = _settings()
     upgrade(settings.database_url, revision)
@@ -350,7 +350,7 @@ def _wait_ready(stack: Stack, timeout: float = STARTUP_TIMEOUT) -> None:
 def _running_stack(settings: Settings, port: int | None, concurrency: int) -> Iterator[Stack]:
     """API, worker (serving every capability the workflows' templates ask for) and beat,
     started and ready; stopped when the block ends, however it ends."""
-    from omoi.models.migrate import upgrade
+    from omoi.persistence.migrate import upgrade
 
     port = port or settings.api_port
     _refuse_taken_port(settings.api_host, port)

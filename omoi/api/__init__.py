@@ -28,7 +28,7 @@ from omoi.api.runtime import Runtime
 from omoi.api.schemas import ErrorOut
 from omoi.config import Settings
 from omoi.domain.auth import Scope
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import tokens, workflows
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.events import EventHub, StreamSlots

@@ -23,9 +23,9 @@ from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
 from omoi.domain.routing import DEFAULT_CAPABILITY, external_routes, normalize_capabilities
 from omoi.domain.storable import unstorable
-from omoi.models import Agent, Database
-from omoi.models.tables import PRIORITY_RANK, RUNNING_ATTEMPTS
-from omoi.models.types import utcnow
+from omoi.persistence import Agent, Database
+from omoi.persistence.tables import PRIORITY_RANK, RUNNING_ATTEMPTS
+from omoi.persistence.types import utcnow
 from omoi.services import fastpath, locks
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, Invalid, NotFound

@@ -21,8 +21,8 @@ from omoi.domain.enums import (
     TicketStatus,
 )
 from omoi.domain.events import EventType
-from omoi.models import Database
-from omoi.models.types import utcnow
+from omoi.persistence import Database
+from omoi.persistence.types import utcnow
 from omoi.services import locks
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.errors import Conflict, NotFound

@@ -21,8 +21,8 @@ from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
 from omoi.domain.specs import field_problem
 from omoi.domain.specs import problems as spec_problems
-from omoi.models import Database
-from omoi.models.types import utcnow
+from omoi.persistence import Database
+from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import Dispatch
 from omoi.services.errors import Conflict, Invalid
 from omoi.services.phases import Defaults, NewTask, check_graph, instantiate

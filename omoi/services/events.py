@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 from sqlalchemy import func, select
 
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import tokens
 from omoi.services.sql import events
 

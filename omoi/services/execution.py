@@ -20,8 +20,8 @@ from omoi.domain.enums import ErrorCategory, MessageType, TaskStatus
 from omoi.domain.errors import PermanentError, TaskError, UnstorableResult, classify
 from omoi.domain.events import EventType
 from omoi.domain.storable import storable_text, unstorable
-from omoi.models import Database
-from omoi.models.types import utcnow
+from omoi.persistence import Database
+from omoi.persistence.types import utcnow
 from omoi.services import coordination, fastpath, locks, messaging
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.failures import RetryPolicy, fail_attempt

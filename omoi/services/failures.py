@@ -17,9 +17,9 @@ from omoi.domain.backoff import retry_delay
 from omoi.domain.enums import ErrorCategory, TaskStatus
 from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
-from omoi.models import Database
-from omoi.models.tables import RUNNING_ATTEMPTS
-from omoi.models.types import utcnow
+from omoi.persistence import Database
+from omoi.persistence.tables import RUNNING_ATTEMPTS
+from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.outbox import publish
 from omoi.services.phases import close_tasks

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 from omoi.domain.enums import AgentKind, AgentStatus, TaskStatus
 from omoi.domain.events import EventType
 from omoi.domain.routing import DEFAULT_CAPABILITY
-from omoi.models.tables import PRIORITY_RANK
+from omoi.persistence.tables import PRIORITY_RANK
 from omoi.services import actors
 
 EVENT_COLUMNS = (

@@ -20,9 +20,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from omoi.domain import locks as rules
 from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
-from omoi.models import Database, Resource, ResourceLock
-from omoi.models.tables import RUNNING_ATTEMPTS
-from omoi.models.types import utcnow
+from omoi.persistence import Database, Resource, ResourceLock
+from omoi.persistence.tables import RUNNING_ATTEMPTS
+from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.outbox import publish
 from omoi.services.records import record, task_event

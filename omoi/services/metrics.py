@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from omoi.domain.enums import AgentStatus, TaskStatus
-from omoi.models import Database, GateResult
-from omoi.models.types import utcnow
+from omoi.persistence import Database, GateResult
+from omoi.persistence.types import utcnow
 from omoi.services.sql import tasks, tickets
 
 gate_results = GateResult.__table__

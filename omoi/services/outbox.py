@@ -11,8 +11,8 @@ from sqlalchemy import and_, or_, select, text, update
 
 from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
-from omoi.models import Database, Task
-from omoi.models.types import utcnow
+from omoi.persistence import Database, Task
+from omoi.persistence.types import utcnow
 from omoi.services import fastpath
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.records import record, task_event

@@ -27,9 +27,9 @@ from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
 from omoi.domain.routing import normalize_capabilities, queue_for, route_of
 from omoi.domain.workflow import Workflow
-from omoi.models import Approval, Artifact, Database, GateResult, PhaseHistory
-from omoi.models.tables import TICKET_COLUMNS
-from omoi.models.types import utcnow
+from omoi.persistence import Approval, Artifact, Database, GateResult, PhaseHistory
+from omoi.persistence.tables import TICKET_COLUMNS
+from omoi.persistence.types import utcnow
 from omoi.services import workflows
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.errors import Conflict, Forbidden, Invalid, NotFound

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from omoi.domain.enums import TERMINAL_TASK_STATUSES, AgentKind, AgentStatus, Phase, TaskStatus
 from omoi.domain.events import EventType
 from omoi.domain.routing import DEFAULT_CAPABILITY, route_of
-from omoi.models import Agent, Database, Event, Task, Ticket
-from omoi.models.tables import RUNNING_ATTEMPTS
+from omoi.persistence import Agent, Database, Event, Task, Ticket
+from omoi.persistence.tables import RUNNING_ATTEMPTS
 from omoi.services.errors import NotFound
 from omoi.services.sql import (
     depends_on_one,

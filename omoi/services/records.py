@@ -12,8 +12,8 @@ from sqlalchemy import Connection, insert, select, update
 from omoi.domain.enums import ErrorCategory, Phase, TaskStatus, TicketStatus
 from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
-from omoi.models import PhaseHistory
-from omoi.models.types import utcnow
+from omoi.persistence import PhaseHistory
+from omoi.persistence.types import utcnow
 from omoi.services import actors
 from omoi.services.sql import Executor, events, tasks, tickets
 

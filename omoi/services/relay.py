@@ -15,7 +15,7 @@ import redis
 import structlog
 from sqlalchemy import func, select
 
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services.events import follow
 from omoi.services.sql import events
 

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
 from omoi.domain.enums import TaskStatus
-from omoi.models import Event, Task, Ticket
+from omoi.persistence import Event, Task, Ticket
 
 Executor = Connection | Session
 tasks = Task.__table__

@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from omoi.domain.enums import Phase, Priority, TicketStatus
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
-from omoi.models import Database
-from omoi.models.types import utcnow
+from omoi.persistence import Database
+from omoi.persistence.types import utcnow
 from omoi.services import workflows
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, Invalid

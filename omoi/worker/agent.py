@@ -24,7 +24,7 @@ from kombu.common import ignore_errors
 from omoi import __version__
 from omoi.domain.enums import AgentKind
 from omoi.domain.routing import served_by
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import agents, sql
 from omoi.transport import RUN_TASK
 

@@ -19,7 +19,7 @@ from omoi import process
 from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import execution, failures, locks, outbox, sql, workflows
 from omoi.services.failures import RetryPolicy
 from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery

@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from omoi.config import Settings
-from omoi.models import Database
-from omoi.models.migrate import upgrade
+from omoi.persistence import Database
+from omoi.persistence.migrate import upgrade
 from omoi.services import execution, outbox
 from omoi.transport import CeleryDispatcher, make_celery
 from tests.support.api import cut_off_client, make_app, submit, wait_finished

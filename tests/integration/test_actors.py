@@ -15,7 +15,7 @@ from flask import Flask
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
-from omoi.models import Approval, Database
+from omoi.persistence import Approval, Database
 from omoi.services import actors, events, tokens
 from tests.integration.test_agents import cap
 from tests.integration.test_events import read_stream

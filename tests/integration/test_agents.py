@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import delete, update
 
 from omoi.domain.enums import AgentKind, Priority
-from omoi.models import Agent, Database, Task, Ticket
-from omoi.models.types import utcnow
+from omoi.persistence import Agent, Database, Task, Ticket
+from omoi.persistence.types import utcnow
 from omoi.services import agents, fastpath
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from omoi.config import Settings
 from omoi.domain.errors import PermanentError
-from omoi.models import Agent, Database, Ticket
+from omoi.persistence import Agent, Database, Ticket
 from omoi.services import tokens
 from omoi.services.dispatcher import Dispatch, NullDispatcher
 from omoi.transport import CeleryDispatcher, make_celery

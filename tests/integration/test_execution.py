@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from omoi.config import Settings
 from omoi.domain.events import EventType
-from omoi.models import Database, Event, Task
+from omoi.persistence import Database, Event, Task
 from omoi.services.dispatcher import Dispatch
 from omoi.transport import CeleryDispatcher, make_celery
 from tests.support.api import submit, tasks_by_key, wait_finished

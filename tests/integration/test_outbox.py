@@ -14,7 +14,7 @@ import redis
 from sqlalchemy import select
 
 from omoi.config import Settings
-from omoi.models import Database, Task, Ticket
+from omoi.persistence import Database, Task, Ticket
 from omoi.services import outbox
 from omoi.services.dispatcher import Dispatch
 from omoi.transport import CeleryDispatcher, make_celery

@@ -20,9 +20,9 @@ import pytest
 from psycopg.types.json import Jsonb
 from sqlalchemy import event, select, update
 
-from omoi.models import Database, Task
-from omoi.models.tables import RUNNING_ATTEMPTS
-from omoi.models.types import utcnow
+from omoi.persistence import Database, Task
+from omoi.persistence.tables import RUNNING_ATTEMPTS
+from omoi.persistence.types import utcnow
 from omoi.services import actors, execution, fastpath, locks, queries
 from omoi.services.execution import Claim
 from omoi.services.sql import dependents, tasks

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from sqlalchemy import event as sa_event
 
-from omoi.models import Database
-from omoi.models.types import utcnow
+from omoi.persistence import Database
+from omoi.persistence.types import utcnow
 from omoi.services import tokens
 from omoi.services.events import EventHub, latest_id
 from omoi.services.sql import events

@@ -32,7 +32,7 @@ from omoi.domain.enums import (
     TicketStatus,
 )
 from omoi.domain.ids import new_id
-from omoi.models.types import JsonDoc, TextList, UTCDateTime, utcnow
+from omoi.persistence.types import JsonDoc, TextList, UTCDateTime, utcnow
 
 
 def one_of(column: str, enum: type[StrEnum], name: str) -> CheckConstraint:
