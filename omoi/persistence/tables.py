@@ -124,7 +124,7 @@ class Task(Base):
         Index("uq_tasks_ticket_key", "ticket_id", "key", unique=True),
         # Partial indexes: a task's two updates per attempt leave them untouched, and each
         # holds only the rows its query looks for (dependents waiting; retries due).
-        # PostgreSQL finds dependents by ix_tasks_dependencies alone (see sql.dependents).
+        # PostgreSQL finds dependents by ix_tasks_dependencies alone (see statements.dependents).
         Index("ix_tasks_pending", "ticket_id", **partial("status = 'pending'")).ddl_if(
             dialect="sqlite"
         ),

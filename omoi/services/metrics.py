@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from omoi.domain.enums import AgentStatus, TaskStatus
 from omoi.persistence import Database, GateResult
+from omoi.persistence.statements import tasks, tickets
 from omoi.persistence.types import utcnow
-from omoi.services.sql import tasks, tickets
 
 gate_results = GateResult.__table__
 agents = GateResult.metadata.tables["agents"]

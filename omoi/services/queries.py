@@ -16,14 +16,14 @@ from omoi.domain.enums import TERMINAL_TASK_STATUSES, AgentKind, AgentStatus, Ph
 from omoi.domain.events import EventType
 from omoi.domain.routing import DEFAULT_CAPABILITY, route_of
 from omoi.persistence import Agent, Database, Event, Task, Ticket
-from omoi.persistence.tables import RUNNING_ATTEMPTS
-from omoi.services.errors import NotFound
-from omoi.services.sql import (
+from omoi.persistence.statements import (
     depends_on_one,
     depends_on_params,
     dialect_of,
     tasks,
 )
+from omoi.persistence.tables import RUNNING_ATTEMPTS
+from omoi.services.errors import NotFound
 
 
 @dataclass

@@ -16,8 +16,8 @@ import structlog
 from sqlalchemy import func, select
 
 from omoi.persistence import Database
+from omoi.persistence.statements import events
 from omoi.services.events import follow
-from omoi.services.sql import events
 
 log = structlog.get_logger(__name__)
 

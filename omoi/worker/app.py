@@ -19,8 +19,8 @@ from omoi import process
 from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
-from omoi.persistence import Database
-from omoi.services import execution, failures, locks, outbox, sql, workflows
+from omoi.persistence import Database, statements
+from omoi.services import execution, failures, locks, outbox, workflows
 from omoi.services.failures import RetryPolicy
 from omoi.transport import RUN_TASK, CeleryDispatcher, make_celery
 from omoi.worker import (
@@ -35,7 +35,7 @@ def create_worker_app(settings: Settings) -> Celery:
     process.set_up(settings.log_level)
     app = make_celery(settings)
     db = Database(settings.database_url, pool_size=2, pre_ping=False)
-    sql.wait_out_outages(settings.db_outage_patience)  # a result must be stored, not dropped
+    statements.wait_out_outages(settings.db_outage_patience)  # a result must be stored, not dropped
     dispatcher = CeleryDispatcher(app, settings.time_limit_grace, settings.exec_types)
     policy = RetryPolicy(settings.retry_backoff, settings.retry_backoff_max, settings.retry_eta_max)
     workflows.configure(settings.workflows_dir or None)  # a bad workflow file stops start-up

@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import event as sa_event
 
 from omoi.persistence import Database
+from omoi.persistence.statements import events
 from omoi.persistence.types import utcnow
 from omoi.services import tokens
 from omoi.services.events import EventHub, latest_id
-from omoi.services.sql import events
 from tests.support.procs import Proc, start_api, wait_for
 
 CAP = 3

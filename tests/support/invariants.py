@@ -14,7 +14,7 @@ from sqlalchemy import or_, select
 
 from omoi.domain.enums import TERMINAL_TASK_STATUSES, TaskStatus
 from omoi.persistence import Database
-from omoi.services.sql import tasks, tickets
+from omoi.persistence.statements import tasks, tickets
 
 LOST = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 

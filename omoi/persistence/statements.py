@@ -1,7 +1,10 @@
-"""Dialect-aware SQL shared by the use cases (PostgreSQL and embedded SQLite).
+"""The catalogue of named statements the use cases share (PostgreSQL and embedded SQLite):
+each predicate and column list written once, the event log's writers, the task and ticket
+transitions, and the retry of a transaction that lost a race or its database.
 
 Hot-path statements are built once with bind parameters: constructing SQLAlchemy statements
-per task cost more than running them.
+per task cost more than running them. The hot-path units of work with a PostgreSQL form of
+their own sit in ``claim`` and ``result``, each next to its portable form.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
@@ -20,8 +24,10 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Table,
+    and_,
     bindparam,
     insert,
+    literal_column,
     or_,
     select,
     text,
@@ -31,8 +37,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
-from omoi.domain.enums import TaskStatus
-from omoi.persistence import Event, Task, Ticket
+from omoi.domain.enums import AgentStatus, ErrorCategory, Phase, TaskStatus, TicketStatus
+from omoi.domain.errors import TaskError
+from omoi.domain.events import EventType
+from omoi.persistence import actors
+from omoi.persistence.db import Database
+from omoi.persistence.tables import Event, PhaseHistory, Task, Ticket
+from omoi.persistence.types import utcnow
 
 Executor = Connection | Session
 tasks = Task.__table__
@@ -49,8 +60,49 @@ SWEEP_LOCKS = {
     "locks": 7_340_006,
     "sync": 7_340_007,
 }
+# Agents that count as alive: they heartbeat, and their running attempts are theirs.
+LIVE_AGENTS = (AgentStatus.IDLE, AgentStatus.BUSY)
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 T = TypeVar("T")
+
+
+def lease_held(lease: Any) -> ColumnElement[bool]:
+    """The lease guard: the task is running under ``lease``, so the attempt holding that lease
+    still owns it and may change it (store its result or artifact, park it, split it)."""
+    return and_(tasks.c.status == TaskStatus.RUNNING, tasks.c.lease_token == lease)
+
+
+def as_sql(expression: Any) -> str:
+    """``expression`` as SQL text for the PostgreSQL statements written as text (values
+    inlined; a ``literal_column("%(name)s")`` stays a driver placeholder)."""
+    return str(expression.compile(compile_kwargs={"literal_binds": True}))
+
+
+# The lease guard in the PostgreSQL text statements, bound to ``%(lease)s``.
+LEASE_HELD_SQL = as_sql(lease_held(literal_column("%(lease)s")))
+
+# The columns that make a ``Dispatch`` (``Dispatch.of_row``), for every read that feeds one.
+DISPATCH_COLUMNS = (
+    tasks.c.id,
+    tasks.c.attempt,
+    tasks.c.capabilities,
+    tasks.c.priority,
+    tasks.c.timeout_seconds,
+    tasks.c.external,
+    tasks.c.task_type,
+)
+
+
+def dispatch_columns_sql(alias: str = "") -> str:
+    """``DISPATCH_COLUMNS`` as a text select list, each prefixed with ``alias.`` if given."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + c.name for c in DISPATCH_COLUMNS)
+
+
+# The running attempt's lease, read by a handler asking whether it should stop.
+LEASE_OF = select(tasks.c.lease_token).where(
+    tasks.c.id == bindparam("b_id"), tasks.c.status == TaskStatus.RUNNING
+)
 
 
 def dialect_of(conn: Executor) -> str:
@@ -149,6 +201,29 @@ def dependents(
     return list(conn.execute(query, depends_on_params(dialect, of)))
 
 
+STAMP_PG = (
+    "UPDATE tasks SET published_at = %(now)s WHERE id = ANY(%(ids)s) AND attempt = %(attempt)s"
+)
+
+
+def stamp_published(db: Database, by_attempt: dict[int, list[uuid.UUID]], now: datetime) -> None:
+    """Stamp ``published_at`` on the tasks of each attempt. On PostgreSQL each attempt's rows
+    are one statement that does not wait for the WAL flush; the same updates in one
+    transaction elsewhere."""
+    if db.dialect == "postgresql":
+        with db.driver(durable=False) as pg:
+            for attempt, ids in sorted(by_attempt.items()):
+                pg.execute(STAMP_PG, {"now": now, "ids": ids, "attempt": attempt})
+        return
+    with db.connect() as conn:
+        for attempt, ids in sorted(by_attempt.items()):
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id.in_(ids), tasks.c.attempt == attempt)
+                .values(published_at=now)
+            )
+
+
 @contextmanager
 def sweep_lock(conn: Executor, name: str) -> Iterator[bool]:
     """Transaction-scoped advisory lock; yields False when another sweeper holds it."""
@@ -216,3 +291,121 @@ def retry_db(fn: Callable[[], T], attempts: int = 5) -> T:
             if state not in RETRYABLE_SQLSTATES or races == attempts:
                 raise
             time.sleep(0.01 * races)
+
+
+# -- the event log and the transitions that write to it ----------------------------------------
+
+INSERT_EVENT = insert(events)
+# The same columns in the PostgreSQL text statements, and the actor of the request that runs
+# one (an external agent's claim or result).
+EVENT_COLUMNS = (
+    "type, entity_type, entity_id, ticket_id, payload, created_at, actor_token_id, actor_name"
+)
+ACTOR = "%(actor_token_id)s::uuid, %(actor_name)s::text"
+
+
+def event_row(
+    type_: EventType,
+    entity_type: str,
+    entity_id: uuid.UUID | None,
+    ticket_id: uuid.UUID | None,
+    payload: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "type": str(type_),
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "ticket_id": ticket_id,
+        "payload": payload or {},
+        "created_at": at or utcnow(),
+        **actors.columns(),
+    }
+
+
+def task_event(
+    type_: EventType,
+    task_id: uuid.UUID,
+    ticket_id: uuid.UUID,
+    payload: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    return event_row(type_, "task", task_id, ticket_id, payload, at)
+
+
+def record(conn: Executor, rows: Iterable[dict[str, Any]]) -> None:
+    """Append events in one round trip (each names the actor bound when it was made)."""
+    batch = list(rows)
+    if batch:
+        conn.execute(INSERT_EVENT, batch)
+
+
+def move_ticket(
+    conn: Executor,
+    ticket_id: uuid.UUID,
+    from_phase: str,
+    to_phase: Phase,
+    status: TicketStatus,
+    reason: str,
+    by: str = "system",
+    note: str | None = None,
+) -> None:
+    """Change a ticket's phase, writing its history row and event in the caller's transaction.
+    ``by`` is who moves it (a token's name, or the gate); ``note`` what a client says about it."""
+    now = utcnow()
+    conn.execute(
+        update(tickets)
+        .where(tickets.c.id == ticket_id)
+        .values(phase=to_phase, previous_phase=from_phase, status=status, updated_at=now)
+    )
+    conn.execute(
+        insert(PhaseHistory.__table__),
+        [
+            {
+                "ticket_id": ticket_id,
+                "from_phase": from_phase,
+                "to_phase": to_phase,
+                "reason": reason,
+                "by": by,
+                "note": note,
+                "artifacts": [],
+                "created_at": now,
+            }
+        ],
+    )
+    payload = {"from": from_phase, "to": str(to_phase), "status": str(status), "reason": reason}
+    record(
+        conn,
+        [event_row(EventType.TICKET_PHASE_CHANGED, "ticket", ticket_id, ticket_id, payload, now)],
+    )
+
+
+def cancel_rows(conn: Connection, ticket_id: uuid.UUID, where: Any, reason: str) -> list[Any]:
+    """Mark open tasks cancelled; returns ``(id, status, celery_id)`` as they were."""
+    now = utcnow()
+    error = TaskError(ErrorCategory.CANCELLED, "Cancelled", reason).as_dict()
+    before = conn.execute(
+        select(tasks.c.id, tasks.c.status, tasks.c.celery_id).where(where).with_for_update()
+    ).all()
+    if before:
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id.in_([r.id for r in before]))
+            .values(
+                status=TaskStatus.CANCELLED,
+                error=error,
+                lease_token=None,
+                finished_at=now,
+                next_attempt_at=None,
+            )
+        )
+        record(
+            conn,
+            (
+                task_event(
+                    EventType.TASK_CANCELLED, r.id, ticket_id, {**error, "was": r.status}, now
+                )
+                for r in before
+            ),
+        )
+    return before
