@@ -14,21 +14,20 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, and_, bindparam, literal_column, or_, select, update
 
 from omoi.domain.enums import AgentKind, AgentStatus, Priority, TaskStatus
 from omoi.domain.events import EventType
 from omoi.domain.routing import DEFAULT_CAPABILITY, external_routes
-from omoi.persistence import actors
 from omoi.persistence.db import Database
 from omoi.persistence.statements import (
     ACTOR,
     EVENT_COLUMNS,
     LIVE_AGENTS,
     as_sql,
+    by_dialect,
+    pg_fetch,
     record,
-    retry_db,
     task_event,
     tasks,
 )
@@ -100,26 +99,17 @@ CLAIM = (
 def claim(db: Database, params: dict[str, Any]) -> Any:
     """The claimed row (``CLAIMED_COLUMNS``), or None when the task is not claimable at this
     attempt. ``params``: id, attempt, lease, now, message (the Celery id), agent."""
-
-    def postgres() -> Any:
-        # Committed without waiting for the WAL flush (one fsync less per task). Only a
-        # PostgreSQL crash can lose it, and then the task is `queued` again at this attempt:
-        # the attempt's result is refused by the lease guard, any later durable commit
-        # would have flushed the claim first (so no cancel or result can follow a lost
-        # claim), and the outbox sweep re-publishes what was published before the restart.
-        with db.driver(durable=False) as pg:
-            return claim_postgres(pg, params)
-
-    def portable() -> Any:
-        with db.connect() as conn:
-            return claim_portable(conn, params)
-
-    return retry_db(postgres if db.dialect == "postgresql" else portable)
+    # Committed without waiting for the WAL flush (one fsync less per task). Only a PostgreSQL
+    # crash can lose it, and then the task is `queued` again at this attempt: the attempt's
+    # result is refused by the lease guard, any later durable commit would have flushed the
+    # claim first (so no cancel or result can follow a lost claim), and the outbox sweep
+    # re-publishes what was published before the restart.
+    return by_dialect(db, claim_postgres, claim_portable, params, durable=False)
 
 
 def claim_postgres(pg: Any, params: dict[str, Any]) -> Any:
-    with pg.cursor(row_factory=namedtuple_row) as cur:
-        return cur.execute(CLAIM_PG, {**params, **actors.columns()}).fetchone()
+    rows = pg_fetch(pg, CLAIM_PG, params)
+    return rows[0] if rows else None
 
 
 def claim_portable(conn: Connection, params: dict[str, Any]) -> Any:
@@ -207,20 +197,11 @@ def claim_next(db: Database, params: dict[str, Any]) -> Any:
     attempt and ``CLAIMED_COLUMNS`` (``id`` None when nothing was claimed: the agent is
     unknown or offline, or nothing is claimable). ``params``: agent, lease, now."""
 
-    def postgres() -> Any:
-        with db.driver() as pg:
-            return claim_next_postgres(pg, params)
-
-    def portable() -> Any:
-        with db.connect() as conn:
-            return claim_next_portable(conn, params)
-
-    return retry_db(postgres if db.dialect == "postgresql" else portable)
+    return by_dialect(db, claim_next_postgres, claim_next_portable, params)
 
 
 def claim_next_postgres(pg: Any, params: dict[str, Any]) -> Any:
-    with pg.cursor(row_factory=namedtuple_row) as cur:
-        return cur.execute(CLAIM_NEXT_PG, {**params, **actors.columns()}).fetchone()
+    return pg_fetch(pg, CLAIM_NEXT_PG, params)[0]
 
 
 def claim_next_portable(conn: Connection, params: dict[str, Any]) -> Any:

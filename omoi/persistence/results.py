@@ -17,13 +17,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from psycopg.rows import namedtuple_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, bindparam, case, update
 
 from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
-from omoi.persistence import actors
 from omoi.persistence.db import Database
 from omoi.persistence.statements import (
     ACTOR,
@@ -35,6 +33,7 @@ from omoi.persistence.statements import (
     dialect_of,
     dispatch_columns_sql,
     lease_held,
+    pg_fetch,
     record,
     retry_db,
     task_event,
@@ -128,18 +127,11 @@ def succeed_postgres(db: Database, params: dict[str, Any]) -> tuple[bool, list[A
     }
 
     def statement() -> list[Any]:
-        with db.driver() as pg:
-            return run_succeed_pg(pg, full)
+        with db.driver() as pg:  # one row per dependent made ready (``id`` NULL when none)
+            return pg_fetch(pg, SUCCEED_PG, full)
 
     rows = retry_db(statement)
     return bool(rows[0].landed), [r for r in rows if r.id is not None], rows[0].open_tasks
-
-
-def run_succeed_pg(pg: Any, params: dict[str, Any]) -> list[Any]:
-    """One row per dependent made ready (``id`` NULL when none), each carrying ``landed`` and
-    the ticket's remaining ``open_tasks``."""
-    with pg.cursor(row_factory=namedtuple_row) as cur:
-        return cur.execute(SUCCEED_PG, {**params, **actors.columns()}).fetchall()
 
 
 def succeed_portable(conn: Connection, params: dict[str, Any]) -> tuple[bool, list[Any]]:

@@ -19,6 +19,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.rows import namedtuple_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
     ColumnElement,
@@ -199,6 +200,35 @@ def dependents(
     if dialect != "postgresql" or status != TaskStatus.PENDING:
         query = query.where(tasks.c.ticket_id == ticket_id)
     return list(conn.execute(query, depends_on_params(dialect, of)))
+
+
+def by_dialect(
+    db: Database,
+    postgres: Callable[[Any, dict[str, Any]], T],
+    portable: Callable[[Connection, dict[str, Any]], T],
+    params: dict[str, Any],
+    *,
+    durable: bool = True,
+) -> T:
+    """A unit of work in the database's form, retried (``retry_db``): ``postgres(pg, params)``
+    on an autocommit driver connection (``durable=False``: its commit does not wait for the
+    WAL flush), or ``portable(conn, params)`` in a Core transaction."""
+
+    def on_postgres() -> T:
+        with db.driver(durable=durable) as pg:
+            return postgres(pg, params)
+
+    def elsewhere() -> T:
+        with db.connect() as conn:
+            return portable(conn, params)
+
+    return retry_db(on_postgres if db.dialect == "postgresql" else elsewhere)
+
+
+def pg_fetch(pg: Any, sql: str, params: dict[str, Any]) -> list[Any]:
+    """The rows (named tuples) of a PostgreSQL text statement, run as the bound actor."""
+    with pg.cursor(row_factory=namedtuple_row) as cur:
+        return cur.execute(sql, {**params, **actors.columns()}).fetchall()
 
 
 STAMP_PG = (
