@@ -38,8 +38,8 @@ from omoi.broker.app import make_celery
 from omoi.config import Settings
 from omoi.domain.auth import new_secret
 from omoi.domain.enums import TicketStatus
-from omoi.models import Database, Task, Ticket
-from omoi.models.migrate import upgrade
+from omoi.persistence import Database, Task, Ticket
+from omoi.persistence.migrate import upgrade
 from omoi.services.dispatcher import NullDispatcher
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from benchmarks.__main__ import REDIS_DB, Omoi, summary
-from omoi.models import Task
+from omoi.persistence import Task
 from omoi.services import execution
 
 HISTORY, RUNNING, CHAINS, LENGTH, RESULTS = 20_000, 5_000, 100, 100, 3_000

@@ -28,8 +28,8 @@ import psycopg
 from benchmarks.__main__ import PG_ADMIN, REDIS_URL, percentile, poll
 from benchmarks.load import CrowdProcess, probe
 from omoi.domain.auth import new_secret
-from omoi.models import Database
-from omoi.models.migrate import upgrade
+from omoi.persistence import Database
+from omoi.persistence.migrate import upgrade
 from omoi.services import tokens
 from omoi.services.events import latest_id
 from tests.support.procs import ROOT, free_port

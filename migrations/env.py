@@ -4,8 +4,8 @@ from alembic import context
 from sqlalchemy import Connection
 
 from omoi.config import Settings
-from omoi.models import Base, Database
-from omoi.models.migrate import compared
+from omoi.persistence import Base, Database
+from omoi.persistence.migrate import compared
 
 config = context.config
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from omoi.config import Settings
 from omoi.domain.workflow import Workflow
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import workflows
 from omoi.services.dispatcher import Dispatcher
 

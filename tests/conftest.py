@@ -18,11 +18,11 @@ import redis
 from sqlalchemy import delete
 
 from omoi.config import Settings
-from omoi.models import Database, Ticket
-from omoi.models.migrate import upgrade
-from omoi.models.types import utcnow
+from omoi.persistence import Database, Ticket
+from omoi.persistence.migrate import upgrade
+from omoi.persistence.statements import retry_db
+from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import NullDispatcher
-from omoi.services.sql import retry_db
 from tests.support.api import ADMIN_TOKEN, make_app
 from tests.support.invariants import violations
 from tests.support.procs import ROOT, Proc, start_worker

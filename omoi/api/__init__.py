@@ -29,7 +29,7 @@ from omoi.api.schemas.common import ErrorOut
 from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.auth import Scope
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import tokens
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.events import EventHub, StreamSlots

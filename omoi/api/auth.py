@@ -27,7 +27,8 @@ from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
 from omoi.config import Settings
 from omoi.domain.auth import Scope, allows, refused_exec_types
-from omoi.services import actors, queries, sessions, tokens
+from omoi.persistence import actors
+from omoi.services import queries, sessions, tokens
 from omoi.services.errors import Forbidden
 from omoi.services.tokens import Authenticator, Principal
 

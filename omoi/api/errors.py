@@ -10,8 +10,8 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from omoi.persistence.statements import disconnected
 from omoi.services.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError
-from omoi.services.sql import disconnected
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from omoi.config import Settings
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.events import EventHub, StreamSlots
 from omoi.services.failures import RetryPolicy

@@ -29,8 +29,8 @@ from omoi.api.schemas.tickets import (
     ValidTransitions,
 )
 from omoi.domain.auth import Scope
-from omoi.models import Ticket
-from omoi.models.tables import TICKET_COLUMNS
+from omoi.persistence import Ticket
+from omoi.persistence.tables import TICKET_COLUMNS
 from omoi.services import control, phases, queries, tickets
 from omoi.services.errors import Forbidden
 from omoi.services.tickets import NewTicket

@@ -11,7 +11,7 @@ import uuid
 import redis
 import structlog
 
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import relay
 
 log = structlog.get_logger(__name__)

@@ -9,7 +9,7 @@ from omoi.cli.common import TOKEN_FILE, load_settings, table
 from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.auth import Scope
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import tokens
 from omoi.services.errors import NotFound
 
@@ -23,7 +23,7 @@ def db() -> None:
 @click.option("--revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Apply Alembic migrations."""
-    from omoi.models.migrate import upgrade
+    from omoi.persistence.migrate import upgrade
 
     settings = load_settings()
     upgrade(settings.database_url, revision)

@@ -276,7 +276,7 @@ def _wait_ready(stack: Stack, timeout: float = STARTUP_TIMEOUT) -> None:
 def _running_stack(settings: Settings, port: int | None, concurrency: int) -> Iterator[Stack]:
     """API, worker (serving every capability the workflows' templates ask for) and beat,
     started and ready; stopped when the block ends, however it ends."""
-    from omoi.models.migrate import upgrade
+    from omoi.persistence.migrate import upgrade
 
     port = port or settings.api_port
     _refuse_taken_port(settings.api_host, port)

@@ -11,34 +11,31 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import structlog
 from sqlalchemy import Connection, and_, func, not_, or_, select, text, update
 
-from omoi.domain.enums import AgentKind, AgentStatus, ErrorCategory, Priority, TaskStatus
+from omoi.domain.enums import AgentKind, AgentStatus, ErrorCategory, TaskStatus
 from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
-from omoi.domain.routing import DEFAULT_CAPABILITY, external_routes, normalize_capabilities
+from omoi.domain.routing import normalize_capabilities
 from omoi.domain.storable import unstorable
-from omoi.models import Agent, Database
-from omoi.models.tables import PRIORITY_RANK, RUNNING_ATTEMPTS
-from omoi.models.types import utcnow
-from omoi.services import fastpath, locks
+from omoi.persistence import Agent, Database, claims
+from omoi.persistence.statements import LIVE_AGENTS, event_row, record, sweep_lock, tasks
+from omoi.persistence.tables import RUNNING_ATTEMPTS
+from omoi.persistence.types import utcnow
+from omoi.services import locks
 from omoi.services.context import TaskContext
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, Invalid, NotFound
-from omoi.services.execution import CLAIM, Claim, succeed
+from omoi.services.execution import Claim, succeed
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
-from omoi.services.records import event_row, record, task_event
-from omoi.services.sql import retry_db, sweep_lock, tasks
 
 log = structlog.get_logger(__name__)
 agents = Agent.__table__
-LIVE = (AgentStatus.IDLE, AgentStatus.BUSY)
 
 
 def register(
@@ -130,7 +127,7 @@ def heartbeat(
             .where(agents.c.id == agent_id)
             .values(last_heartbeat=now, status=status, **reports)
         )
-        if row.status not in LIVE:
+        if row.status not in LIVE_AGENTS:
             record(
                 conn,
                 [
@@ -192,7 +189,7 @@ def liveness(agent: Any, timeout: float) -> tuple[bool, float | None]:
     """Whether the agent is healthy (live and heartbeating) and its heartbeat's age."""
     last = agent.last_heartbeat
     age = (utcnow() - last).total_seconds() if last else None
-    return agent.status in LIVE and age is not None and age <= timeout, age
+    return agent.status in LIVE_AGENTS and age is not None and age <= timeout, age
 
 
 def health(db: Database, agent_id: uuid.UUID, timeout: float) -> dict[str, Any]:
@@ -221,7 +218,7 @@ def stale(db: Database, timeout: float) -> list[AgentView]:
     query = select(agents).where(
         or_(
             agents.c.status == AgentStatus.STALE,
-            and_(agents.c.status.in_(LIVE), _overdue(timeout, utcnow())),
+            and_(agents.c.status.in_(LIVE_AGENTS), _overdue(timeout, utcnow())),
         )
     )
     with db.connect() as conn:
@@ -244,7 +241,7 @@ def best_fit(db: Database, capabilities: Sequence[str]) -> AgentView | None:
         return (
             len(wanted & set(v.agent.capabilities)),
             v.agent.status == AgentStatus.IDLE,
-            v.agent.status in LIVE,
+            v.agent.status in LIVE_AGENTS,
             v.free_capacity,
         )
 
@@ -261,7 +258,7 @@ def statistics(db: Database) -> dict[str, Any]:
         running = conn.execute(
             select(func.count()).where(RUNNING_ATTEMPTS, tasks.c.agent_id.is_not(None))
         ).scalar_one()
-    live_capacity = sum(cap or 0 for _, status, _, cap in by if status in LIVE)
+    live_capacity = sum(cap or 0 for _, status, _, cap in by if status in LIVE_AGENTS)
     return {
         "agents": sum(n for _, _, n, _ in by),
         "by_status": _sum_by(by, 1),
@@ -284,7 +281,7 @@ def _unreported(timeout: float, now: datetime) -> Any:
     more than ``timeout`` ago: the agent no longer runs them (a pool child lost one)."""
     cutoff = now - timedelta(seconds=timeout)
     return and_(
-        agents.c.status.in_(LIVE),
+        agents.c.status.in_(LIVE_AGENTS),
         agents.c.reports_running,
         tasks.c.started_at < cutoff,
         or_(tasks.c.reported_at.is_(None), tasks.c.reported_at < cutoff),
@@ -306,7 +303,7 @@ def sweep_stale(db: Database, dispatcher: Dispatcher, policy: RetryPolicy, timeo
             list(
                 conn.execute(
                     update(agents)
-                    .where(agents.c.status.in_(LIVE), _overdue(timeout, now))
+                    .where(agents.c.status.in_(LIVE_AGENTS), _overdue(timeout, now))
                     .values(status=AgentStatus.STALE)
                     .returning(agents.c.id)
                 ).scalars()
@@ -315,14 +312,16 @@ def sweep_stale(db: Database, dispatcher: Dispatcher, policy: RetryPolicy, timeo
             else []
         )
         record(conn, (event_row(EventType.AGENT_STALE, "agent", a, None, {}, now) for a in marked))
-        gone = not_(agents.c.status.in_(LIVE))
+        gone = not_(agents.c.status.in_(LIVE_AGENTS))
         orphans = conn.execute(
             select(tasks.c.id, tasks.c.attempt, tasks.c.agent_id, agents.c.status)
             .join(agents, agents.c.id == tasks.c.agent_id)
             .where(RUNNING_ATTEMPTS, or_(gone, _unreported(timeout, now)) if judged else gone)
         ).all()
     for task in orphans:
-        why = "no longer reports running it" if task.status in LIVE else "stopped heartbeating"
+        why = (
+            "no longer reports running it" if task.status in LIVE_AGENTS else "stopped heartbeating"
+        )
         error = TaskError(ErrorCategory.LOST, "AgentLost", f"agent {task.agent_id} {why}")
         log.warning(
             "attempt_lost", task_id=str(task.id), attempt=task.attempt, agent_id=str(task.agent_id)
@@ -343,73 +342,13 @@ def _database_up_for(conn: Connection) -> float:
 # -- external agents: pull protocol ---------------------------------------------------------
 
 
-def _celery_capabilities(conn: Connection) -> set[str]:
-    rows = list(
-        conn.execute(
-            select(agents.c.capabilities).where(
-                agents.c.kind == AgentKind.CELERY, agents.c.status.in_(LIVE)
-            )
-        ).scalars()
-    )
-    served = {DEFAULT_CAPABILITY} if rows else set()  # every omoi worker serves cap.default
-    for caps in rows:
-        served.update(caps)
-    return served
-
-
 def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
     """The next queued task for this agent, by priority then age, under a fresh lease; locked
     with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers never get the same task."""
-    lease, now = uuid.uuid4(), utcnow()
-
-    def postgres() -> Any:
-        with db.driver() as pg:
-            row = fastpath.claim_next(pg, {"agent": agent_id, "lease": lease, "now": now})
-        _check_agent(agent_id, row.agent_status)
-        return row if row.id is not None else None
-
-    def portable() -> Any:
-        with db.connect() as conn:
-            agent = conn.execute(
-                select(agents.c.capabilities, agents.c.status).where(agents.c.id == agent_id)
-            ).one_or_none()
-            _check_agent(agent_id, agent.status if agent else None)
-            assert agent is not None
-            picked = _pick(conn, set(agent.capabilities), _celery_capabilities(conn))
-            if picked is None:
-                return None
-            row = conn.execute(
-                CLAIM,
-                {
-                    "b_id": picked.id,
-                    "b_attempt": picked.attempt,
-                    "b_lease": lease,
-                    "b_now": now,
-                    "b_agent": agent_id,
-                    "b_message": None,
-                },
-            ).one()
-            record(
-                conn,
-                [
-                    task_event(
-                        EventType.TASK_STARTED,
-                        picked.id,
-                        row.ticket_id,
-                        {"attempt": picked.attempt, "agent_id": str(agent_id)},
-                        now,
-                    )
-                ],
-            )
-            conn.execute(
-                update(agents)
-                .where(agents.c.id == agent_id)
-                .values(last_heartbeat=now, status=AgentStatus.BUSY)
-            )
-            return SimpleNamespace(id=picked.id, attempt=picked.attempt, **row._asdict())
-
-    row = retry_db(postgres if db.dialect == "postgresql" else portable)
-    if row is None:
+    lease = uuid.uuid4()
+    row = claims.claim_next(db, {"agent": agent_id, "lease": lease, "now": utcnow()})
+    _check_agent(agent_id, row.agent_status)
+    if row.id is None:
         return None
     ctx = TaskContext(
         task_id=row.id,
@@ -440,36 +379,6 @@ def _check_agent(agent_id: uuid.UUID, status: str | None) -> None:
         raise NotFound(f"agent {agent_id} not found", {"agent_id": str(agent_id)})
     if status == AgentStatus.OFFLINE:
         raise Conflict(f"agent {agent_id} is offline; register again", {"agent_id": str(agent_id)})
-
-
-def _pick(conn: Connection, caps: set[str], celery: set[str]) -> Any:
-    """SQLite's claim choice (PostgreSQL does the same in ``fastpath.CLAIM_NEXT``): the head
-    of each (external, route) the agent may take, in claim order, then the first of those."""
-    columns = (
-        tasks.c.id,
-        tasks.c.attempt,
-        tasks.c.capabilities,
-        tasks.c.priority,
-        tasks.c.queued_at,
-    )
-    heads = []
-    for external, route in external_routes(caps, celery):
-        query = (
-            select(*columns)
-            .where(
-                tasks.c.status == TaskStatus.QUEUED,
-                tasks.c.external == external,
-                tasks.c.route == route,
-            )
-            .order_by(PRIORITY_RANK, tasks.c.queued_at)
-        )
-        with conn.execute(query) as candidates:  # closed once the first that fits is read
-            heads += [next((t for t in candidates if set(t.capabilities) <= caps), None)]
-    return min(
-        (h for h in heads if h is not None),
-        key=lambda h: (Priority(h.priority).rank, h.queued_at),
-        default=None,
-    )
 
 
 def _attempt_of(db: Database, task_id: uuid.UUID) -> Any:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from omoi.domain.dag import layers
 from omoi.domain.enums import Phase
-from omoi.models import Database, Task, Ticket
+from omoi.persistence import Database, Task, Ticket
 from omoi.services.errors import NotFound
 from omoi.services.queries import counts_by_ticket, progress
 

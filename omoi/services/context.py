@@ -14,20 +14,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 
 from omoi.domain.auth import BUILTIN_EXEC_TYPES
-from omoi.domain.enums import MessageType, TaskStatus
-from omoi.models import Database
+from omoi.domain.enums import MessageType
+from omoi.persistence import Database
+from omoi.persistence.statements import LEASE_OF, tasks, tickets
 from omoi.services import coordination, messaging
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.outbox import publish
 from omoi.services.phases import emit_artifact
-from omoi.services.sql import tasks, tickets
-
-LEASE_OF = select(tasks.c.lease_token).where(
-    tasks.c.id == bindparam("b_id"), tasks.c.status == TaskStatus.RUNNING
-)
 
 
 @dataclass

@@ -21,22 +21,26 @@ from omoi.domain.enums import (
     TicketStatus,
 )
 from omoi.domain.events import EventType
-from omoi.models import Database
-from omoi.models.types import utcnow
+from omoi.persistence import Database
+from omoi.persistence.statements import (
+    cancel_rows,
+    dependents,
+    event_row,
+    move_tasks,
+    move_ticket,
+    record,
+    retry_db,
+    task_event,
+    tasks,
+    tickets,
+)
+from omoi.persistence.types import utcnow
 from omoi.services import locks
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.errors import Conflict, NotFound
 from omoi.services.failures import cancel_downstream
 from omoi.services.outbox import publish
 from omoi.services.phases import close_tasks
-from omoi.services.records import cancel_rows, event_row, move_ticket, record, task_event
-from omoi.services.sql import (
-    dependents,
-    move_tasks,
-    retry_db,
-    tasks,
-    tickets,
-)
 
 
 def _lock_ticket(conn: Connection, ticket_id: uuid.UUID) -> Any:

@@ -21,13 +21,12 @@ from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
 from omoi.domain.specs import field_problem
 from omoi.domain.specs import problems as spec_problems
-from omoi.models import Database
-from omoi.models.types import utcnow
+from omoi.persistence import Database
+from omoi.persistence.statements import dependents, lease_held, record, retry_db, task_event, tasks
+from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import Dispatch
 from omoi.services.errors import Conflict, Invalid
 from omoi.services.phases import Defaults, NewTask, check_graph, instantiate
-from omoi.services.records import record, task_event
-from omoi.services.sql import dependents, retry_db, tasks
 
 MERGE_TYPE = "omoi.merge"
 STRATEGIES = ("all", "first", "majority")
@@ -90,11 +89,7 @@ def split(
                     tasks.c.max_retries,
                     tasks.c.task_type,
                 )
-                .where(
-                    tasks.c.id == task_id,
-                    tasks.c.status == TaskStatus.RUNNING,
-                    tasks.c.lease_token == lease,
-                )
+                .where(tasks.c.id == task_id, lease_held(lease))
                 .with_for_update()
             ).one_or_none()
             if parent is None:

@@ -27,9 +27,9 @@ from typing import Any
 import structlog
 from sqlalchemy import func, select
 
-from omoi.models import Database
+from omoi.persistence import Database
+from omoi.persistence.statements import events
 from omoi.services import tokens
-from omoi.services.sql import events
 
 LOOKBACK = 1000  # ids below the cursor re-read for late commits
 PAGE = 500  # rows read per query

@@ -9,114 +9,25 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, bindparam, case, or_, update
 
 from omoi.domain.auth import BUILTIN_EXEC_TYPES
-from omoi.domain.enums import ErrorCategory, TaskStatus
+from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import PermanentError, TaskError, UnstorableResult, classify
-from omoi.domain.events import EventType
 from omoi.domain.storable import storable_text, unstorable
-from omoi.models import Database
-from omoi.models.types import utcnow
-from omoi.services import fastpath, locks
+from omoi.persistence import Database, claims, results
+from omoi.persistence.statements import refused_data, retry_db
+from omoi.persistence.types import utcnow
+from omoi.services import locks
 from omoi.services.context import Handler, TaskContext
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
 from omoi.services.phases import close_tasks, judge
-from omoi.services.records import record, task_event
-from omoi.services.sql import (
-    depends_on_one,
-    depends_on_params,
-    dialect_of,
-    refused_data,
-    retry_db,
-    tasks,
-)
 
 log = structlog.get_logger(__name__)
-
-CLAIM = (
-    update(tasks)
-    .where(
-        tasks.c.id == bindparam("b_id"),
-        tasks.c.attempt == bindparam("b_attempt"),
-        or_(
-            tasks.c.status == TaskStatus.QUEUED,
-            and_(
-                tasks.c.status == TaskStatus.RETRYING,
-                tasks.c.next_attempt_at <= bindparam("b_now"),
-            ),
-        ),
-    )
-    .values(
-        status=TaskStatus.RUNNING,
-        lease_token=bindparam("b_lease"),
-        started_at=bindparam("b_now"),
-        celery_id=bindparam("b_message"),
-        agent_id=bindparam("b_agent"),
-    )
-    .returning(
-        tasks.c.ticket_id,
-        tasks.c.key,
-        tasks.c.task_type,
-        tasks.c.payload,
-        tasks.c.timeout_seconds,
-        tasks.c.dependencies,
-        tasks.c.resources,
-    )
-)
-FINISH = (
-    update(tasks)
-    .where(
-        tasks.c.id == bindparam("b_id"),
-        tasks.c.status == TaskStatus.RUNNING,
-        tasks.c.lease_token == bindparam("b_lease"),
-    )
-    .values(
-        status=bindparam("b_status"),
-        result=bindparam("b_result"),
-        error=bindparam("b_error"),
-        finished_at=bindparam("b_now"),
-        lease_token=None,
-    )
-    .returning(tasks.c.id)
-)
-READY_COLUMNS = (
-    tasks.c.id,
-    tasks.c.external,
-    tasks.c.status,
-    tasks.c.attempt,
-    tasks.c.capabilities,
-    tasks.c.priority,
-    tasks.c.timeout_seconds,
-    tasks.c.task_type,
-)
-_becomes_ready = tasks.c.unmet_dependencies == 1
-RELEASE_VALUES = {
-    "unmet_dependencies": tasks.c.unmet_dependencies - 1,
-    "status": case((_becomes_ready, TaskStatus.QUEUED.value), else_=tasks.c.status),
-    "attempt": case((_becomes_ready, tasks.c.attempt + 1), else_=tasks.c.attempt),
-    "queued_at": case((_becomes_ready, bindparam("b_now")), else_=tasks.c.queued_at),
-}
-
-
-@cache
-def release_statement(dialect: str) -> Any:
-    return (
-        update(tasks)
-        .where(
-            tasks.c.ticket_id == bindparam("b_ticket"),
-            tasks.c.status == TaskStatus.PENDING,
-            depends_on_one(dialect),
-        )
-        .values(**RELEASE_VALUES)
-        .returning(*READY_COLUMNS)
-    )
 
 
 @dataclass(frozen=True)
@@ -137,38 +48,15 @@ def claim(
     """queued (or retrying, once its wait is over) → running under a new lease. ``None`` when
     the message is a duplicate, stale, early or for a cancelled task."""
     lease = uuid.uuid4()
-    now = utcnow()
-
     params = {
         "id": task_id,
         "attempt": attempt,
         "lease": lease,
-        "now": now,
+        "now": utcnow(),
         "message": message_id,
         "agent": agent_id,
     }
-
-    def postgres() -> Any:
-        # Committed without waiting for the WAL flush (one fsync less per task). Only a
-        # PostgreSQL crash can lose it, and then the task is `queued` again at this attempt:
-        # the attempt's result is refused by the lease guard, any later durable commit
-        # would have flushed the claim first (so no cancel or result can follow a lost
-        # claim), and the outbox sweep re-publishes what was published before the restart.
-        with db.driver(durable=False) as pg:
-            return fastpath.claim(pg, params)
-
-    def portable() -> Any:
-        with db.connect() as conn:
-            # the Core statement's parameters carry a prefix: they may not shadow its columns
-            row = conn.execute(CLAIM, {f"b_{k}": v for k, v in params.items()}).one_or_none()
-            if row is not None:
-                event = task_event(
-                    EventType.TASK_STARTED, task_id, row.ticket_id, {"attempt": attempt}, now
-                )
-                record(conn, [event])
-            return row
-
-    row = retry_db(postgres if db.dialect == "postgresql" else portable)
+    row = claims.claim(db, params)
     if row is None:
         return None
     context = TaskContext(
@@ -188,92 +76,32 @@ def claim(
     return Claim(task_id, row.ticket_id, attempt, lease), context
 
 
-def _finish(
-    conn: Connection,
-    c: Claim,
-    status: TaskStatus,
-    result: Any = None,
-    error: dict[str, Any] | None = None,
-) -> bool:
-    """The lease guard: the outcome lands only if this attempt still owns the row."""
-    hit = conn.execute(
-        FINISH,
-        {
-            "b_id": c.task_id,
-            "b_lease": c.lease,
-            "b_status": status,
-            "b_result": result,
-            "b_error": error,
-            "b_now": utcnow(),
-        },
-    ).one_or_none()
-    if hit is None:
-        record(
-            conn,
-            [task_event(EventType.TASK_SUPERSEDED, c.task_id, c.ticket_id, {"attempt": c.attempt})],
-        )
-    return hit is not None
-
-
-def _release_dependents(conn: Connection, c: Claim) -> list[Dispatch]:
-    now = utcnow()
-    dialect = dialect_of(conn)
-    rows = conn.execute(
-        release_statement(dialect),
-        {"b_ticket": c.ticket_id, "b_now": now, **depends_on_params(dialect, [c.task_id])},
-    ).all()
-    ready = [r for r in rows if r.status == TaskStatus.QUEUED]
-    record(
-        conn,
-        (
-            task_event(EventType.TASK_QUEUED, r.id, c.ticket_id, {"attempt": r.attempt}, now)
-            for r in ready
-        ),
-    )
-    return [Dispatch.of_row(r) for r in ready]
-
-
 def succeed(db: Database, c: Claim, result: Any) -> tuple[bool, list[Dispatch]]:
     """Store the result under the lease guard, release dependents, count the task as ended.
     Returns whether the result landed and the dependents that became ready."""
-
-    def postgres() -> tuple[bool, list[Dispatch]]:
-        params = {
-            "id": c.task_id,
-            "lease": c.lease,
-            "ticket": c.ticket_id,
-            "attempt": c.attempt,
-            "result": result,
-            "now": utcnow(),
-            "needle": {"depends_on": [str(c.task_id)]},
-        }
-
-        def statement() -> list[Any]:
-            with db.driver() as pg:
-                return fastpath.succeed(pg, params)
-
-        rows = retry_db(statement)
-        if not rows[0].landed:
+    params = {
+        "id": c.task_id,
+        "lease": c.lease,
+        "ticket": c.ticket_id,
+        "attempt": c.attempt,
+        "result": result,
+    }
+    if db.dialect == "postgresql":  # its single statement retries itself; the gate check too
+        landed, rows, open_tasks = results.succeed_postgres(db, params)
+        if not landed:
             return False, []
-        ready = [Dispatch.of_row(r) for r in rows if r.id is not None]
-        if rows[0].open_tasks == 0:  # the phase's last task: judge its gate (beat re-checks
+        ready = [Dispatch.of_row(r) for r in rows]
+        if open_tasks == 0:  # the phase's last task: judge its gate (beat re-checks
             ready += retry_db(lambda: judge_gate(db, c.ticket_id))  # if we die right here)
         return True, ready
 
     def portable() -> tuple[bool, list[Dispatch]]:
         with db.connect() as conn:
-            if not _finish(conn, c, TaskStatus.SUCCEEDED, result=result):
+            landed, rows = results.succeed_portable(conn, params)
+            if not landed:
                 return False, []
-            event = task_event(
-                EventType.TASK_SUCCEEDED, c.task_id, c.ticket_id, {"attempt": c.attempt}
-            )
-            record(conn, [event])
-            ready = _release_dependents(conn, c)
-            ready += close_tasks(conn, c.ticket_id, 1)
-            return True, ready
+            return True, [Dispatch.of_row(r) for r in rows] + close_tasks(conn, c.ticket_id, 1)
 
-    if db.dialect == "postgresql":
-        return postgres()  # its single statement retries itself; the gate check too
     return retry_db(portable)
 
 
@@ -304,78 +132,74 @@ def run_attempt(
             return "duplicate"
         claimed[1].exec_types = exec_types
         with structlog.contextvars.bound_contextvars(ticket_id=str(claimed[0].ticket_id)):
-            return _run_claimed(db, dispatcher, policy, resolve, *claimed)
+            return Attempt(db, dispatcher, policy, resolve, *claimed).run()
 
 
-def _run_claimed(
-    db: Database,
-    dispatcher: Dispatcher,
-    policy: RetryPolicy,
-    resolve: Callable[[str], Handler | None],
-    c: Claim,
-    ctx: TaskContext,
-) -> str:
-    ctx._dispatcher = dispatcher
-    if ctx.resources:
-        tokens = locks.acquire_or_wait(db, c.task_id, c.ticket_id, c.lease, ctx.resources)
-        if tokens is None:
-            log.info("waiting_for_lock")
-            return "waiting"
-        ctx.locks = tokens
-    try:
-        return _run_handler(db, dispatcher, policy, resolve, c, ctx)
-    finally:
+@dataclass
+class Attempt:
+    """One claimed attempt as this worker runs it: under its resources' locks, the handler
+    outside any transaction, then its outcome committed under the lease guard."""
+
+    db: Database
+    dispatcher: Dispatcher
+    policy: RetryPolicy
+    resolve: Callable[[str], Handler | None]
+    claim: Claim
+    ctx: TaskContext
+
+    def run(self) -> str:
+        """What happened: waiting (for a lock), failed, superseded or succeeded."""
+        c, ctx = self.claim, self.ctx
+        ctx._dispatcher = self.dispatcher
         if ctx.resources:
-            locks.release(db, dispatcher, c.task_id)
+            tokens = locks.acquire_or_wait(self.db, c.task_id, c.ticket_id, c.lease, ctx.resources)
+            if tokens is None:
+                log.info("waiting_for_lock")
+                return "waiting"
+            ctx.locks = tokens
+        try:
+            return self._run_handler()
+        finally:
+            if ctx.resources:
+                locks.release(self.db, self.dispatcher, c.task_id)
 
+    def _run_handler(self) -> str:
+        ctx = self.ctx
+        handler = self.resolve(ctx.task_type)
+        try:
+            if handler is None:
+                raise PermanentError(f"no handler registered for task_type {ctx.task_type!r}")
+            result = handler(ctx)
+            reason = unstorable(result)  # fail here, naming why, rather than in the commit
+            if reason is not None:
+                raise UnstorableResult(f"the result cannot be stored: {reason}")
+        except Exception as exc:
+            self._record_failure(classify(exc))
+            return "failed"
+        try:
+            landed, ready = succeed(self.db, self.claim, result)
+        except Exception as exc:
+            if not refused_data(exc):
+                raise
+            # the database refused the result itself: record that, or the attempt stays running
+            error = classify(exc)
+            self._record_failure(
+                TaskError(ErrorCategory.PERMANENT, "ResultNotStored", error.message)
+            )
+            return "failed"
+        if not landed:
+            log.info("attempt_superseded")
+            return "superseded"
+        publish(self.db, self.dispatcher, ready)
+        return "succeeded"
 
-def _run_handler(
-    db: Database,
-    dispatcher: Dispatcher,
-    policy: RetryPolicy,
-    resolve: Callable[[str], Handler | None],
-    c: Claim,
-    ctx: TaskContext,
-) -> str:
-    handler = resolve(ctx.task_type)
-    try:
-        if handler is None:
-            raise PermanentError(f"no handler registered for task_type {ctx.task_type!r}")
-        result = handler(ctx)
-        reason = unstorable(result)  # fail here, naming why, rather than in the commit
-        if reason is not None:
-            raise UnstorableResult(f"the result cannot be stored: {reason}")
-    except Exception as exc:
-        _record_failure(db, dispatcher, policy, c, classify(exc))
-        return "failed"
-    try:
-        landed, ready = succeed(db, c, result)
-    except Exception as exc:
-        if not refused_data(exc):
-            raise
-        # the database refused the result itself: record that, or the attempt stays running
-        error = classify(exc)
-        _record_failure(
-            db,
-            dispatcher,
-            policy,
-            c,
-            TaskError(ErrorCategory.PERMANENT, "ResultNotStored", error.message),
+    def _record_failure(self, error: TaskError) -> None:
+        """Record the attempt's failure (its traceback is the exception being handled) and
+        publish the retry, if any."""
+        c = self.claim
+        log.warning("attempt_failed", **error.as_dict())
+        trace = storable_text(traceback.format_exc())
+        _, retry = fail_attempt(
+            self.db, self.policy, c.task_id, c.attempt, error, lease=c.lease, trace=trace
         )
-        return "failed"
-    if not landed:
-        log.info("attempt_superseded")
-        return "superseded"
-    publish(db, dispatcher, ready)
-    return "succeeded"
-
-
-def _record_failure(
-    db: Database, dispatcher: Dispatcher, policy: RetryPolicy, c: Claim, error: TaskError
-) -> None:
-    """Record the attempt's failure (its traceback is the exception being handled) and
-    publish the retry, if any."""
-    log.warning("attempt_failed", **error.as_dict())
-    trace = storable_text(traceback.format_exc())
-    _, retry = fail_attempt(db, policy, c.task_id, c.attempt, error, lease=c.lease, trace=trace)
-    publish(db, dispatcher, retry)
+        publish(self.db, self.dispatcher, retry)

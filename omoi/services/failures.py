@@ -17,36 +17,33 @@ from omoi.domain.backoff import retry_delay
 from omoi.domain.enums import ErrorCategory, TaskStatus
 from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
-from omoi.models import Database
-from omoi.models.tables import RUNNING_ATTEMPTS
-from omoi.models.types import utcnow
+from omoi.persistence import Database
+from omoi.persistence.statements import (
+    DISPATCH_COLUMNS,
+    dependents,
+    lease_held,
+    move_tasks,
+    record,
+    retry_db,
+    sweep_lock,
+    task_event,
+    tasks,
+)
+from omoi.persistence.tables import RUNNING_ATTEMPTS
+from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.outbox import publish
 from omoi.services.phases import close_tasks
-from omoi.services.records import record, task_event
-from omoi.services.sql import (
-    dependents,
-    move_tasks,
-    retry_db,
-    sweep_lock,
-    tasks,
-)
 
 log = structlog.get_logger(__name__)
 
 FAILURE_COLUMNS = (
-    tasks.c.id,
+    *DISPATCH_COLUMNS,
     tasks.c.ticket_id,
-    tasks.c.attempt,
     tasks.c.retry_count,
     tasks.c.max_retries,
     tasks.c.retry_backoff,
     tasks.c.retry_backoff_max,
-    tasks.c.capabilities,
-    tasks.c.priority,
-    tasks.c.timeout_seconds,
-    tasks.c.external,
-    tasks.c.task_type,
 )
 
 
@@ -225,11 +222,9 @@ def fail_attempt(
         with db.connect() as conn:
             guard = [
                 tasks.c.id == task_id,
-                tasks.c.status == TaskStatus.RUNNING,
                 tasks.c.attempt == attempt,
+                tasks.c.status == TaskStatus.RUNNING if lease is None else lease_held(lease),
             ]
-            if lease is not None:
-                guard.append(tasks.c.lease_token == lease)
             row = conn.execute(
                 select(*FAILURE_COLUMNS).where(*guard).with_for_update()
             ).one_or_none()

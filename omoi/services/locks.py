@@ -20,13 +20,21 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from omoi.domain import locks as rules
 from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
-from omoi.models import Database, Resource, ResourceLock
-from omoi.models.tables import RUNNING_ATTEMPTS
-from omoi.models.types import utcnow
+from omoi.persistence import Database, Resource, ResourceLock
+from omoi.persistence.statements import (
+    DISPATCH_COLUMNS,
+    dialect_of,
+    lease_held,
+    record,
+    retry_db,
+    sweep_lock,
+    task_event,
+    tasks,
+)
+from omoi.persistence.tables import RUNNING_ATTEMPTS
+from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.outbox import publish
-from omoi.services.records import record, task_event
-from omoi.services.sql import dialect_of, retry_db, sweep_lock, tasks
 
 resources = Resource.__table__
 held = ResourceLock.__table__
@@ -59,11 +67,7 @@ def acquire_or_wait(
                 if rules.conflicts(mode, list(modes)):
                     parked = conn.execute(
                         update(tasks)
-                        .where(
-                            tasks.c.id == task_id,
-                            tasks.c.status == TaskStatus.RUNNING,
-                            tasks.c.lease_token == lease,
-                        )
+                        .where(tasks.c.id == task_id, lease_held(lease))
                         .values(
                             status=TaskStatus.QUEUED,
                             waiting_for=name,
@@ -138,15 +142,7 @@ def _wake(conn: Connection, names: list[str]) -> list[Dispatch]:
         update(tasks)
         .where(tasks.c.id.in_(queued))
         .values(waiting_for=None, published_at=None, queued_at=utcnow())
-        .returning(
-            tasks.c.id,
-            tasks.c.attempt,
-            tasks.c.capabilities,
-            tasks.c.priority,
-            tasks.c.timeout_seconds,
-            tasks.c.external,
-            tasks.c.task_type,
-        )
+        .returning(*DISPATCH_COLUMNS)
     ).all()
     return [Dispatch.of_row(r) for r in rows]
 

@@ -25,11 +25,10 @@ from sqlalchemy import Connection, insert, select, update
 
 from omoi.domain.enums import AgentStatus, MessageType, TaskStatus
 from omoi.domain.events import EventType
-from omoi.models import AgentMessage, Database
-from omoi.models.types import utcnow
+from omoi.persistence import AgentMessage, Database
+from omoi.persistence.statements import event_row, record, retry_db, task_event, tasks
+from omoi.persistence.types import utcnow
 from omoi.services.errors import Conflict, Forbidden, Invalid, NotFound
-from omoi.services.records import event_row, record, task_event
-from omoi.services.sql import retry_db, tasks
 
 messages = AgentMessage.__table__
 agents = AgentMessage.metadata.tables["agents"]

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from omoi.domain.enums import AgentStatus, TaskStatus
-from omoi.models import Database, GateResult
-from omoi.models.types import utcnow
-from omoi.services.sql import tasks, tickets
+from omoi.persistence import Database, GateResult
+from omoi.persistence.statements import tasks, tickets
+from omoi.persistence.types import utcnow
 
 gate_results = GateResult.__table__
 agents = GateResult.metadata.tables["agents"]

@@ -11,12 +11,17 @@ from sqlalchemy import and_, or_, select, text, update
 
 from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
-from omoi.models import Database, Task
-from omoi.models.types import utcnow
-from omoi.services import fastpath
+from omoi.persistence import Database, Task
+from omoi.persistence.statements import (
+    DISPATCH_COLUMNS,
+    record,
+    stamp_published,
+    sweep_lock,
+    task_event,
+    tasks,
+)
+from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import Dispatch, Dispatcher
-from omoi.services.records import record, task_event
-from omoi.services.sql import sweep_lock
 
 log = structlog.get_logger(__name__)
 
@@ -41,23 +46,10 @@ def stamp(db: Database, batch: Sequence[Dispatch]) -> None:
     """Mark the batch published. The next attempt's claim may be waiting for these row locks,
     so on PostgreSQL each attempt's rows are one statement that does not wait for the WAL
     flush: a stamp lost in a crash only makes the sweep publish a harmless duplicate."""
-    now = utcnow()
     by_attempt = {
         a: [d.task_id for d in batch if d.attempt == a] for a in {d.attempt for d in batch}
     }
-    if db.dialect == "postgresql":
-        with db.driver(durable=False) as pg:
-            for attempt, ids in sorted(by_attempt.items()):
-                fastpath.stamp(pg, {"now": now, "ids": ids, "attempt": attempt})
-        return
-    with db.session() as session:
-        for attempt, ids in sorted(by_attempt.items()):
-            session.execute(
-                update(Task)
-                .where(Task.id.in_(ids), Task.attempt == attempt)
-                .values(published_at=now)
-                .execution_options(synchronize_session=False)
-            )
+    stamp_published(db, by_attempt, utcnow())
 
 
 def sweep(
@@ -109,16 +101,7 @@ def _sweep_batch(
         if not got:
             return 0
         rows = session.execute(
-            select(
-                Task.id,
-                Task.ticket_id,
-                Task.attempt,
-                Task.capabilities,
-                Task.priority,
-                Task.timeout_seconds,
-                Task.external,
-                Task.task_type,
-            )
+            select(*DISPATCH_COLUMNS, tasks.c.ticket_id)
             .where(
                 Task.status == TaskStatus.QUEUED,
                 Task.external.is_(False),

@@ -27,15 +27,26 @@ from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
 from omoi.domain.routing import normalize_capabilities, queue_for, route_of
 from omoi.domain.workflow import Workflow
-from omoi.models import Approval, Artifact, Database, GateResult, PhaseHistory
-from omoi.models.tables import TICKET_COLUMNS
-from omoi.models.types import utcnow
+from omoi.persistence import Approval, Artifact, Database, GateResult, PhaseHistory
+from omoi.persistence.statements import (
+    bulk_insert,
+    cancel_rows,
+    event_row,
+    lease_held,
+    move_ticket,
+    record,
+    retry_db,
+    sweep_lock,
+    task_event,
+    tasks,
+    tickets,
+)
+from omoi.persistence.tables import TICKET_COLUMNS
+from omoi.persistence.types import utcnow
 from omoi.services import workflows
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.errors import Conflict, Forbidden, Invalid, NotFound
 from omoi.services.outbox import publish
-from omoi.services.records import cancel_rows, event_row, move_ticket, record, task_event
-from omoi.services.sql import bulk_insert, retry_db, sweep_lock, tasks, tickets
 
 artifacts = Artifact.__table__
 gate_results = GateResult.__table__
@@ -497,11 +508,7 @@ def emit_artifact(
 ) -> bool:
     """An artifact from a handler, stored only while its attempt holds the task."""
     row = conn.execute(
-        select(tasks.c.ticket_id, tasks.c.phase).where(
-            tasks.c.id == task_id,
-            tasks.c.status == TaskStatus.RUNNING,
-            tasks.c.lease_token == lease,
-        )
+        select(tasks.c.ticket_id, tasks.c.phase).where(tasks.c.id == task_id, lease_held(lease))
     ).one_or_none()
     if row is None:
         return False

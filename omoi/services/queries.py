@@ -15,15 +15,15 @@ from sqlalchemy.orm import Session
 from omoi.domain.enums import TERMINAL_TASK_STATUSES, AgentKind, AgentStatus, Phase, TaskStatus
 from omoi.domain.events import EventType
 from omoi.domain.routing import DEFAULT_CAPABILITY, route_of
-from omoi.models import Agent, Database, Event, Task, Ticket
-from omoi.models.tables import RUNNING_ATTEMPTS
-from omoi.services.errors import NotFound
-from omoi.services.sql import (
+from omoi.persistence import Agent, Database, Event, Task, Ticket
+from omoi.persistence.statements import (
     depends_on_one,
     depends_on_params,
     dialect_of,
     tasks,
 )
+from omoi.persistence.tables import RUNNING_ATTEMPTS
+from omoi.services.errors import NotFound
 
 
 @dataclass

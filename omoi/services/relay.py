@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import func, select
 
-from omoi.models import Database
+from omoi.persistence import Database
+from omoi.persistence.statements import events
 from omoi.services.events import follow
-from omoi.services.sql import events
 
 
 class Publisher(Protocol):

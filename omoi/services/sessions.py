@@ -12,8 +12,8 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 
 from omoi.domain.auth import digest
-from omoi.models import ApiToken, BoardSession, Database
-from omoi.models.types import utcnow
+from omoi.persistence import ApiToken, BoardSession, Database
+from omoi.persistence.types import utcnow
 from omoi.services.tokens import Principal
 
 sessions = BoardSession.__table__

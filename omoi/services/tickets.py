@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from omoi.domain.enums import Phase, Priority, TicketStatus
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
-from omoi.models import Database
-from omoi.models.types import utcnow
+from omoi.persistence import Database
+from omoi.persistence.statements import event_row, record, tickets
+from omoi.persistence.types import utcnow
 from omoi.services import workflows
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, Invalid
@@ -30,8 +31,6 @@ from omoi.services.phases import (
     phase_tasks,
     plan_of,
 )
-from omoi.services.records import event_row, record
-from omoi.services.sql import tickets
 
 
 @dataclass

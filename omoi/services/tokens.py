@@ -12,8 +12,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from omoi.domain.auth import digest, new_secret, parse_scopes
-from omoi.models import ApiToken, Database
-from omoi.models.types import utcnow
+from omoi.persistence import ApiToken, Database
+from omoi.persistence.types import utcnow
 from omoi.services.errors import Invalid, NotFound
 
 tokens = ApiToken.__table__

@@ -22,7 +22,8 @@ from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
-from omoi.services import execution, failures, locks, outbox, sql
+from omoi.persistence import statements
+from omoi.services import execution, failures, locks, outbox
 from omoi.worker import (
     demo,  # noqa: F401 - registers the demo agents
     shell,
@@ -36,7 +37,7 @@ def create_worker_app(root: Root) -> Celery:
     process.set_up(settings.log_level)
     app = root.celery
     db = root.db
-    sql.wait_out_outages(settings.db_outage_patience)  # a result must be stored, not dropped
+    statements.wait_out_outages(settings.db_outage_patience)  # a result must be stored, not dropped
     dispatcher = root.dispatcher
     policy = root.policy
     root.workflows  # noqa: B018 - loaded now: a bad workflow file stops start-up

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from omoi.models import Agent, Database, Task
+from omoi.persistence import Agent, Database, Task
 from omoi.services import tokens
 from tests.support.api import bearer
 from tests.support.procs import ROOT, Proc, free_port, start_api, wait_for

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from omoi.models import Database, Ticket
+from omoi.persistence import Database, Ticket
 from tests.support.api import bearer
 from tests.support.procs import report_recovery, start_api
 

@@ -21,8 +21,8 @@ import redis
 from omoi.broker.app import make_celery
 from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
-from omoi.models import Database
-from omoi.models.migrate import upgrade
+from omoi.persistence import Database
+from omoi.persistence.migrate import upgrade
 from omoi.services import execution, outbox
 from tests.support.api import cut_off_client, make_app, submit, wait_finished
 from tests.support.handlers import EFFECT_KEY

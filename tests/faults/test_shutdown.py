@@ -16,8 +16,8 @@ from typing import Any
 import redis
 from sqlalchemy import update
 
-from omoi.models import Database, Task
-from omoi.models.types import utcnow
+from omoi.persistence import Database, Task
+from omoi.persistence.types import utcnow
 from tests.faults.test_lost_workers import HEARTBEAT_TIMEOUT, SWEEP, running_on
 from tests.faults.test_worker_signals import pool_children
 from tests.support.api import submit, wait_finished

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from benchmarks.load import SLOW_BYTES, CrowdProcess, probe
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import tokens
 from omoi.services.events import latest_id
 from tests.support.api import ADMIN_TOKEN

@@ -15,8 +15,8 @@ from flask import Flask
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
-from omoi.models import Approval, Database
-from omoi.services import actors, events, tokens
+from omoi.persistence import Approval, Database, actors
+from omoi.services import events, tokens
 from tests.integration.test_agents import cap
 from tests.integration.test_events import read_stream
 from tests.integration.test_plans import explain
@@ -112,8 +112,9 @@ def test_workers_changes_name_no_token(client: Any, db: Database, worker: Any) -
 
 
 def test_an_external_agents_claim_and_result_name_its_token(store: tuple[Database, Any]) -> None:
-    """Claims and results run as one statement on PostgreSQL (services/fastpath.py) and as
-    several on SQLite; both stamp the agent's token, the dependents it released included."""
+    """Claims and results run as one statement on PostgreSQL and as several on SQLite
+    (persistence/claims.py, persistence/results.py); both stamp the agent's token, the
+    dependents it released included."""
     db, admin = store
     agent = who(db, "agent", "agent")
     skill = cap()

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from omoi.models import AgentMessage, Artifact, Database, Event, Task
+from omoi.persistence import AgentMessage, Artifact, Database, Event, Task
 from omoi.services import tokens
 from tests.integration.test_agents import cap
 from tests.support.api import bearer, submit, wait_finished

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import delete, update
 
 from omoi.domain.enums import AgentKind, Priority
-from omoi.models import Agent, Database, Task, Ticket
-from omoi.models.types import utcnow
-from omoi.services import agents, fastpath
+from omoi.persistence import Agent, Database, Task, Ticket, claims
+from omoi.persistence.types import utcnow
+from omoi.services import agents
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy
 from tests.support.api import submit, wait_finished
@@ -335,7 +335,7 @@ def test_a_claim_locks_only_the_task_it_takes(pg_store: tuple[Database, Any]) ->
     agent = uuid.UUID(register(client, [x, y]))
     params = {"agent": agent, "lease": uuid.uuid4(), "now": utcnow()}
     with psycopg.connect(db.url) as holding, psycopg.connect(db.url, autocommit=True) as other:
-        assert fastpath.claim_next(holding, params).key == "on-y"  # not committed yet
+        assert claims.claim_next_postgres(holding, params).key == "on-y"  # not committed yet
         free = other.execute(
             "SELECT key FROM tasks WHERE status = 'queued' FOR UPDATE SKIP LOCKED"
         ).fetchall()

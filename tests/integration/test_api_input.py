@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from omoi.config import Settings
-from omoi.models import Database, Event, Task, Ticket
+from omoi.persistence import Database, Event, Task, Ticket
 from omoi.services.dispatcher import NullDispatcher
 from tests.support.api import make_app
 

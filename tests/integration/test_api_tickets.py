@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import event, func, select
 
-from omoi.models import Database, Ticket
+from omoi.persistence import Database, Ticket
 
 DIAMOND = [
     {"key": "a", "task_type": "noop"},

@@ -17,7 +17,7 @@ from sqlalchemy import event, select, text
 from omoi.api import create_app
 from omoi.config import Settings
 from omoi.domain.auth import digest, new_secret
-from omoi.models import ApiToken, Database
+from omoi.persistence import ApiToken, Database
 from omoi.services import tokens
 from omoi.services.dispatcher import NullDispatcher
 from tests.integration.test_agents import cap, register

@@ -20,8 +20,8 @@ from omoi.api import board, create_app
 from omoi.api.auth import BOARD_READS
 from omoi.config import Settings
 from omoi.domain.auth import digest
-from omoi.models import ApiToken, BoardSession, Database
-from omoi.models.types import utcnow
+from omoi.persistence import ApiToken, BoardSession, Database
+from omoi.persistence.types import utcnow
 from omoi.services import tokens
 from omoi.services.dispatcher import NullDispatcher
 from tests.support.api import ADMIN_TOKEN, bearer, submit

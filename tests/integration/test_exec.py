@@ -25,7 +25,7 @@ from omoi.broker.app import make_celery
 from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
 from omoi.domain.errors import PermanentError
-from omoi.models import Agent, Database, Ticket
+from omoi.persistence import Agent, Database, Ticket
 from omoi.services import tokens
 from omoi.services.dispatcher import Dispatch, NullDispatcher
 from omoi.worker import shell

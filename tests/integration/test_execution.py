@@ -15,7 +15,7 @@ from omoi.broker.app import make_celery
 from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
 from omoi.domain.events import EventType
-from omoi.models import Database, Event, Task
+from omoi.persistence import Database, Event, Task
 from omoi.services.dispatcher import Dispatch
 from tests.support.api import submit, tasks_by_key, wait_finished
 from tests.support.handlers import EFFECT_KEY

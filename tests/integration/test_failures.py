@@ -17,8 +17,8 @@ from sqlalchemy import update
 
 from omoi.domain.enums import ErrorCategory, TaskStatus
 from omoi.domain.errors import TaskError
-from omoi.models import Database, Task
-from omoi.models.types import utcnow
+from omoi.persistence import Database, Task
+from omoi.persistence.types import utcnow
 from omoi.services import execution, failures
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy

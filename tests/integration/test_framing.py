@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from omoi.models import Database, Event, Task, Ticket
+from omoi.persistence import Database, Event, Task, Ticket
 from tests.integration.test_api_input import with_payload
 from tests.support.api import ADMIN_TOKEN
 from tests.support.procs import start_api

@@ -17,10 +17,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import delete
 
 from omoi.config import Settings
-from omoi.models import Agent, Database, Ticket
-from omoi.models.types import utcnow
+from omoi.persistence import Agent, Database, Ticket
+from omoi.persistence.statements import retry_db
+from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import NullDispatcher
-from omoi.services.sql import retry_db
 from tests.support.api import bearer, make_app
 
 # per operation: enough to reach each schema's edges, bounded for the suite (raise it for a

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from omoi.models import Agent, Database
-from omoi.models.types import utcnow
+from omoi.persistence import Agent, Database
+from omoi.persistence.types import utcnow
 from omoi.services import agents
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy

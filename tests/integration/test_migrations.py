@@ -15,8 +15,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from omoi.models import Base, Database, Task, Ticket
-from omoi.models.migrate import compared, downgrade, upgrade
+from omoi.persistence import Base, Database, Task, Ticket
+from omoi.persistence.migrate import compared, downgrade, upgrade
 from tests.conftest import PG_ADMIN, _pg_url
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from omoi.broker.app import make_celery
 from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
-from omoi.models import Database, Task, Ticket
+from omoi.persistence import Database, Task, Ticket
 from omoi.services import outbox
 from omoi.services.dispatcher import Dispatch
 from tests.support.api import wait_finished

@@ -20,12 +20,12 @@ import pytest
 from psycopg.types.json import Jsonb
 from sqlalchemy import event, select, update
 
-from omoi.models import Database, Task
-from omoi.models.tables import RUNNING_ATTEMPTS
-from omoi.models.types import utcnow
-from omoi.services import actors, context, execution, fastpath, locks, queries
+from omoi.persistence import Database, Task, actors, results
+from omoi.persistence.statements import LEASE_OF, dependents, tasks
+from omoi.persistence.tables import RUNNING_ATTEMPTS
+from omoi.persistence.types import utcnow
+from omoi.services import execution, locks, queries
 from omoi.services.execution import Claim
-from omoi.services.sql import dependents, tasks
 from tests.support.api import submit
 
 HISTORY, BACKLOG, CHAINS, LENGTH, RUNNING = 2_000, 500, 10, 50, 300
@@ -102,14 +102,14 @@ def test_a_result_reads_only_its_task_and_its_dependents(busy: tuple[Database, C
         "needle": Jsonb({"depends_on": [str(c.task_id)]}),
         **actors.columns(),  # none: a worker's result
     }
-    plan = explain(db.url, fastpath.SUCCEED, params)
+    plan = explain(db.url, results.SUCCEED_PG, params)
     assert discarded(plan) == 0
 
 
 def test_dependents_are_found_without_reading_the_tickets_other_tasks(
     busy: tuple[Database, Claim],
 ) -> None:
-    """The lookup a split and an upstream failure make (``sql.dependents``)."""
+    """The lookup a split and an upstream failure make (``statements.dependents``)."""
     db, c = busy
     lookup = lambda conn: dependents(conn, c.ticket_id, [c.task_id], "pending", tasks.c.id)  # noqa: E731
     assert discarded_by(db, lookup) == 0
@@ -127,7 +127,7 @@ def test_a_lookup_of_other_dependents_reads_only_their_ticket(
 
 def test_a_read_of_one_running_task_takes_its_primary_key(busy: tuple[Database, Claim]) -> None:
     db, c = busy
-    assert discarded_by(db, lambda conn: conn.execute(context.LEASE_OF, {"b_id": c.task_id})) == 0
+    assert discarded_by(db, lambda conn: conn.execute(LEASE_OF, {"b_id": c.task_id})) == 0
 
 
 def test_the_sweeps_read_running_attempts_through_their_index(

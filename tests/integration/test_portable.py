@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from omoi.domain.errors import PermanentError
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import execution
 from omoi.services.context import TaskContext
 from omoi.services.dispatcher import NullDispatcher

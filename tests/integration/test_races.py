@@ -104,9 +104,9 @@ def test_a_sync_point_whose_two_dependencies_fail_together_is_cancelled(
 
 def test_the_consistency_check_sees_a_broken_counter(tmp_path: Path) -> None:
     """The check that runs after every test can fail: a ticket whose counter is off by one."""
-    from omoi.models import Database
-    from omoi.models.migrate import upgrade
-    from omoi.services.sql import tickets
+    from omoi.persistence import Database
+    from omoi.persistence.migrate import upgrade
+    from omoi.persistence.statements import tickets
     from tests.support.invariants import violations
 
     url = f"sqlite:///{tmp_path / 'omoi.sqlite'}"

@@ -19,11 +19,11 @@ import psycopg
 import pytest
 from sqlalchemy import event as sa_event
 
-from omoi.models import Database
-from omoi.models.types import utcnow
+from omoi.persistence import Database
+from omoi.persistence.statements import events
+from omoi.persistence.types import utcnow
 from omoi.services import tokens
 from omoi.services.events import EventHub, latest_id
-from omoi.services.sql import events
 from tests.support.procs import Proc, start_api, wait_for
 
 CAP = 3

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from omoi.models import Database, PhaseHistory, Task, Ticket
+from omoi.persistence import Database, PhaseHistory, Task, Ticket
 from tests.support.api import wait_finished
 from tests.support.procs import Proc, start_beat, start_worker, wait_for
 

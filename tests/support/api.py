@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from omoi.api import create_app
 from omoi.config import Settings
 from omoi.domain.auth import new_secret
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services.dispatcher import Dispatcher
 from tests.support.procs import free_port, wait_for
 

@@ -6,7 +6,7 @@ import threading
 import uuid
 
 from omoi.config import Settings
-from omoi.models import Database
+from omoi.persistence import Database
 from omoi.services import agents
 
 agent_id, threads = uuid.UUID(sys.argv[1]), int(sys.argv[2])

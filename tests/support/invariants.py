@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from omoi.domain.enums import TERMINAL_TASK_STATUSES, TaskStatus
-from omoi.models import Database
-from omoi.services.sql import tasks, tickets
+from omoi.persistence import Database
+from omoi.persistence.statements import tasks, tickets
 
 LOST = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 

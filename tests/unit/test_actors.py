@@ -10,7 +10,7 @@ import uuid
 import gevent
 from gevent.event import Event
 
-from omoi.services import actors
+from omoi.persistence import actors
 
 N = 8
 

@@ -32,7 +32,7 @@ from omoi.domain.enums import (
     TicketStatus,
 )
 from omoi.domain.ids import new_id
-from omoi.models.types import JsonDoc, TextList, UTCDateTime, utcnow
+from omoi.persistence.types import JsonDoc, TextList, UTCDateTime, utcnow
 
 
 def one_of(column: str, enum: type[StrEnum], name: str) -> CheckConstraint:
@@ -124,7 +124,7 @@ class Task(Base):
         Index("uq_tasks_ticket_key", "ticket_id", "key", unique=True),
         # Partial indexes: a task's two updates per attempt leave them untouched, and each
         # holds only the rows its query looks for (dependents waiting; retries due).
-        # PostgreSQL finds dependents by ix_tasks_dependencies alone (see sql.dependents).
+        # PostgreSQL finds dependents by ix_tasks_dependencies alone (see statements.dependents).
         Index("ix_tasks_pending", "ticket_id", **partial("status = 'pending'")).ddl_if(
             dialect="sqlite"
         ),

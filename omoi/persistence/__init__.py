@@ -1,7 +1,7 @@
 """SQLAlchemy models and the engine/session factory."""
 
-from omoi.models.db import Database
-from omoi.models.tables import (
+from omoi.persistence.db import Database
+from omoi.persistence.tables import (
     Agent,
     AgentMessage,
     ApiToken,

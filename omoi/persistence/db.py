@@ -93,7 +93,7 @@ class Database:
         units of work on PostgreSQL (SQLAlchemy's execution layer cost more than the SQL).
         ``durable=False`` commits without waiting for the WAL flush (``synchronous_commit =
         off``): for writes that a crash may lose because something else repairs them (the
-        claim, see ``execution.claim``; the outbox stamp). Any later durable commit flushes
+        claim, see ``claims.claim``; the outbox stamp). Any later durable commit flushes
         them too.
         A connection that failed is invalidated rather than returned to the pool."""
         self.engine  # noqa: B018 - resets per-process state after a fork
