@@ -4,7 +4,7 @@
 
 Autovacuum takes statistics when it likes. A partial index over one status that held nothing
 then looks free to the planner, which picked it for statements about one task and walked
-every row in it (migration 0012). This times a task's result (``execution.succeed``: store it,
+every row in it (migration 0012). This times a task's result (``attempts.succeed``: store it,
 release its dependents, count the ticket) in two states, each with statistics taken before the
 state arose ("stale": a history of 20,000 finished tasks and nothing in flight) and after it
 ("fresh"): with 5,000 attempts running, and along a 10,000-task ticket of 100-task chains
@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from benchmarks.__main__ import REDIS_DB, Omoi, summary
 from omoi.persistence import Task
-from omoi.services import execution
+from omoi.services import attempts
 
 HISTORY, RUNNING, CHAINS, LENGTH, RESULTS = 20_000, 5_000, 100, 100, 3_000
 
@@ -49,10 +49,10 @@ def timed_results(omoi: Omoi, todo: list[uuid.UUID]) -> float:
     spent, done = 0.0, 0
     while todo and done < RESULTS:
         task_id = todo.pop(0)
-        claimed = execution.claim(omoi.db, task_id, attempts[task_id])
+        claimed = attempts.claim(omoi.db, task_id, attempts[task_id])
         assert claimed is not None
         start = time.perf_counter()
-        landed, ready = execution.succeed(omoi.db, claimed[0], {"ok": True})
+        landed, ready = attempts.succeed(omoi.db, claimed[0], {"ok": True})
         spent += time.perf_counter() - start
         assert landed
         for d in ready:
@@ -68,7 +68,7 @@ def with_running(omoi: Omoi, stale: bool) -> float:
     )
     ids = queued(omoi, ticket)
     for task_id in ids[:RUNNING]:  # claimed and left running
-        assert execution.claim(omoi.db, task_id, 1) is not None
+        assert attempts.claim(omoi.db, task_id, 1) is not None
     if not stale:
         omoi.vacuum()
     return timed_results(omoi, ids[RUNNING:])

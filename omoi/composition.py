@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from omoi.broker.dispatcher import CeleryDispatcher
-    from omoi.services.execution import Handler
+    from omoi.services.attempts import Handler
     from omoi.services.failures import RetryPolicy
 
 

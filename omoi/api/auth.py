@@ -28,8 +28,9 @@ from omoi.api.runtime import runtime
 from omoi.config import Settings
 from omoi.domain.auth import Scope, allows, refused_exec_types
 from omoi.persistence import actors
-from omoi.services import queries, sessions, tokens
+from omoi.services import sessions, tokens
 from omoi.services.errors import Forbidden
+from omoi.services.read import queries
 from omoi.services.tokens import Authenticator, Principal
 
 # the board's sign-in page, its form and sign-out are open (the forms check their origin;

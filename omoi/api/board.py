@@ -24,7 +24,8 @@ from omoi.api.schemas.events import StreamQuery
 from omoi.domain.auth import allows
 from omoi.domain.enums import Phase, TaskStatus
 from omoi.domain.events import EventType
-from omoi.services import agents, board, events, phases, queries, sessions
+from omoi.services import agents, events, phases, sessions
+from omoi.services.read import board, queries
 
 blp = Blueprint(
     "board",

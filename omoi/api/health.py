@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from omoi.api.runtime import runtime
-from omoi.services import queries
+from omoi.services.read import queries
 
 blp = Blueprint("health", __name__)
 

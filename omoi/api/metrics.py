@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from omoi.api.runtime import runtime
-from omoi.services import metrics
+from omoi.services.read import metrics
 
 blp = Blueprint("metrics", __name__)
 LATENCY = Histogram(

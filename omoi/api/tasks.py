@@ -13,7 +13,8 @@ from omoi.api.schemas.common import CancelIn
 from omoi.api.schemas.tasks import CompleteIn, FailIn, TaskDetail, TaskPage, TaskQuery
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
-from omoi.services import agents, control, queries
+from omoi.services import agents, cancellation
+from omoi.services.read import queries
 
 blp = Blueprint(
     "tasks",
@@ -66,7 +67,7 @@ class CancelTask(MethodView):
     def post(self, body: dict[str, Any], task_id: uuid.UUID) -> Any:
         """Cancel a task and its dependents; a running attempt is revoked (terminated)."""
         rt = runtime()
-        control.cancel_task(rt.db, rt.dispatcher, task_id, body["reason"])
+        cancellation.cancel_task(rt.db, rt.dispatcher, task_id, body["reason"])
         return task_detail(task_id)
 
 
@@ -78,7 +79,7 @@ class RetryTask(MethodView):
     def post(self, task_id: uuid.UUID) -> Any:
         """Re-run a failed task with a fresh retry budget; its cancelled dependents wait again."""
         rt = runtime()
-        control.retry_task(rt.db, rt.dispatcher, task_id)
+        cancellation.retry_task(rt.db, rt.dispatcher, task_id)
         return task_detail(task_id)
 
 

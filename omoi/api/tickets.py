@@ -31,9 +31,10 @@ from omoi.api.schemas.tickets import (
 from omoi.domain.auth import Scope
 from omoi.persistence import Ticket
 from omoi.persistence.tables import TICKET_COLUMNS
-from omoi.services import control, phases, queries, tickets
+from omoi.services import cancellation, phases, submission
 from omoi.services.errors import Forbidden
-from omoi.services.tickets import NewTicket
+from omoi.services.read import queries
+from omoi.services.submission import NewTicket
 
 blp = Blueprint(
     "tickets",
@@ -62,13 +63,13 @@ class Tickets(MethodView):
         require_exec(t.task_type for t in spec.tasks)
         rt = runtime()
         key = request.headers.get("Idempotency-Key") or None
-        submitted = tickets.create_ticket(
+        submitted = submission.create_ticket(
             rt.db,
             rt.dispatcher,
             spec,
             submitter_token_id=principal().token_id,  # the key's scope
             idempotency_key=key,
-            request_fingerprint=tickets.fingerprint(request.get_json()) if key else None,
+            request_fingerprint=submission.fingerprint(request.get_json()) if key else None,
             max_tasks=rt.settings.max_tasks_per_ticket,
             default_max_retries=rt.settings.default_max_retries,
             context_budget=rt.settings.context_budget,
@@ -110,7 +111,7 @@ class CancelTicket(MethodView):
     def post(self, body: dict[str, Any], ticket_id: uuid.UUID) -> Any:
         """Cancel the ticket and all its open tasks; running attempts are revoked."""
         rt = runtime()
-        control.cancel_ticket(rt.db, rt.dispatcher, ticket_id, body["reason"])
+        cancellation.cancel_ticket(rt.db, rt.dispatcher, ticket_id, body["reason"])
         return ticket_view(*queries.get_ticket(rt.db, ticket_id))
 
 

@@ -27,10 +27,10 @@ from omoi.persistence.statements import LIVE_AGENTS, event_row, record, sweep_lo
 from omoi.persistence.tables import RUNNING_ATTEMPTS
 from omoi.persistence.types import utcnow
 from omoi.services import locks
+from omoi.services.attempts import Claim, succeed
 from omoi.services.context import TaskContext
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, Invalid, NotFound
-from omoi.services.execution import Claim, succeed
 from omoi.services.failures import RetryPolicy, fail_attempt
 from omoi.services.outbox import publish
 

@@ -20,7 +20,7 @@ from omoi.domain.auth import BUILTIN_EXEC_TYPES
 from omoi.domain.enums import MessageType
 from omoi.persistence import Database
 from omoi.persistence.statements import LEASE_OF, tasks, tickets
-from omoi.services import coordination, messaging
+from omoi.services import messaging, splits
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.outbox import publish
 from omoi.services.phases import emit_artifact
@@ -154,9 +154,7 @@ class TaskContext:
         ``{"task_type": …}`` for a merge handler of your own). What depended on this task now
         waits for the merge. Returns the new tasks' ids."""
         assert self._db is not None and self._lease is not None
-        ready = coordination.split(
-            self._db, self.task_id, self._lease, subtasks, merge, self.exec_types
-        )
+        ready = splits.split(self._db, self.task_id, self._lease, subtasks, merge, self.exec_types)
         if self._dispatcher is not None:
             publish(self._db, self._dispatcher, ready)
         return [str(d.task_id) for d in ready]

@@ -23,7 +23,7 @@ from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
 from omoi.persistence import statements
-from omoi.services import execution, failures, locks, outbox
+from omoi.services import attempts, failures, locks, outbox
 from omoi.worker import (
     demo,  # noqa: F401 - registers the demo agents
     shell,
@@ -66,7 +66,7 @@ def create_worker_app(root: Root) -> Celery:
 
     @app.task(name=RUN_TASK, bind=True)
     def run_task(self, task_id: str, attempt: int) -> str:  # type: ignore[no-untyped-def]
-        return execution.run_attempt(
+        return attempts.run_attempt(
             db,
             dispatcher,
             policy,

@@ -19,7 +19,7 @@ from omoi.domain.enums import ErrorCategory, TaskStatus
 from omoi.domain.errors import TaskError
 from omoi.persistence import Database, Task
 from omoi.persistence.types import utcnow
-from omoi.services import execution, failures
+from omoi.services import attempts, failures
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy
 from tests.support.api import submit, tasks_by_key, wait_finished
@@ -192,7 +192,7 @@ def test_a_cancelled_attempt_sees_should_cancel_and_its_result_is_refused(
         "/api/v1/tickets", json={"title": "coop", "tasks": [{"key": "x", "task_type": "sleep"}]}
     ).get_json()
     task_id = uuid.UUID(ticket["tasks"][0]["id"])
-    claimed = execution.claim(db, task_id, 1)
+    claimed = attempts.claim(db, task_id, 1)
     assert claimed is not None
     attempt, ctx = claimed
     assert not ctx.should_cancel()
@@ -203,7 +203,7 @@ def test_a_cancelled_attempt_sees_should_cancel_and_its_result_is_refused(
         {"cancelled": 1},
     )
     assert ctx.should_cancel()
-    landed, _ = execution.succeed(db, attempt, {"late": True})
+    landed, _ = attempts.succeed(db, attempt, {"late": True})
     assert not landed
     task = api_client.get(f"/api/v1/tasks/{task_id}").get_json()
     assert task["status"] == "cancelled"
@@ -324,7 +324,7 @@ def test_deadline_sweep_fails_an_attempt_whose_worker_vanished(
         },
     ).get_json()
     task_id = uuid.UUID(ticket["tasks"][0]["id"])
-    claimed = execution.claim(db, task_id, 1)  # a worker takes it, then vanishes
+    claimed = attempts.claim(db, task_id, 1)  # a worker takes it, then vanishes
     assert claimed is not None
     with db.session() as session:
         session.execute(
@@ -335,7 +335,7 @@ def test_deadline_sweep_fails_an_attempt_whose_worker_vanished(
     assert failures.expire_deadlines(db, NullDispatcher(), RetryPolicy(), slack=5) == 1
     task = api_client.get(f"/api/v1/tasks/{task_id}").get_json()
     assert (task["status"], task["error"]["type"]) == (TaskStatus.FAILED, "DeadlineExceeded")
-    landed, _ = execution.succeed(db, claimed[0], {"late": True})  # the vanished worker returns
+    landed, _ = attempts.succeed(db, claimed[0], {"late": True})  # the vanished worker returns
     assert not landed
     assert api_client.get(f"/api/v1/tasks/{task_id}").get_json()["status"] == "failed"
 
@@ -348,7 +348,7 @@ def test_an_interrupted_attempt_is_requeued_at_once_without_spending_a_retry(
     db, client = store
     ticket = submit(client, [{"key": "t", "task_type": "noop", "max_retries": 0}])
     task_id = uuid.UUID(ticket["tasks"][0]["id"])
-    claimed = execution.claim(db, task_id, 1)
+    claimed = attempts.claim(db, task_id, 1)
     assert claimed is not None
     error = TaskError(ErrorCategory.INTERRUPTED, "WorkerShutdown", "its worker stopped")
     counted, requeue = failures.fail_attempt(db, RetryPolicy(), task_id, 1, error)
@@ -358,6 +358,6 @@ def test_an_interrupted_attempt_is_requeued_at_once_without_spending_a_retry(
     task = client.get(f"/api/v1/tasks/{task_id}").get_json()
     assert (task["status"], task["attempt"], task["retry_count"]) == ("queued", 2, 0)
     assert [a["outcome"] for a in task["attempts"]] == ["interrupted"]
-    assert execution.claim(db, task_id, 1) is None  # the stale redelivery is a no-op
-    assert execution.succeed(db, claimed[0], {"late": True}) == (False, [])  # lease guard
-    assert execution.claim(db, task_id, 2) is not None
+    assert attempts.claim(db, task_id, 1) is None  # the stale redelivery is a no-op
+    assert attempts.succeed(db, claimed[0], {"late": True}) == (False, [])  # lease guard
+    assert attempts.claim(db, task_id, 2) is not None

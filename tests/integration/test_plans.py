@@ -24,8 +24,9 @@ from omoi.persistence import Database, Task, actors, results
 from omoi.persistence.statements import LEASE_OF, dependents, tasks
 from omoi.persistence.tables import RUNNING_ATTEMPTS
 from omoi.persistence.types import utcnow
-from omoi.services import execution, locks, queries
-from omoi.services.execution import Claim
+from omoi.services import attempts, locks
+from omoi.services.attempts import Claim
+from omoi.services.read import queries
 from tests.support.api import submit
 
 HISTORY, BACKLOG, CHAINS, LENGTH, RUNNING = 2_000, 500, 10, 50, 300
@@ -84,8 +85,8 @@ def busy(pg_store: tuple[Database, Any]) -> tuple[Database, Claim]:
             )
         }
     for i in range(RUNNING):
-        assert execution.claim(db, ids[f"r{i}"], 1) is not None
-    claimed = execution.claim(db, ids["c0"], 1)
+        assert attempts.claim(db, ids[f"r{i}"], 1) is not None
+    claimed = attempts.claim(db, ids["c0"], 1)
     assert claimed is not None
     return db, claimed[0]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from omoi.domain.errors import PermanentError
 from omoi.persistence import Database
-from omoi.services import execution
+from omoi.services import attempts
 from omoi.services.context import TaskContext
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy
@@ -31,7 +31,7 @@ def run_queued(db: Database, client: Any, ticket_id: str) -> None:
         if not queued["items"]:
             return
         for task in queued["items"]:
-            execution.run_attempt(
+            attempts.run_attempt(
                 db,
                 NullDispatcher(),
                 RetryPolicy(),
@@ -59,7 +59,7 @@ def test_dag_runs_and_settles_on_sqlite(sqlite: tuple[Database, Any]) -> None:
     assert (final["status"], final["task_counts"]) == ("done", {"succeeded": 3})
     c = client.get(f"/api/v1/tasks?ticket_id={ticket['id']}").get_json()["items"][2]
     assert c["result"] == {"key": "c", "inputs": ["a", "b"]}
-    duplicate = execution.run_attempt(
+    duplicate = attempts.run_attempt(
         db, NullDispatcher(), RetryPolicy(), handlers, uuid.UUID(c["id"]), 1
     )
     assert duplicate == "duplicate"

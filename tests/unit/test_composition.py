@@ -12,8 +12,8 @@ from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.workflow import WorkflowError
 from omoi.services import workflows
+from omoi.services.attempts import Handler
 from omoi.services.dispatcher import NullDispatcher
-from omoi.services.execution import Handler
 from omoi.services.failures import RetryPolicy
 
 

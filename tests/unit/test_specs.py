@@ -8,8 +8,8 @@ from marshmallow import ValidationError
 
 from omoi.api.schemas.tickets import TaskIn
 from omoi.domain.specs import problems
-from omoi.services.coordination import merge_spec
 from omoi.services.errors import Invalid
+from omoi.services.splits import merge_spec
 
 CASES: list[dict[str, Any]] = [
     {},

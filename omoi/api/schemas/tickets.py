@@ -12,9 +12,9 @@ from omoi.api.schemas.common import KEY, LONGEST_WAIT, TOKEN, enum_field
 from omoi.domain import specs
 from omoi.domain.enums import Phase, Priority, TaskStatus, TicketStatus
 from omoi.domain.routing import normalize_capabilities
-from omoi.services import tickets
+from omoi.services import submission
 from omoi.services.phases import NewTask
-from omoi.services.tickets import NewTicket
+from omoi.services.submission import NewTicket
 
 
 class SyncIn(Schema):
@@ -98,7 +98,7 @@ class TicketIn(Schema):
     @pre_load
     def _size(self, data: Any, **_: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("tasks"), list):
-            tickets.check_size(len(data["tasks"]), runtime().settings.max_tasks_per_ticket)
+            submission.check_size(len(data["tasks"]), runtime().settings.max_tasks_per_ticket)
         return data
 
     @post_load

@@ -11,7 +11,7 @@ from omoi.domain.dag import layers
 from omoi.domain.enums import Phase
 from omoi.persistence import Database, Task, Ticket
 from omoi.services.errors import NotFound
-from omoi.services.queries import counts_by_ticket, progress
+from omoi.services.read.queries import counts_by_ticket, progress
 
 
 def cards(db: Database, limit: int = 300) -> list[dict[str, Any]]:
