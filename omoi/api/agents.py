@@ -25,7 +25,8 @@ from omoi.api.schemas.agents import (
 )
 from omoi.domain.enums import AgentKind
 from omoi.services import agents
-from omoi.services.agents import AgentView
+from omoi.services.read import agents as agent_views
+from omoi.services.read.agents import AgentView
 
 blp = Blueprint(
     "agents",
@@ -52,7 +53,7 @@ class Register(MethodView):
         db = runtime().db
         agent_id = agents.register(db, kind=AgentKind.EXTERNAL, **body)
         auth.bind_registered_agent(agent_id)
-        return agent_view(agents.get_agent(db, agent_id))
+        return agent_view(agent_views.get_agent(db, agent_id))
 
 
 @blp.route("")
@@ -61,7 +62,7 @@ class Agents(MethodView):
     @blp.response(200, AgentList)
     def get(self, args: dict[str, Any]) -> Any:
         """Agents, newest first; filter by capability, status and kind."""
-        return {"items": [agent_view(v) for v in agents.list_agents(runtime().db, **args)]}
+        return {"items": [agent_view(v) for v in agent_views.list_agents(runtime().db, **args)]}
 
 
 @blp.route("/best-fit")
@@ -71,7 +72,7 @@ class BestFit(MethodView):
     @blp.alt_response(404, description="No agent has any of these capabilities")
     def get(self, args: dict[str, Any]) -> Any:
         """The agent that covers most of the capabilities, then idle, healthy, free."""
-        view = agents.best_fit(runtime().db, args["capabilities"].split(","))
+        view = agent_views.best_fit(runtime().db, args["capabilities"].split(","))
         if view is None:
             abort(404, message=f"no agent has any of {args['capabilities']}")
         return agent_view(view)
@@ -83,7 +84,7 @@ class Stale(MethodView):
     def get(self) -> Any:
         """Agents that stopped heartbeating (marked stale, or overdue)."""
         rt = runtime()
-        views = agents.stale(rt.db, rt.settings.heartbeat_timeout)
+        views = agent_views.stale(rt.db, rt.settings.heartbeat_timeout)
         return {"items": [agent_view(v) for v in views]}
 
 
@@ -92,7 +93,7 @@ class Stats(MethodView):
     @blp.response(200, AgentStats)
     def get(self) -> Any:
         """Counts by status and kind, live capacity and its use."""
-        return agents.statistics(runtime().db)
+        return agent_views.statistics(runtime().db)
 
 
 @blp.route("/<uuid:agent_id>")
@@ -100,7 +101,7 @@ class AgentById(MethodView):
     @blp.response(200, AgentOut)
     @blp.alt_response(404, description="No such agent")
     def get(self, agent_id: uuid.UUID) -> Any:
-        return agent_view(agents.get_agent(runtime().db, agent_id))
+        return agent_view(agent_views.get_agent(runtime().db, agent_id))
 
 
 @blp.route("/<uuid:agent_id>/health")
@@ -109,7 +110,7 @@ class Health(MethodView):
     @blp.alt_response(404, description="No such agent")
     def get(self, agent_id: uuid.UUID) -> Any:
         rt = runtime()
-        return agents.health(rt.db, agent_id, rt.settings.heartbeat_timeout)
+        return agent_views.health(rt.db, agent_id, rt.settings.heartbeat_timeout)
 
 
 @blp.route("/<uuid:agent_id>/heartbeat")

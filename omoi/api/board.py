@@ -24,7 +24,8 @@ from omoi.api.schemas.events import StreamQuery
 from omoi.domain.auth import allows
 from omoi.domain.enums import Phase, TaskStatus
 from omoi.domain.events import EventType
-from omoi.services import agents, events, phases, sessions
+from omoi.services import events, phases, sessions
+from omoi.services.read import agents as agent_views
 from omoi.services.read import board, queries
 
 blp = Blueprint(
@@ -140,8 +141,8 @@ def ticket(ticket_id: uuid.UUID) -> str:
 def fleet() -> str:
     rt = runtime()
     rows = [
-        (view, *agents.liveness(view.agent, rt.settings.heartbeat_timeout))
-        for view in agents.list_agents(rt.db)
+        (view, *agent_views.liveness(view.agent, rt.settings.heartbeat_timeout))
+        for view in agent_views.list_agents(rt.db)
     ]
     return page("agents", {"type": "agent."}, agents=rows)
 

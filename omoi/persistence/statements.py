@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    func,
     insert,
     literal_column,
     or_,
@@ -43,11 +44,12 @@ from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
 from omoi.persistence import actors
 from omoi.persistence.db import Database
-from omoi.persistence.tables import Event, PhaseHistory, Task, Ticket
+from omoi.persistence.tables import RUNNING_ATTEMPTS, Agent, Event, PhaseHistory, Task, Ticket
 from omoi.persistence.types import utcnow
 
 Executor = Connection | Session
 tasks = Task.__table__
+agents = Agent.__table__
 events = Event.__table__
 tickets = Ticket.__table__
 
@@ -439,3 +441,16 @@ def cancel_rows(conn: Connection, ticket_id: uuid.UUID, where: Any, reason: str)
             ),
         )
     return before
+
+
+def running_count(agent_id: Any) -> Any:
+    """How many attempts the agent (an id or ``agents.c.id``) runs now, as a subquery."""
+    return (
+        select(func.count()).where(tasks.c.agent_id == agent_id, RUNNING_ATTEMPTS).scalar_subquery()
+    )
+
+
+def overdue(timeout: float, now: datetime) -> Any:
+    """An agent whose last heartbeat (or registration) is older than ``timeout``."""
+    cutoff = now - timedelta(seconds=timeout)
+    return func.coalesce(agents.c.last_heartbeat, agents.c.registered_at) < cutoff
