@@ -24,7 +24,7 @@ from omoi.api.schemas.agents import (
     HeartbeatOut,
 )
 from omoi.domain.enums import AgentKind
-from omoi.services import agents
+from omoi.services import agents, external_agents
 from omoi.services.read import agents as agent_views
 from omoi.services.read.agents import AgentView
 
@@ -132,7 +132,7 @@ class Claim(MethodView):
     @blp.alt_response(404, description="No such agent")
     def post(self, agent_id: uuid.UUID) -> Any:
         """The next queued task this agent may run, under a lease token to report with."""
-        ctx = agents.claim_next(runtime().db, agent_id)
+        ctx = external_agents.claim_next(runtime().db, agent_id)
         if ctx is None:
             return Response(status=204)
         return {

@@ -13,7 +13,7 @@ from omoi.api.schemas.common import CancelIn
 from omoi.api.schemas.tasks import CompleteIn, FailIn, TaskDetail, TaskPage, TaskQuery
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
-from omoi.services import agents, cancellation
+from omoi.services import cancellation, external_agents
 from omoi.services.read import queries
 
 blp = Blueprint(
@@ -92,7 +92,7 @@ class CompleteTask(MethodView):
     def post(self, body: dict[str, Any], task_id: uuid.UUID) -> Any:
         """An external agent reports success with the lease token it claimed the task with."""
         rt = runtime()
-        agents.complete(rt.db, rt.dispatcher, task_id, body["lease_token"], body["result"])
+        external_agents.complete(rt.db, rt.dispatcher, task_id, body["lease_token"], body["result"])
         return task_detail(task_id)
 
 
@@ -109,5 +109,5 @@ class FailTask(MethodView):
         error = TaskError(
             ErrorCategory(reported["category"]), reported["type"], reported["message"]
         )
-        agents.fail(rt.db, rt.dispatcher, rt.policy, task_id, body["lease_token"], error)
+        external_agents.fail(rt.db, rt.dispatcher, rt.policy, task_id, body["lease_token"], error)
         return task_detail(task_id)

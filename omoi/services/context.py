@@ -2,7 +2,7 @@
 
 A handler is a function of one ``TaskContext`` that returns a JSON result (``Handler``). The
 context is made by the claim that starts the attempt: a Celery worker's
-(``execution.claim``) or an external agent's (``agents.claim_next``, whose fields the API
+(``attempts.claim``) or an external agent's (``external_agents.claim_next``, whose fields the API
 hands back as the claim's body). Everything it reads or writes goes through the lease the
 claim took, so an attempt that no longer owns its task changes nothing."""
 

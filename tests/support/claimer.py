@@ -7,7 +7,7 @@ import uuid
 
 from omoi.config import Settings
 from omoi.persistence import Database
-from omoi.services import agents
+from omoi.services import external_agents
 
 agent_id, threads = uuid.UUID(sys.argv[1]), int(sys.argv[2])
 db = Database(Settings.from_env().database_url, pool_size=threads)
@@ -16,7 +16,7 @@ lock = threading.Lock()
 
 
 def drain() -> None:
-    while (ctx := agents.claim_next(db, agent_id)) is not None:
+    while (ctx := external_agents.claim_next(db, agent_id)) is not None:
         with lock:
             claimed.append(str(ctx.task_id))
 
