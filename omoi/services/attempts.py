@@ -59,20 +59,7 @@ def claim(
     row = claims.claim(db, params)
     if row is None:
         return None
-    context = TaskContext(
-        task_id=task_id,
-        ticket_id=row.ticket_id,
-        key=row.key,
-        task_type=row.task_type,
-        attempt=attempt,
-        payload=row.payload,
-        timeout_seconds=row.timeout_seconds,
-        depends_on=row.dependencies.get("depends_on", []),
-        agent_id=agent_id,
-        resources=list(row.resources or []),
-        _db=db,
-        _lease=lease,
-    )
+    context = TaskContext.of_claim(row, task_id, attempt, agent_id, db, lease)
     return Claim(task_id, row.ticket_id, attempt, lease), context
 
 

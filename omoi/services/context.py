@@ -110,6 +110,32 @@ class TaskContext:
     #: outbox for beat's sweep. Not for handlers.
     _dispatcher: Dispatcher | None = field(default=None, repr=False)
 
+    @classmethod
+    def of_claim(
+        cls,
+        row: Any,
+        task_id: uuid.UUID,
+        attempt: int,
+        agent_id: Any,
+        db: Database,
+        lease: uuid.UUID,
+    ) -> TaskContext:
+        """The context of a claimed task, from the claim's row (a worker's or an agent's)."""
+        return cls(
+            task_id=task_id,
+            ticket_id=row.ticket_id,
+            key=row.key,
+            task_type=row.task_type,
+            attempt=attempt,
+            payload=row.payload,
+            timeout_seconds=row.timeout_seconds,
+            depends_on=row.dependencies.get("depends_on", []),
+            agent_id=agent_id,
+            resources=list(row.resources or []),
+            _db=db,
+            _lease=lease,
+        )
+
     @property
     def idempotency_key(self) -> str:
         """The same for every attempt of this task, and for no other task: omoi runs a task at

@@ -32,20 +32,7 @@ def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
     _check_agent(agent_id, row.agent_status)
     if row.id is None:
         return None
-    ctx = TaskContext(
-        task_id=row.id,
-        ticket_id=row.ticket_id,
-        key=row.key,
-        task_type=row.task_type,
-        attempt=row.attempt,
-        payload=row.payload,
-        timeout_seconds=row.timeout_seconds,
-        depends_on=row.dependencies.get("depends_on", []),
-        agent_id=agent_id,
-        resources=list(row.resources or []),
-        _db=db,
-        _lease=lease,
-    )
+    ctx = TaskContext.of_claim(row, row.id, row.attempt, agent_id, db, lease)
     if getattr(row, "ticket_context", None) is not None:  # read in the claim's statement
         ctx.__dict__["ticket_context"] = dict(row.ticket_context)
     if ctx.resources:

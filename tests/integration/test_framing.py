@@ -11,10 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
-from omoi.persistence import Database, Event, Task, Ticket
-from tests.integration.test_api_input import with_payload
+from omoi.persistence import Database
+from tests.integration.test_api_input import counts, with_payload
 from tests.support.api import ADMIN_TOKEN
 from tests.support.procs import start_api
 
@@ -52,14 +51,6 @@ def chunked_post(port: int, body: bytes, piece: int = 1000) -> tuple[int, dict[s
     status_line, _, rest = answer.partition(b"\r\n")
     _, _, payload = rest.partition(b"\r\n\r\n")
     return int(status_line.split()[1]), json.loads(payload)
-
-
-def counts(db: Database) -> tuple[int, ...]:
-    with db.session() as session:
-        return tuple(
-            session.execute(select(func.count()).select_from(m)).scalar_one()
-            for m in (Ticket, Task, Event)
-        )
 
 
 def ticket_with(payload: str) -> bytes:
