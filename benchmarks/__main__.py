@@ -146,9 +146,9 @@ class Omoi:
         redis.Redis.from_url(broker).flushdb()
         self.celery = make_celery(self.settings)  # to ping its worker
         self.app = self.client(create_app(self.settings, db=self.db))
-        self.quiet_app = self.client(
-            create_app(self.settings, db=self.db, dispatcher=NullDispatcher())
-        )
+        quiet = create_app(self.settings, db=self.db, dispatcher=NullDispatcher())
+        self.quiet_app = self.client(quiet)
+        self.uow = quiet.extensions["omoi"].uow  # use cases called directly publish nothing
         self.worker: subprocess.Popen[bytes] | None = None
 
     @staticmethod

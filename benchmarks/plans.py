@@ -5,11 +5,11 @@
 Autovacuum takes statistics when it likes. A partial index over one status that held nothing
 then looks free to the planner, which picked it for statements about one task and walked
 every row in it (migration 0012). This times a task's result (``attempts.succeed``: store it,
-release its dependents, count the ticket) in two states, each with statistics taken before the
-state arose ("stale": a history of 20,000 finished tasks and nothing in flight) and after it
-("fresh"): with 5,000 attempts running, and along a 10,000-task ticket of 100-task chains
-(9,900 tasks pending at first). Stale should cost what fresh does. Needs PostgreSQL and Redis
-as ``python -m benchmarks`` does.
+release its dependents, count the ticket, stamp the released ones published) in two states,
+each with statistics taken before the state arose ("stale": a history of 20,000 finished
+tasks and nothing in flight) and after it ("fresh"): with 5,000 attempts running, and along a
+10,000-task ticket of 100-task chains (9,900 tasks pending at first). Stale should cost what
+fresh does. Needs PostgreSQL and Redis as ``python -m benchmarks`` does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy import select
@@ -27,6 +27,9 @@ from sqlalchemy import select
 from benchmarks.__main__ import REDIS_DB, Omoi, summary
 from omoi.persistence import Task
 from omoi.services import attempts
+from omoi.services.dispatcher import Dispatch, NullDispatcher
+from omoi.services.unit_of_work import UnitOfWork
+from omoi.services.workflows import Workflows
 
 HISTORY, RUNNING, CHAINS, LENGTH, RESULTS = 20_000, 5_000, 100, 100, 3_000
 
@@ -42,20 +45,36 @@ def queued(omoi: Omoi, ticket: str) -> list[uuid.UUID]:
         )
 
 
+class Collected(NullDispatcher):
+    """Keeps the tasks each result released, for the loop to finish next."""
+
+    def __init__(self) -> None:
+        self.batch: list[Dispatch] = []
+
+    def publish(self, batch: Sequence[Dispatch]) -> None:
+        self.batch += batch
+
+    def take(self) -> list[Dispatch]:
+        taken, self.batch = self.batch, []
+        return taken
+
+
 def timed_results(omoi: Omoi, todo: list[uuid.UUID]) -> float:
     """Claim and finish tasks from ``todo`` (and the dependents each releases), ``RESULTS`` of
     them; milliseconds per result, the claims not counted."""
     attempts = dict.fromkeys(todo, 1)
     spent, done = 0.0, 0
+    released = Collected()
+    uow = UnitOfWork(omoi.db, released, Workflows.load())
     while todo and done < RESULTS:
         task_id = todo.pop(0)
-        claimed = attempts.claim(omoi.db, task_id, attempts[task_id])
+        claimed = attempts.claim(uow, task_id, attempts[task_id])
         assert claimed is not None
         start = time.perf_counter()
-        landed, ready = attempts.succeed(omoi.db, claimed[0], {"ok": True})
+        landed = attempts.succeed(uow, claimed[0], {"ok": True})
         spent += time.perf_counter() - start
         assert landed
-        for d in ready:
+        for d in released.take():
             todo.append(d.task_id)
             attempts[d.task_id] = d.attempt
         done += 1
@@ -68,7 +87,7 @@ def with_running(omoi: Omoi, stale: bool) -> float:
     )
     ids = queued(omoi, ticket)
     for task_id in ids[:RUNNING]:  # claimed and left running
-        assert attempts.claim(omoi.db, task_id, 1) is not None
+        assert attempts.claim(omoi.uow, task_id, 1) is not None
     if not stale:
         omoi.vacuum()
     return timed_results(omoi, ids[RUNNING:])

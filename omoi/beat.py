@@ -34,14 +34,10 @@ Sweep = Callable[[], int]
 def sweeps(root: Root) -> dict[str, Sweep]:
     """Every repair sweep by name, in the order a round runs them: agents first, so the same
     round frees a lost worker's locks; the outbox last, to publish what the others left."""
-    settings, db, dispatcher, policy = root.settings, root.db, root.dispatcher, root.policy
+    settings, uow, policy = root.settings, root.uow, root.policy
+    db, dispatcher = uow.db, uow.dispatcher
     deadline_slack = settings.time_limit_grace + 2 * settings.sweep_interval
     reset_pending = False
-
-    def gates() -> int:
-        ready = phases.sweep_gates(db)
-        outbox.publish(db, dispatcher, ready)
-        return len(ready)
 
     def republish() -> int:
         """A broker reset is reported once: keep it until a sweep has republished for it."""
@@ -58,12 +54,12 @@ def sweeps(root: Root) -> dict[str, Sweep]:
         return count
 
     return {
-        "agents": lambda: agents.sweep_stale(db, dispatcher, policy, settings.heartbeat_timeout),
-        "deadlines": lambda: failures.expire_deadlines(db, dispatcher, policy, deadline_slack),
-        "sync_points": lambda: failures.expire_sync_points(db, dispatcher),
-        "locks": lambda: locks.sweep(db, dispatcher),
-        "retries": lambda: failures.wake_retries(db, dispatcher),
-        "gates": gates,
+        "agents": lambda: agents.sweep_stale(uow, policy, settings.heartbeat_timeout),
+        "deadlines": lambda: failures.expire_deadlines(uow, policy, deadline_slack),
+        "sync_points": lambda: failures.expire_sync_points(uow),
+        "locks": lambda: locks.sweep(uow),
+        "retries": lambda: failures.wake_retries(uow),
+        "gates": lambda: phases.sweep_gates(uow),
         "outbox": republish,
     }
 

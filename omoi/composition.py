@@ -1,7 +1,8 @@
 """The composition root: what a process builds once, and how. ``Root(settings, role)`` holds
-the settings, the database, the Celery app and dispatcher, the retry policy, the workflows and
-(in a worker) the handler registry; each is built on first use, so a CLI command that only
-needs the database builds no Celery app and loads no workflow file. The API
+the settings, the database, the Celery app and dispatcher, the retry policy, the workflows, the
+unit of work the use cases change things through and (in a worker) the handler registry; each
+is built on first use, so a CLI command that only needs the database builds no Celery app and
+loads no workflow file. The API
 (``omoi.api.create_app``), the worker (``omoi.worker.app``), beat (``omoi.beat``) and the CLI
 each build one root and take everything from it. Celery and the use cases are imported only
 when a root first needs them: a CLI command on the database alone starts as fast as before."""
@@ -14,10 +15,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
 from omoi.config import Settings
-from omoi.domain.workflow import Workflow
 from omoi.persistence import Database
-from omoi.services import workflows
 from omoi.services.dispatcher import Dispatcher
+from omoi.services.workflows import Workflows
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from omoi.broker.dispatcher import CeleryDispatcher
     from omoi.services.attempts import Handler
     from omoi.services.failures import RetryPolicy
+    from omoi.services.unit_of_work import UnitOfWork
 
 
 class Role(StrEnum):
@@ -39,8 +40,14 @@ class Role(StrEnum):
 def _database(settings: Settings, role: Role) -> Database:
     if role is Role.API:
         return Database(settings.database_url, settings.db_pool_size)
-    if role is Role.WORKER:  # a pool child: one attempt at a time, its engine built after fork
-        return Database(settings.database_url, pool_size=2, pre_ping=False)
+    if role is Role.WORKER:  # a pool child: one attempt at a time, its engine built after fork;
+        # it waits out an outage, for a finished handler's result must be stored, not dropped
+        return Database(
+            settings.database_url,
+            pool_size=2,
+            pre_ping=False,
+            outage_patience=settings.db_outage_patience,
+        )
     if role is Role.BEAT:
         return Database(settings.database_url, pool_size=2)
     return Database(settings.database_url, pool_size=1)
@@ -107,10 +114,17 @@ class Root:
         return RetryPolicy(s.retry_backoff, s.retry_backoff_max, s.retry_eta_max)
 
     @cached_property
-    def workflows(self) -> dict[str, Workflow]:
-        """Every workflow, loaded and checked (a bad file raises ``WorkflowError``) and made
-        the ones services look up."""
-        return workflows.configure(self.settings.workflows_dir or None)
+    def workflows(self) -> Workflows:
+        """Every workflow, loaded and checked (a bad file raises ``WorkflowError``)."""
+        return Workflows.load(self.settings.workflows_dir or None)
+
+    @cached_property
+    def uow(self) -> UnitOfWork:
+        """What the use cases change the world through: the database, the dispatcher and
+        the workflows together."""
+        from omoi.services.unit_of_work import UnitOfWork
+
+        return UnitOfWork(self.db, self.dispatcher, self.workflows)
 
     @cached_property
     def resolve(self) -> Callable[[str], Handler | None]:

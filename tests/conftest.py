@@ -20,7 +20,6 @@ from sqlalchemy import delete
 from omoi.config import Settings
 from omoi.persistence import Database, Ticket
 from omoi.persistence.migrate import upgrade
-from omoi.persistence.statements import retry_db
 from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import NullDispatcher
 from tests.support.api import ADMIN_TOKEN, make_app
@@ -196,7 +195,7 @@ def api_client(settings: Settings, db: Database) -> Iterator[Any]:
         with db.session() as session:
             session.execute(delete(Ticket).where(Ticket.created_at >= started))
 
-    retry_db(purge)  # a worker may still be finishing one of the module's tickets
+    db.retry(purge)  # a worker may still be finishing one of the module's tickets
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,7 @@ def create_app(
     app.extensions["omoi"] = Runtime(
         settings=settings,
         db=db,
-        dispatcher=root.dispatcher,
+        uow=root.uow,
         policy=root.policy,
         broker_ping=root.producer.ping,
         authenticate=authenticate,

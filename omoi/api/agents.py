@@ -132,7 +132,7 @@ class Claim(MethodView):
     @blp.alt_response(404, description="No such agent")
     def post(self, agent_id: uuid.UUID) -> Any:
         """The next queued task this agent may run, under a lease token to report with."""
-        ctx = external_agents.claim_next(runtime().db, agent_id)
+        ctx = external_agents.claim_next(runtime().uow, agent_id)
         if ctx is None:
             return Response(status=204)
         return {

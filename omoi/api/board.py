@@ -24,9 +24,10 @@ from omoi.api.schemas.events import StreamQuery
 from omoi.domain.auth import allows
 from omoi.domain.enums import Phase, TaskStatus
 from omoi.domain.events import EventType
-from omoi.services import events, phases, sessions
+from omoi.services import events, sessions
 from omoi.services.read import agents as agent_views
 from omoi.services.read import board, queries
+from omoi.services.read import phases as phase_views
 
 blp = Blueprint(
     "board",
@@ -131,8 +132,8 @@ def ticket(ticket_id: uuid.UUID) -> str:
         ticket=row,
         counts=counts,
         progress=queries.progress(counts),
-        history=phases.history_of(db, ticket_id),
-        gate=phases.gate_status(db, ticket_id),
+        history=phase_views.history_of(db, ticket_id),
+        gate=phase_views.gate_status(db, runtime().uow.workflows, ticket_id),
         graph=layout(board.graph(db, ticket_id)),
     )
 

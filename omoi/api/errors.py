@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
-from omoi.persistence.statements import disconnected
+from omoi.persistence.db import disconnected
 from omoi.services.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError
 
 log = structlog.get_logger(__name__)

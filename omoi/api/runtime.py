@@ -1,4 +1,4 @@
-"""What views need from the process: settings, the database and the dispatcher."""
+"""What views need from the process: settings, the database and the unit of work."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from flask import current_app
 
 from omoi.config import Settings
 from omoi.persistence import Database
-from omoi.services.dispatcher import Dispatcher
 from omoi.services.events import EventHub, StreamSlots
 from omoi.services.failures import RetryPolicy
 from omoi.services.tokens import Authenticator
+from omoi.services.unit_of_work import UnitOfWork
 
 
 @dataclass
 class Runtime:
     settings: Settings
     db: Database
-    dispatcher: Dispatcher
+    uow: UnitOfWork  # the database, the dispatcher and the workflows, for the use cases
     policy: RetryPolicy
     broker_ping: Callable[[], None]
     authenticate: Authenticator

@@ -67,7 +67,7 @@ class CancelTask(MethodView):
     def post(self, body: dict[str, Any], task_id: uuid.UUID) -> Any:
         """Cancel a task and its dependents; a running attempt is revoked (terminated)."""
         rt = runtime()
-        cancellation.cancel_task(rt.db, rt.dispatcher, task_id, body["reason"])
+        cancellation.cancel_task(rt.uow, task_id, body["reason"])
         return task_detail(task_id)
 
 
@@ -79,7 +79,7 @@ class RetryTask(MethodView):
     def post(self, task_id: uuid.UUID) -> Any:
         """Re-run a failed task with a fresh retry budget; its cancelled dependents wait again."""
         rt = runtime()
-        cancellation.retry_task(rt.db, rt.dispatcher, task_id)
+        cancellation.retry_task(rt.uow, task_id)
         return task_detail(task_id)
 
 
@@ -92,7 +92,7 @@ class CompleteTask(MethodView):
     def post(self, body: dict[str, Any], task_id: uuid.UUID) -> Any:
         """An external agent reports success with the lease token it claimed the task with."""
         rt = runtime()
-        external_agents.complete(rt.db, rt.dispatcher, task_id, body["lease_token"], body["result"])
+        external_agents.complete(rt.uow, task_id, body["lease_token"], body["result"])
         return task_detail(task_id)
 
 
@@ -109,5 +109,5 @@ class FailTask(MethodView):
         error = TaskError(
             ErrorCategory(reported["category"]), reported["type"], reported["message"]
         )
-        external_agents.fail(rt.db, rt.dispatcher, rt.policy, task_id, body["lease_token"], error)
+        external_agents.fail(rt.uow, rt.policy, task_id, body["lease_token"], error)
         return task_detail(task_id)

@@ -33,6 +33,7 @@ from omoi.persistence import Ticket
 from omoi.persistence.tables import TICKET_COLUMNS
 from omoi.services import cancellation, phases, submission
 from omoi.services.errors import Forbidden
+from omoi.services.read import phases as phase_views
 from omoi.services.read import queries
 from omoi.services.submission import NewTicket
 
@@ -64,8 +65,7 @@ class Tickets(MethodView):
         rt = runtime()
         key = request.headers.get("Idempotency-Key") or None
         submitted = submission.create_ticket(
-            rt.db,
-            rt.dispatcher,
+            rt.uow,
             spec,
             submitter_token_id=principal().token_id,  # the key's scope
             idempotency_key=key,
@@ -111,7 +111,7 @@ class CancelTicket(MethodView):
     def post(self, body: dict[str, Any], ticket_id: uuid.UUID) -> Any:
         """Cancel the ticket and all its open tasks; running attempts are revoked."""
         rt = runtime()
-        cancellation.cancel_ticket(rt.db, rt.dispatcher, ticket_id, body["reason"])
+        cancellation.cancel_ticket(rt.uow, ticket_id, body["reason"])
         return ticket_view(*queries.get_ticket(rt.db, ticket_id))
 
 
@@ -124,8 +124,7 @@ class Transition(MethodView):
         """Move a ticket to another phase (``force`` skips the transition table)."""
         rt = runtime()
         phases.move(
-            rt.db,
-            rt.dispatcher,
+            rt.uow,
             ticket_id,
             body["to_phase"],
             body["reason"],
@@ -140,7 +139,7 @@ class Transition(MethodView):
 class ValidTransitionsView(MethodView):
     @blp.response(200, ValidTransitions)
     def get(self, ticket_id: uuid.UUID) -> Any:
-        return phases.valid_transitions(runtime().db, ticket_id)
+        return phase_views.valid_transitions(runtime().db, runtime().uow.workflows, ticket_id)
 
 
 @blp.route("/<uuid:ticket_id>/phase-history")
@@ -148,7 +147,7 @@ class PhaseHistoryView(MethodView):
     @blp.response(200, HistoryList)
     def get(self, ticket_id: uuid.UUID) -> Any:
         queries.get_ticket(runtime().db, ticket_id)  # 404 for an unknown ticket
-        return {"items": phases.history_of(runtime().db, ticket_id)}
+        return {"items": phase_views.history_of(runtime().db, ticket_id)}
 
 
 @blp.route("/<uuid:ticket_id>/phase-progress")
@@ -165,7 +164,7 @@ class GateStatusView(MethodView):
     @blp.response(200, GateStatus)
     def get(self, ticket_id: uuid.UUID) -> Any:
         """What the current phase's gate requires and its latest judgement."""
-        return phases.gate_status(runtime().db, ticket_id)
+        return phase_views.gate_status(runtime().db, runtime().uow.workflows, ticket_id)
 
 
 @blp.route("/<uuid:ticket_id>/context")
@@ -190,8 +189,7 @@ class Artifacts(MethodView):
         """Add an artifact to the ticket's phase; a gate waiting for it is judged again."""
         rt = runtime()
         artifact_id = phases.add(
-            rt.db,
-            rt.dispatcher,
+            rt.uow,
             ticket_id,
             body["type"],
             body["content"],
@@ -225,8 +223,7 @@ class Approve(MethodView):
         token; a ``by`` the client sends is kept only as a note."""
         rt = runtime()
         phases.give_approval(
-            rt.db,
-            rt.dispatcher,
+            rt.uow,
             ticket_id,
             principal().name,
             body["comment"],

@@ -7,8 +7,8 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from omoi.api.runtime import runtime
 from omoi.api.schemas.workflows import WorkflowList
-from omoi.services import workflows
 
 blp = Blueprint(
     "workflows",
@@ -32,6 +32,6 @@ class Workflows(MethodView):
                         k.value: [t.value for t in v] for k, v in w.transitions.items()
                     },
                 }
-                for w in workflows.all_workflows()
+                for w in runtime().uow.workflows.all()
             ]
         }

@@ -4,12 +4,40 @@ across a fork: a prefork child that inherited its parent's pool would share its 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
+RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+DISCONNECT_SQLSTATES = {"57P01", "57P02", "57P03"}  # admin/crash shutdown, cannot connect now
+
+
+def disconnected(exc: BaseException) -> bool:
+    """The database is unreachable or went away (as opposed to refusing the statement)."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig  # type: ignore[assignment]
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in DISCONNECT_SQLSTATES
+
+
+def refused_data(exc: BaseException) -> bool:
+    """The database refused a statement's values (a value jsonb cannot hold, a bind that
+    could not be encoded): sending it again cannot help."""
+    if isinstance(exc, DBAPIError):
+        return isinstance(exc.orig, psycopg.DataError | sqlite3.DataError)
+    return isinstance(exc, psycopg.DataError | StatementError)
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -30,12 +58,20 @@ def _sqlite_setup(engine: Engine) -> None:
 
 
 class Database:
-    """Owns one engine per process; ``session()`` is the unit of work."""
+    """Owns one engine per process, and how long its transactions wait out an outage.
 
-    def __init__(self, url: str, pool_size: int = 10, pre_ping: bool = True) -> None:
+    ``outage_patience`` is the seconds ``retry`` waits for a database that went away (a
+    restart, a failover) before giving up. Workers wait long: a finished handler's result must
+    be stored, not dropped. The API keeps it short and answers 503, so clients retry rather
+    than hang."""
+
+    def __init__(
+        self, url: str, pool_size: int = 10, pre_ping: bool = True, outage_patience: float = 1.0
+    ) -> None:
         self.url = url
         self.pool_size = pool_size
         self.pre_ping = pre_ping
+        self.outage_patience = outage_patience
         self._pid: int | None = None
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
@@ -114,6 +150,31 @@ class Database:
             if raw.driver_connection.broken:
                 raw.invalidate()
             raw.close()
+
+    def retry(self, fn: Callable[[], T], attempts: int = 5) -> T:
+        """Re-run a transaction that lost a deadlock or serialization race (``attempts``
+        times), or whose database went away (until ``outage_patience`` runs out, backing off
+        to 1 s)."""
+        races = 0
+        outage_deadline: float | None = None
+        pause = 0.05
+        while True:
+            try:
+                return fn()
+            except (DBAPIError, psycopg.OperationalError) as exc:
+                if disconnected(exc):
+                    now = time.monotonic()
+                    outage_deadline = outage_deadline or now + self.outage_patience
+                    if now >= outage_deadline:
+                        raise
+                    time.sleep(pause)
+                    pause = min(pause * 2, 1.0)
+                    continue
+                races += 1
+                state = getattr(getattr(exc, "orig", exc), "sqlstate", None)
+                if state not in RETRYABLE_SQLSTATES or races == attempts:
+                    raise
+                time.sleep(0.01 * races)
 
     def dispose(self) -> None:
         if self._pid == os.getpid():

@@ -35,7 +35,6 @@ from omoi.persistence.statements import (
     lease_held,
     pg_fetch,
     record,
-    retry_db,
     task_event,
     tasks,
 )
@@ -130,7 +129,7 @@ def succeed_postgres(db: Database, params: dict[str, Any]) -> tuple[bool, list[A
         with db.driver() as pg:  # one row per dependent made ready (``id`` NULL when none)
             return pg_fetch(pg, SUCCEED_PG, full)
 
-    rows = retry_db(statement)
+    rows = db.retry(statement)
     return bool(rows[0].landed), [r for r in rows if r.id is not None], rows[0].open_tasks
 
 

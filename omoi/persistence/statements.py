@@ -1,6 +1,6 @@
 """The catalogue of named statements the use cases share (PostgreSQL and embedded SQLite):
-each predicate and column list written once, the event log's writers, the task and ticket
-transitions, and the retry of a transaction that lost a race or its database.
+each predicate and column list written once, the event log's writers and the task and ticket
+transitions.
 
 Hot-path statements are built once with bind parameters: constructing SQLAlchemy statements
 per task cost more than running them. The hot-path units of work with a PostgreSQL form of
@@ -9,8 +9,6 @@ their own sit in ``claim`` and ``result``, each next to its portable form.
 
 from __future__ import annotations
 
-import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +16,6 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
 
-import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
@@ -36,7 +33,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
 from omoi.domain.enums import AgentStatus, ErrorCategory, Phase, TaskStatus, TicketStatus
@@ -65,7 +61,6 @@ SWEEP_LOCKS = {
 }
 # Agents that count as alive: they heartbeat, and their running attempts are theirs.
 LIVE_AGENTS = (AgentStatus.IDLE, AgentStatus.BUSY)
-RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 T = TypeVar("T")
 
 
@@ -212,7 +207,7 @@ def by_dialect(
     *,
     durable: bool = True,
 ) -> T:
-    """A unit of work in the database's form, retried (``retry_db``): ``postgres(pg, params)``
+    """A unit of work in the database's form, retried (``Database.retry``): ``postgres(pg, params)``
     on an autocommit driver connection (``durable=False``: its commit does not wait for the
     WAL flush), or ``portable(conn, params)`` in a Core transaction."""
 
@@ -224,7 +219,7 @@ def by_dialect(
         with db.connect() as conn:
             return portable(conn, params)
 
-    return retry_db(on_postgres if db.dialect == "postgresql" else elsewhere)
+    return db.retry(on_postgres if db.dialect == "postgresql" else elsewhere)
 
 
 def pg_fetch(pg: Any, sql: str, params: dict[str, Any]) -> list[Any]:
@@ -266,63 +261,6 @@ def sweep_lock(conn: Executor, name: str) -> Iterator[bool]:
         text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SWEEP_LOCKS[name]}
     ).scalar_one()
     yield bool(got)
-
-
-# How long a unit of work waits for a database that went away (a restart, a failover) before
-# giving up. Workers set it high: a finished handler's result must be stored, not dropped. The
-# API keeps it short and answers 503 instead, so clients retry rather than hang.
-OUTAGE_PATIENCE = {"seconds": 1.0}
-DISCONNECT_SQLSTATES = {"57P01", "57P02", "57P03"}  # admin/crash shutdown, cannot connect now
-
-
-def wait_out_outages(seconds: float) -> None:
-    """Set this process's patience with a database outage (see ``OUTAGE_PATIENCE``)."""
-    OUTAGE_PATIENCE["seconds"] = seconds
-
-
-def disconnected(exc: BaseException) -> bool:
-    """The database is unreachable or went away (as opposed to refusing the statement)."""
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        exc = exc.orig  # type: ignore[assignment]
-    if not isinstance(exc, psycopg.OperationalError):
-        return False
-    state = exc.sqlstate
-    return state is None or state.startswith("08") or state in DISCONNECT_SQLSTATES
-
-
-def refused_data(exc: BaseException) -> bool:
-    """The database refused a statement's values (a value jsonb cannot hold, a bind that
-    could not be encoded): sending it again cannot help."""
-    if isinstance(exc, DBAPIError):
-        return isinstance(exc.orig, psycopg.DataError | sqlite3.DataError)
-    return isinstance(exc, psycopg.DataError | StatementError)
-
-
-def retry_db(fn: Callable[[], T], attempts: int = 5) -> T:
-    """Re-run a transaction that lost a deadlock or serialization race (``attempts`` times),
-    or whose database went away (until ``OUTAGE_PATIENCE`` runs out, backing off to 1 s)."""
-    races = 0
-    outage_deadline: float | None = None
-    pause = 0.05
-    while True:
-        try:
-            return fn()
-        except (DBAPIError, psycopg.OperationalError) as exc:
-            if disconnected(exc):
-                now = time.monotonic()
-                outage_deadline = outage_deadline or now + OUTAGE_PATIENCE["seconds"]
-                if now >= outage_deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
-                continue
-            races += 1
-            state = getattr(getattr(exc, "orig", exc), "sqlstate", None)
-            if state not in RETRYABLE_SQLSTATES or races == attempts:
-                raise
-            time.sleep(0.01 * races)
 
 
 # -- the event log and the transitions that write to it ----------------------------------------

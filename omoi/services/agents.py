@@ -33,10 +33,9 @@ from omoi.persistence.statements import (
 )
 from omoi.persistence.tables import RUNNING_ATTEMPTS
 from omoi.persistence.types import utcnow
-from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import NotFound
 from omoi.services.failures import RetryPolicy, fail_attempt
-from omoi.services.outbox import publish
+from omoi.services.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 agents = Agent.__table__
@@ -157,14 +156,14 @@ def _unreported(timeout: float, now: datetime) -> Any:
     )
 
 
-def sweep_stale(db: Database, dispatcher: Dispatcher, policy: RetryPolicy, timeout: float) -> int:
+def sweep_stale(uow: UnitOfWork, policy: RetryPolicy, timeout: float) -> int:
     """Mark agents stale after ``timeout`` seconds without a heartbeat (one that never beat
     counts from its registration) and recover the running attempts of every agent that is not
     alive, and those a live agent stopped reporting for ``timeout``: each is failed as
     ``lost`` and retried under a new lease. Heartbeats cannot land while PostgreSQL is down,
     so neither is judged until a whole timeout has passed since it started."""
     now = utcnow()
-    with db.connect() as conn, sweep_lock(conn, "agents") as got:
+    with uow.db.connect() as conn, sweep_lock(conn, "agents") as got:
         if not got:
             return 0
         judged = _database_up_for(conn) >= timeout
@@ -195,7 +194,7 @@ def sweep_stale(db: Database, dispatcher: Dispatcher, policy: RetryPolicy, timeo
         log.warning(
             "attempt_lost", task_id=str(task.id), attempt=task.attempt, agent_id=str(task.agent_id)
         )
-        publish(db, dispatcher, fail_attempt(db, policy, task.id, task.attempt, error)[1])
+        fail_attempt(uow, policy, task.id, task.attempt, error)
     return len(orphans)
 
 

@@ -17,15 +17,15 @@ from omoi.domain.auth import BUILTIN_EXEC_TYPES
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import PermanentError, TaskError, UnstorableResult, classify
 from omoi.domain.storable import storable_text, unstorable
-from omoi.persistence import Database, claims, results
-from omoi.persistence.statements import refused_data, retry_db
+from omoi.persistence import claims, results
+from omoi.persistence.db import refused_data
 from omoi.persistence.types import utcnow
 from omoi.services import locks
 from omoi.services.context import Handler, TaskContext
-from omoi.services.dispatcher import Dispatch, Dispatcher
+from omoi.services.dispatcher import Dispatch
 from omoi.services.failures import RetryPolicy, fail_attempt
-from omoi.services.outbox import publish
 from omoi.services.phases import close_tasks, judge
+from omoi.services.unit_of_work import Transaction, UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +39,7 @@ class Claim:
 
 
 def claim(
-    db: Database,
+    uow: UnitOfWork,
     task_id: uuid.UUID,
     attempt: int,
     message_id: str | None = None,
@@ -56,16 +56,16 @@ def claim(
         "message": message_id,
         "agent": agent_id,
     }
-    row = claims.claim(db, params)
+    row = claims.claim(uow.db, params)
     if row is None:
         return None
-    context = TaskContext.of_claim(row, task_id, attempt, agent_id, db, lease)
+    context = TaskContext.of_claim(row, task_id, attempt, agent_id, uow, lease)
     return Claim(task_id, row.ticket_id, attempt, lease), context
 
 
-def succeed(db: Database, c: Claim, result: Any) -> tuple[bool, list[Dispatch]]:
-    """Store the result under the lease guard, release dependents, count the task as ended.
-    Returns whether the result landed and the dependents that became ready."""
+def succeed(uow: UnitOfWork, c: Claim, result: Any) -> bool:
+    """Store the result under the lease guard, release dependents, count the task as ended,
+    and publish the dependents that became ready. Returns whether the result landed."""
     params = {
         "id": c.task_id,
         "lease": c.lease,
@@ -73,33 +73,26 @@ def succeed(db: Database, c: Claim, result: Any) -> tuple[bool, list[Dispatch]]:
         "attempt": c.attempt,
         "result": result,
     }
-    if db.dialect == "postgresql":  # its single statement retries itself; the gate check too
-        landed, rows, open_tasks = results.succeed_postgres(db, params)
-        if not landed:
-            return False, []
-        ready = [Dispatch.of_row(r) for r in rows]
-        if open_tasks == 0:  # the phase's last task: judge its gate (beat re-checks
-            ready += retry_db(lambda: judge_gate(db, c.ticket_id))  # if we die right here)
-        return True, ready
+    if uow.db.dialect == "postgresql":  # its single statement commits and retries by itself
+        landed, rows, open_tasks = results.succeed_postgres(uow.db, params)
+        if landed:
+            uow.after_commit([Dispatch.of_row(r) for r in rows])
+            if open_tasks == 0:  # the phase's last task: judge its gate (beat re-checks
+                uow.run(lambda tx: judge(tx, c.ticket_id))  # if we die right here)
+        return landed
 
-    def portable() -> tuple[bool, list[Dispatch]]:
-        with db.connect() as conn:
-            landed, rows = results.succeed_portable(conn, params)
-            if not landed:
-                return False, []
-            return True, [Dispatch.of_row(r) for r in rows] + close_tasks(conn, c.ticket_id, 1)
+    def portable(tx: Transaction) -> bool:
+        landed, rows = results.succeed_portable(tx.conn, params)
+        if landed:
+            tx.ready += [Dispatch.of_row(r) for r in rows]
+            close_tasks(tx, c.ticket_id, 1)
+        return landed
 
-    return retry_db(portable)
-
-
-def judge_gate(db: Database, ticket_id: uuid.UUID) -> list[Dispatch]:
-    with db.connect() as conn:
-        return judge(conn, ticket_id)
+    return uow.run(portable)
 
 
 def run_attempt(
-    db: Database,
-    dispatcher: Dispatcher,
+    uow: UnitOfWork,
     policy: RetryPolicy,
     resolve: Callable[[str], Handler | None],
     task_id: uuid.UUID,
@@ -113,13 +106,13 @@ def run_attempt(
     with structlog.contextvars.bound_contextvars(
         task_id=str(task_id), attempt=attempt, agent_id=str(agent_id) if agent_id else None
     ):
-        claimed = claim(db, task_id, attempt, message_id, agent_id)
+        claimed = claim(uow, task_id, attempt, message_id, agent_id)
         if claimed is None:
             log.info("duplicate_delivery_ignored")
             return "duplicate"
         claimed[1].exec_types = exec_types
         with structlog.contextvars.bound_contextvars(ticket_id=str(claimed[0].ticket_id)):
-            return Attempt(db, dispatcher, policy, resolve, *claimed).run()
+            return Attempt(uow, policy, resolve, *claimed).run()
 
 
 @dataclass
@@ -127,8 +120,7 @@ class Attempt:
     """One claimed attempt as this worker runs it: under its resources' locks, the handler
     outside any transaction, then its outcome committed under the lease guard."""
 
-    db: Database
-    dispatcher: Dispatcher
+    uow: UnitOfWork
     policy: RetryPolicy
     resolve: Callable[[str], Handler | None]
     claim: Claim
@@ -137,9 +129,10 @@ class Attempt:
     def run(self) -> str:
         """What happened: waiting (for a lock), failed, superseded or succeeded."""
         c, ctx = self.claim, self.ctx
-        ctx._dispatcher = self.dispatcher
         if ctx.resources:
-            tokens = locks.acquire_or_wait(self.db, c.task_id, c.ticket_id, c.lease, ctx.resources)
+            tokens = locks.acquire_or_wait(
+                self.uow.db, c.task_id, c.ticket_id, c.lease, ctx.resources
+            )
             if tokens is None:
                 log.info("waiting_for_lock")
                 return "waiting"
@@ -148,7 +141,7 @@ class Attempt:
             return self._run_handler()
         finally:
             if ctx.resources:
-                locks.release(self.db, self.dispatcher, c.task_id)
+                locks.release(self.uow, c.task_id)
 
     def _run_handler(self) -> str:
         ctx = self.ctx
@@ -164,7 +157,7 @@ class Attempt:
             self._record_failure(classify(exc))
             return "failed"
         try:
-            landed, ready = succeed(self.db, self.claim, result)
+            landed = succeed(self.uow, self.claim, result)
         except Exception as exc:
             if not refused_data(exc):
                 raise
@@ -177,16 +170,12 @@ class Attempt:
         if not landed:
             log.info("attempt_superseded")
             return "superseded"
-        publish(self.db, self.dispatcher, ready)
         return "succeeded"
 
     def _record_failure(self, error: TaskError) -> None:
-        """Record the attempt's failure (its traceback is the exception being handled) and
-        publish the retry, if any."""
+        """Record the attempt's failure (its traceback is the exception being handled); its
+        retry, if any, is published."""
         c = self.claim
         log.warning("attempt_failed", **error.as_dict())
         trace = storable_text(traceback.format_exc())
-        _, retry = fail_attempt(
-            self.db, self.policy, c.task_id, c.attempt, error, lease=c.lease, trace=trace
-        )
-        publish(self.db, self.dispatcher, retry)
+        fail_attempt(self.uow, self.policy, c.task_id, c.attempt, error, lease=c.lease, trace=trace)

@@ -21,7 +21,6 @@ from omoi.domain.enums import (
     TicketStatus,
 )
 from omoi.domain.events import EventType
-from omoi.persistence import Database
 from omoi.persistence.statements import (
     cancel_rows,
     dependents,
@@ -29,18 +28,17 @@ from omoi.persistence.statements import (
     move_tasks,
     move_ticket,
     record,
-    retry_db,
     task_event,
     tasks,
     tickets,
 )
 from omoi.persistence.types import utcnow
 from omoi.services import locks
-from omoi.services.dispatcher import Dispatch, Dispatcher
+from omoi.services.dispatcher import Dispatch
 from omoi.services.errors import Conflict, NotFound
 from omoi.services.failures import cancel_downstream
-from omoi.services.outbox import publish
 from omoi.services.phases import close_tasks
+from omoi.services.unit_of_work import Transaction, UnitOfWork
 
 
 def _lock_ticket(conn: Connection, ticket_id: uuid.UUID) -> Any:
@@ -66,72 +64,69 @@ def _lock_task(conn: Connection, task_id: uuid.UUID) -> tuple[Any, Any]:
     return task, ticket
 
 
-def _revoke(dispatcher: Dispatcher, rows: list[Any]) -> None:
-    running = [r.celery_id for r in rows if r.status == TaskStatus.RUNNING and r.celery_id]
-    dispatcher.revoke(running)
+def _revoke(tx: Transaction, rows: list[Any]) -> None:
+    """Revoke (after the commit) the Celery jobs of the cancelled attempts that were running."""
+    tx.revoke += [r.celery_id for r in rows if r.status == TaskStatus.RUNNING and r.celery_id]
 
 
-def cancel_task(db: Database, dispatcher: Dispatcher, task_id: uuid.UUID, reason: str) -> None:
+def cancel_task(uow: UnitOfWork, task_id: uuid.UUID, reason: str) -> None:
     """Cancel one task and everything downstream of it."""
 
-    def tx() -> tuple[list[Any], list[Dispatch]]:
-        with db.connect() as conn:
-            task, _ = _lock_task(conn, task_id)
-            if task.status in TERMINAL_TASK_STATUSES:
-                raise Conflict(
-                    f"task {task_id} already ended ({task.status}); nothing to cancel",
-                    {"task_id": str(task_id), "status": task.status},
-                )
-            rows = cancel_rows(conn, task.ticket_id, tasks.c.id == task_id, reason)
-            downstream = cancel_downstream(
-                conn, task.ticket_id, [task_id], f"dependency {task_id} was cancelled"
-            )
-            return rows, close_tasks(conn, task.ticket_id, 1 + downstream)
-
-    rows, next_phase = retry_db(tx)
-    _revoke(dispatcher, rows)
-    publish(db, dispatcher, next_phase)
-    locks.release(db, dispatcher, task_id)
-
-
-def cancel_ticket(db: Database, dispatcher: Dispatcher, ticket_id: uuid.UUID, reason: str) -> None:
-    """Cancel a ticket and all its open tasks."""
-    _revoke(dispatcher, retry_db(lambda: _cancel_ticket_tx(db, ticket_id, reason)))
-    locks.sweep(db, dispatcher)  # frees the cancelled tasks' locks for other tickets
-
-
-def _cancel_ticket_tx(db: Database, ticket_id: uuid.UUID, reason: str) -> list[Any]:
-    with db.connect() as conn:
-        ticket = _lock_ticket(conn, ticket_id)
-        if ticket.status in (TicketStatus.DONE, TicketStatus.CANCELLED):
+    def work(tx: Transaction) -> None:
+        task, _ = _lock_task(tx.conn, task_id)
+        if task.status in TERMINAL_TASK_STATUSES:
             raise Conflict(
-                f"ticket {ticket_id} is already {ticket.status}",
-                {"ticket_id": str(ticket_id), "status": ticket.status},
+                f"task {task_id} already ended ({task.status}); nothing to cancel",
+                {"task_id": str(task_id), "status": task.status},
             )
-        rows = cancel_rows(
-            conn,
-            ticket_id,
-            (tasks.c.ticket_id == ticket_id) & tasks.c.status.in_(list(OPEN_TASK_STATUSES)),
-            reason,
+        _revoke(tx, cancel_rows(tx.conn, task.ticket_id, tasks.c.id == task_id, reason))
+        downstream = cancel_downstream(
+            tx.conn, task.ticket_id, [task_id], f"dependency {task_id} was cancelled"
         )
-        conn.execute(
-            update(tickets)
-            .where(tickets.c.id == ticket_id)
-            .values(status=TicketStatus.CANCELLED, open_tasks=0, updated_at=utcnow())
+        close_tasks(tx, task.ticket_id, 1 + downstream)
+
+    uow.run(work)
+    locks.release(uow, task_id)
+
+
+def cancel_ticket(uow: UnitOfWork, ticket_id: uuid.UUID, reason: str) -> None:
+    """Cancel a ticket and all its open tasks."""
+    uow.run(lambda tx: _cancel_ticket(tx, ticket_id, reason))
+    locks.sweep(uow)  # frees the cancelled tasks' locks for other tickets
+
+
+def _cancel_ticket(tx: Transaction, ticket_id: uuid.UUID, reason: str) -> None:
+    conn = tx.conn
+    ticket = _lock_ticket(conn, ticket_id)
+    if ticket.status in (TicketStatus.DONE, TicketStatus.CANCELLED):
+        raise Conflict(
+            f"ticket {ticket_id} is already {ticket.status}",
+            {"ticket_id": str(ticket_id), "status": ticket.status},
         )
-        record(
-            conn,
-            [
-                event_row(
-                    EventType.TICKET_CANCELLED,
-                    "ticket",
-                    ticket_id,
-                    ticket_id,
-                    {"reason": reason, "tasks_cancelled": len(rows)},
-                )
-            ],
-        )
-        return rows
+    rows = cancel_rows(
+        conn,
+        ticket_id,
+        (tasks.c.ticket_id == ticket_id) & tasks.c.status.in_(list(OPEN_TASK_STATUSES)),
+        reason,
+    )
+    _revoke(tx, rows)
+    conn.execute(
+        update(tickets)
+        .where(tickets.c.id == ticket_id)
+        .values(status=TicketStatus.CANCELLED, open_tasks=0, updated_at=utcnow())
+    )
+    record(
+        conn,
+        [
+            event_row(
+                EventType.TICKET_CANCELLED,
+                "ticket",
+                ticket_id,
+                ticket_id,
+                {"reason": reason, "tasks_cancelled": len(rows)},
+            )
+        ],
+    )
 
 
 def _reopen_downstream(conn: Connection, ticket_id: uuid.UUID, root: uuid.UUID) -> int:
@@ -180,68 +175,64 @@ def _reopen_downstream(conn: Connection, ticket_id: uuid.UUID, root: uuid.UUID) 
     return reopened
 
 
-def retry_task(db: Database, dispatcher: Dispatcher, task_id: uuid.UUID) -> None:
+def retry_task(uow: UnitOfWork, task_id: uuid.UUID) -> None:
     """Re-run a failed task with a fresh retry budget; its cancelled dependents wait again."""
-    task = retry_db(lambda: _retry_tx(db, task_id))
-    publish(db, dispatcher, [Dispatch.of_row(task, attempt=task.attempt + 1)])
+    uow.run(lambda tx: _retry(tx, task_id))
 
 
-def _retry_tx(db: Database, task_id: uuid.UUID) -> Any:
-    now = utcnow()
-    with db.connect() as conn:
-        task, ticket = _lock_task(conn, task_id)
-        if task.status != TaskStatus.FAILED:
-            raise Conflict(
-                f"only a failed task can be retried; task {task_id} is {task.status}",
-                {"task_id": str(task_id), "status": task.status},
-            )
-        if ticket.status == TicketStatus.CANCELLED:
-            raise Conflict(
-                f"ticket {task.ticket_id} is cancelled", {"ticket_id": str(task.ticket_id)}
-            )
-        attempt = task.attempt + 1
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task_id)
-            .values(
-                status=TaskStatus.QUEUED,
-                attempt=attempt,
-                retry_count=0,
-                error=None,
-                result=None,
-                next_attempt_at=None,
-                started_at=None,
-                finished_at=None,
-                queued_at=now,
-                published_at=None,
-                lease_token=None,
-            )
+def _retry(tx: Transaction, task_id: uuid.UUID) -> None:
+    now, conn = utcnow(), tx.conn
+    task, ticket = _lock_task(conn, task_id)
+    if task.status != TaskStatus.FAILED:
+        raise Conflict(
+            f"only a failed task can be retried; task {task_id} is {task.status}",
+            {"task_id": str(task_id), "status": task.status},
         )
-        reopened = _reopen_downstream(conn, task.ticket_id, task_id)
-        conn.execute(
-            update(tickets)
-            .where(tickets.c.id == task.ticket_id)
-            .values(open_tasks=tickets.c.open_tasks + 1 + reopened)
+    if ticket.status == TicketStatus.CANCELLED:
+        raise Conflict(f"ticket {task.ticket_id} is cancelled", {"ticket_id": str(task.ticket_id)})
+    attempt = task.attempt + 1
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id)
+        .values(
+            status=TaskStatus.QUEUED,
+            attempt=attempt,
+            retry_count=0,
+            error=None,
+            result=None,
+            next_attempt_at=None,
+            started_at=None,
+            finished_at=None,
+            queued_at=now,
+            published_at=None,
+            lease_token=None,
         )
-        record(
-            conn,
-            [
-                task_event(
-                    EventType.TASK_RETRIED,
-                    task_id,
-                    task.ticket_id,
-                    {"attempt": attempt, "reopened": reopened},
-                    now,
-                )
-            ],
-        )
-        if ticket.status == TicketStatus.BLOCKED:
-            move_ticket(
-                conn,
+    )
+    reopened = _reopen_downstream(conn, task.ticket_id, task_id)
+    conn.execute(
+        update(tickets)
+        .where(tickets.c.id == task.ticket_id)
+        .values(open_tasks=tickets.c.open_tasks + 1 + reopened)
+    )
+    record(
+        conn,
+        [
+            task_event(
+                EventType.TASK_RETRIED,
+                task_id,
                 task.ticket_id,
-                ticket.phase,
-                Phase(ticket.previous_phase or Phase.RUN),
-                TicketStatus.ACTIVE,
-                f"task {task.key} retried",
+                {"attempt": attempt, "reopened": reopened},
+                now,
             )
-        return task
+        ],
+    )
+    if ticket.status == TicketStatus.BLOCKED:
+        move_ticket(
+            conn,
+            task.ticket_id,
+            ticket.phase,
+            Phase(ticket.previous_phase or Phase.RUN),
+            TicketStatus.ACTIVE,
+            f"task {task.key} retried",
+        )
+    tx.ready.append(Dispatch.of_row(task, attempt=attempt))

@@ -18,12 +18,10 @@ from sqlalchemy import select
 
 from omoi.domain.auth import BUILTIN_EXEC_TYPES
 from omoi.domain.enums import MessageType
-from omoi.persistence import Database
 from omoi.persistence.statements import LEASE_OF, tasks, tickets
 from omoi.services import messaging, splits
-from omoi.services.dispatcher import Dispatcher
-from omoi.services.outbox import publish
 from omoi.services.phases import emit_artifact
+from omoi.services.unit_of_work import UnitOfWork
 
 
 @dataclass
@@ -97,18 +95,14 @@ class TaskContext:
     #: split into tasks of these types.
     exec_types: frozenset[str] = BUILTIN_EXEC_TYPES  # the worker's: what a split may add
 
-    #: The database the context reads and writes through. Set by the claim; ``None`` in a
-    #: context made by hand (a unit test), where the reads return nothing. Not for handlers.
-    _db: Database | None = field(default=None, repr=False)
+    #: The unit of work the context reads and writes through (and :meth:`split` publishes
+    #: through). Set by the claim; ``None`` in a context made by hand (a unit test), where
+    #: the reads return nothing. Not for handlers.
+    _uow: UnitOfWork | None = field(default=None, repr=False)
 
     #: The lease the claim took, which every write of the attempt is guarded by. Set by the
     #: claim. Handlers read it as :attr:`lease`.
     _lease: uuid.UUID | None = field(default=None, repr=False)
-
-    #: Where :meth:`split` publishes the subtasks that are ready. Set by the worker before
-    #: the handler runs; ``None`` for an external agent's claim, whose subtasks wait in the
-    #: outbox for beat's sweep. Not for handlers.
-    _dispatcher: Dispatcher | None = field(default=None, repr=False)
 
     @classmethod
     def of_claim(
@@ -117,7 +111,7 @@ class TaskContext:
         task_id: uuid.UUID,
         attempt: int,
         agent_id: Any,
-        db: Database,
+        uow: UnitOfWork,
         lease: uuid.UUID,
     ) -> TaskContext:
         """The context of a claimed task, from the claim's row (a worker's or an agent's)."""
@@ -132,7 +126,7 @@ class TaskContext:
             depends_on=row.dependencies.get("depends_on", []),
             agent_id=agent_id,
             resources=list(row.resources or []),
-            _db=db,
+            _uow=uow,
             _lease=lease,
         )
 
@@ -148,9 +142,9 @@ class TaskContext:
     def _dependencies(self) -> list[Any]:
         """The rows of the tasks in :attr:`depends_on` (key, result, finished_at), read once,
         on first use of :attr:`dependency_results` or :attr:`dependency_finished`."""
-        if not self.depends_on or self._db is None:
+        if not self.depends_on or self._uow is None:
             return []
-        with self._db.connect() as conn:
+        with self._uow.db.connect() as conn:
             return list(
                 conn.execute(
                     select(tasks.c.key, tasks.c.result, tasks.c.finished_at).where(
@@ -179,10 +173,8 @@ class TaskContext:
         receives their results (``"all"``, ``"first"``, ``"majority"``, or
         ``{"task_type": …}`` for a merge handler of your own). What depended on this task now
         waits for the merge. Returns the new tasks' ids."""
-        assert self._db is not None and self._lease is not None
-        ready = splits.split(self._db, self.task_id, self._lease, subtasks, merge, self.exec_types)
-        if self._dispatcher is not None:
-            publish(self._db, self._dispatcher, ready)
+        assert self._uow is not None and self._lease is not None
+        ready = splits.split(self._uow, self.task_id, self._lease, subtasks, merge, self.exec_types)
         return [str(d.task_id) for d in ready]
 
     @cached_property
@@ -191,9 +183,9 @@ class TaskContext:
         phase summarized within ``OMOI_CONTEXT_BUDGET`` characters) and, per phase, its tasks'
         summaries, decisions, risks, notes and artifact types. Read on first use (an external
         agent's claim reads it in its own statement), then kept."""
-        if self._db is None:
+        if self._uow is None:
             return {}
-        with self._db.connect() as conn:
+        with self._uow.db.connect() as conn:
             return dict(
                 conn.execute(
                     select(tickets.c.context).where(tickets.c.id == self.ticket_id)
@@ -203,9 +195,9 @@ class TaskContext:
     def emit_artifact(self, kind: str, content: Any, path: str | None = None) -> bool:
         """Attach an artifact (a document, a report) to this task's phase for its gate to
         judge. Stored only while this attempt still holds the task; returns whether it was."""
-        if self._db is None or self._lease is None:
+        if self._uow is None or self._lease is None:
             return False
-        with self._db.connect() as conn:
+        with self._uow.db.connect() as conn:
             return emit_artifact(conn, self.task_id, self._lease, kind, content, path)
 
     def send_message(
@@ -220,9 +212,9 @@ class TaskContext:
     ) -> Any:
         """Message another agent, every agent with a capability, or everyone, as this agent
         (:attr:`agent_id`), about this task. Returns what was sent (its ids and thread)."""
-        assert self._db is not None
+        assert self._uow is not None
         return messaging.send(
-            self._db,
+            self._uow.db,
             type=MessageType(type),
             content=content,
             sender=self.agent_id,
@@ -235,9 +227,9 @@ class TaskContext:
 
     def inbox(self, unread_only: bool = True) -> list[Any]:
         """This agent's messages (an agent without a registration has none)."""
-        if self._db is None or self.agent_id is None:
+        if self._uow is None or self.agent_id is None:
             return []
-        return messaging.inbox(self._db, self.agent_id, unread_only=unread_only)
+        return messaging.inbox(self._uow.db, self.agent_id, unread_only=unread_only)
 
     @property
     def lease(self) -> uuid.UUID | None:
@@ -248,9 +240,9 @@ class TaskContext:
         """True once this attempt no longer owns the task (cancelled, or superseded): one
         read of the task's lease per call, so a long handler calls it between steps and
         returns early (its result would be refused anyway)."""
-        if self._db is None:
+        if self._uow is None:
             return False
-        with self._db.connect() as conn:
+        with self._uow.db.connect() as conn:
             lease = conn.execute(LEASE_OF, {"b_id": self.task_id}).scalar_one_or_none()
         return lease != self._lease
 

@@ -18,21 +18,21 @@ from omoi.persistence.types import utcnow
 from omoi.services import locks
 from omoi.services.attempts import Claim, succeed
 from omoi.services.context import TaskContext
-from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, Invalid, NotFound
 from omoi.services.failures import RetryPolicy, fail_attempt
-from omoi.services.outbox import publish
+from omoi.services.unit_of_work import UnitOfWork
 
 
-def claim_next(db: Database, agent_id: uuid.UUID) -> TaskContext | None:
+def claim_next(uow: UnitOfWork, agent_id: uuid.UUID) -> TaskContext | None:
     """The next queued task for this agent, by priority then age, under a fresh lease; locked
     with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers never get the same task."""
     lease = uuid.uuid4()
+    db = uow.db
     row = claims.claim_next(db, {"agent": agent_id, "lease": lease, "now": utcnow()})
     _check_agent(agent_id, row.agent_status)
     if row.id is None:
         return None
-    ctx = TaskContext.of_claim(row, row.id, row.attempt, agent_id, db, lease)
+    ctx = TaskContext.of_claim(row, row.id, row.attempt, agent_id, uow, lease)
     if getattr(row, "ticket_context", None) is not None:  # read in the claim's statement
         ctx.__dict__["ticket_context"] = dict(row.ticket_context)
     if ctx.resources:
@@ -68,34 +68,27 @@ def _superseded(task_id: uuid.UUID) -> Conflict:
     )
 
 
-def complete(
-    db: Database, dispatcher: Dispatcher, task_id: uuid.UUID, lease: uuid.UUID, result: Any
-) -> None:
+def complete(uow: UnitOfWork, task_id: uuid.UUID, lease: uuid.UUID, result: Any) -> None:
     """An external agent reports success under its lease; a result PostgreSQL cannot store is
     refused, and the agent may report again."""
     reason = unstorable(result)
     if reason is not None:
         raise Invalid(f"the result cannot be stored: {reason}", {"task_id": str(task_id)})
-    row = _attempt_of(db, task_id)
-    landed, ready = succeed(db, Claim(task_id, row.ticket_id, row.attempt, lease), result)
-    if not landed:
+    row = _attempt_of(uow.db, task_id)
+    if not succeed(uow, Claim(task_id, row.ticket_id, row.attempt, lease), result):
         raise _superseded(task_id)
-    publish(db, dispatcher, ready)
-    locks.release(db, dispatcher, task_id)
+    locks.release(uow, task_id)
 
 
 def fail(
-    db: Database,
-    dispatcher: Dispatcher,
+    uow: UnitOfWork,
     policy: RetryPolicy,
     task_id: uuid.UUID,
     lease: uuid.UUID,
     error: TaskError,
 ) -> None:
     """An external agent reports failure under its lease; retried like any other."""
-    row = _attempt_of(db, task_id)
-    counted, retry = fail_attempt(db, policy, task_id, row.attempt, error, lease=lease)
-    if not counted:
+    row = _attempt_of(uow.db, task_id)
+    if not fail_attempt(uow, policy, task_id, row.attempt, error, lease=lease):
         raise _superseded(task_id)
-    publish(db, dispatcher, retry)
-    locks.release(db, dispatcher, task_id)
+    locks.release(uow, task_id)

@@ -17,23 +17,21 @@ from omoi.domain.backoff import retry_delay
 from omoi.domain.enums import ErrorCategory, TaskStatus
 from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
-from omoi.persistence import Database
 from omoi.persistence.statements import (
     DISPATCH_COLUMNS,
     dependents,
     lease_held,
     move_tasks,
     record,
-    retry_db,
     sweep_lock,
     task_event,
     tasks,
 )
 from omoi.persistence.tables import RUNNING_ATTEMPTS
 from omoi.persistence.types import utcnow
-from omoi.services.dispatcher import Dispatch, Dispatcher
-from omoi.services.outbox import publish
+from omoi.services.dispatcher import Dispatch
 from omoi.services.phases import close_tasks
+from omoi.services.unit_of_work import Transaction, UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -143,15 +141,17 @@ def _requeue(conn: Connection, row: Any, error: TaskError, detail: dict[str, Any
 
 
 def apply_failure(
-    conn: Connection, policy: RetryPolicy, row: Any, error: TaskError, trace: str | None
-) -> list[Dispatch]:
+    tx: Transaction, policy: RetryPolicy, row: Any, error: TaskError, trace: str | None
+) -> None:
     """Retry the task if its error allows and retries remain, else fail it for good; an
-    interrupted attempt is re-queued at once. Returns the retry's (possibly delayed) message
-    when the wait is short enough to leave with the broker."""
+    interrupted attempt is re-queued at once. The retry's (possibly delayed) message joins
+    ``tx.ready`` when the wait is short enough to leave with the broker."""
+    conn = tx.conn
     now = utcnow()
     detail = {"attempt": row.attempt, **error.as_dict(), "traceback": trace}
     if error.category == ErrorCategory.INTERRUPTED:
-        return [_requeue(conn, row, error, detail)]
+        tx.ready.append(_requeue(conn, row, error, detail))
+        return
     if error.category == ErrorCategory.TIMEOUT:
         record(conn, [task_event(EventType.TASK_TIMED_OUT, row.id, row.ticket_id, detail, now)])
     if error.retryable and row.retry_count < row.max_retries:
@@ -184,9 +184,9 @@ def apply_failure(
             conn,
             [task_event(EventType.TASK_RETRY_SCHEDULED, row.id, row.ticket_id, scheduled, now)],
         )
-        if delay > policy.eta_max:
-            return []  # woken by the retry sweep, not held as a long countdown in Redis
-        return [Dispatch.of_row(row, attempt=row.attempt + 1, countdown=delay)]
+        if delay <= policy.eta_max:  # longer: woken by the retry sweep, not held in Redis
+            tx.ready.append(Dispatch.of_row(row, attempt=row.attempt + 1, countdown=delay))
+        return
     conn.execute(
         update(tasks)
         .where(tasks.c.id == row.id)
@@ -200,11 +200,11 @@ def apply_failure(
     )
     record(conn, [task_event(EventType.TASK_FAILED, row.id, row.ticket_id, detail, now)])
     cancelled = cancel_downstream(conn, row.ticket_id, [row.id], f"dependency {row.id} failed")
-    return close_tasks(conn, row.ticket_id, 1 + cancelled)  # the next phase's tasks, if any
+    close_tasks(tx, row.ticket_id, 1 + cancelled)  # the next phase's tasks, if any
 
 
 def fail_attempt(
-    db: Database,
+    uow: UnitOfWork,
     policy: RetryPolicy,
     task_id: uuid.UUID,
     attempt: int,
@@ -212,50 +212,51 @@ def fail_attempt(
     *,
     lease: uuid.UUID | None = None,
     trace: str | None = None,
-) -> tuple[bool, list[Dispatch]]:
-    """Record that attempt ``attempt`` failed. Guarded like a success: only the attempt that
-    still owns the row (same attempt number, and same lease when the caller knows it) counts;
-    anything else is logged as superseded. Returns whether it counted and the retry to publish
-    once this returns."""
+) -> bool:
+    """Record that attempt ``attempt`` failed, and publish its retry, if any. Guarded like a
+    success: only the attempt that still owns the row (same attempt number, and same lease
+    when the caller knows it) counts; anything else is logged as superseded. Returns whether
+    it counted."""
 
-    def tx() -> tuple[bool, list[Dispatch]]:
-        with db.connect() as conn:
-            guard = [
-                tasks.c.id == task_id,
-                tasks.c.attempt == attempt,
-                tasks.c.status == TaskStatus.RUNNING if lease is None else lease_held(lease),
-            ]
-            row = conn.execute(
-                select(*FAILURE_COLUMNS).where(*guard).with_for_update()
-            ).one_or_none()
-            if row is None:
-                ticket_id = conn.execute(
-                    select(tasks.c.ticket_id).where(tasks.c.id == task_id)
-                ).scalar_one_or_none()
-                record(
-                    conn,
-                    [
-                        task_event(
-                            EventType.TASK_SUPERSEDED,
-                            task_id,
-                            ticket_id,
-                            {"attempt": attempt, **error.as_dict()},
-                        )
-                    ],
-                )
-                return False, []
-            return True, apply_failure(conn, policy, row, error, trace)
+    def work(tx: Transaction) -> bool:
+        conn = tx.conn
+        guard = [
+            tasks.c.id == task_id,
+            tasks.c.attempt == attempt,
+            tasks.c.status == TaskStatus.RUNNING if lease is None else lease_held(lease),
+        ]
+        row = conn.execute(select(*FAILURE_COLUMNS).where(*guard).with_for_update()).one_or_none()
+        if row is None:
+            ticket_id = conn.execute(
+                select(tasks.c.ticket_id).where(tasks.c.id == task_id)
+            ).scalar_one_or_none()
+            record(
+                conn,
+                [
+                    task_event(
+                        EventType.TASK_SUPERSEDED,
+                        task_id,
+                        ticket_id,
+                        {"attempt": attempt, **error.as_dict()},
+                    )
+                ],
+            )
+            return False
+        apply_failure(tx, policy, row, error, trace)
+        return True
 
-    return retry_db(tx)
+    return uow.run(work)
 
 
-def wake_retries(
-    db: Database, dispatcher: Dispatcher, grace: float = 1.0, limit: int = 1000
-) -> int:
+def wake_retries(uow: UnitOfWork, grace: float = 1.0, limit: int = 1000) -> int:
     """Queue retrying tasks whose wait is over and that no delayed message claimed (waits
     longer than ``eta_max``, or a message that was lost)."""
-    now = utcnow()
-    with db.connect() as conn, sweep_lock(conn, "retries") as got:
+    return uow.run(lambda tx: _wake_retries(tx, grace, limit))
+
+
+def _wake_retries(tx: Transaction, grace: float, limit: int) -> int:
+    now, conn = utcnow(), tx.conn
+    with sweep_lock(conn, "retries") as got:
         if not got:
             return 0
         due = (
@@ -287,21 +288,15 @@ def wake_retries(
                 for r in rows
             ),
         )
-    publish(
-        db,
-        dispatcher,
-        [Dispatch.of_row(r) for r in rows],
-    )
+    tx.ready += [Dispatch.of_row(r) for r in rows]
     return len(rows)
 
 
-def expire_deadlines(
-    db: Database, dispatcher: Dispatcher, policy: RetryPolicy, slack: float
-) -> int:
+def expire_deadlines(uow: UnitOfWork, policy: RetryPolicy, slack: float) -> int:
     """Fail (or retry) running attempts past ``started_at + timeout + slack``: the hard time
     limit would have killed them, so their worker is gone or wedged."""
     now = utcnow()
-    with db.connect() as conn, sweep_lock(conn, "deadlines") as got:
+    with uow.db.connect() as conn, sweep_lock(conn, "deadlines") as got:
         if not got:
             return 0
         running = conn.execute(
@@ -320,14 +315,18 @@ def expire_deadlines(
             "its worker vanished",
         )
         log.warning("deadline_expired", task_id=str(r.id), attempt=r.attempt)
-        publish(db, dispatcher, fail_attempt(db, policy, r.id, r.attempt, error)[1])
+        fail_attempt(uow, policy, r.id, r.attempt, error)
     return len(overdue)
 
 
-def expire_sync_points(db: Database, dispatcher: Dispatcher) -> int:
+def expire_sync_points(uow: UnitOfWork) -> int:
     """Fail sync points still waiting at their deadline (their dependents are cancelled)."""
-    now = utcnow()
-    with db.connect() as conn, sweep_lock(conn, "sync") as got:
+    return uow.run(_expire_sync_points)
+
+
+def _expire_sync_points(tx: Transaction) -> int:
+    now, conn = utcnow(), tx.conn
+    with sweep_lock(conn, "sync") as got:
         if not got:
             return 0
         late = conn.execute(
@@ -335,7 +334,6 @@ def expire_sync_points(db: Database, dispatcher: Dispatcher) -> int:
             .where(tasks.c.status == TaskStatus.PENDING, tasks.c.sync_deadline < now)
             .with_for_update(skip_locked=True)
         ).all()
-        ready: list[Dispatch] = []
         for row in late:
             got_n = row.sync_need - row.unmet_dependencies
             error = TaskError(
@@ -355,6 +353,5 @@ def expire_sync_points(db: Database, dispatcher: Dispatcher) -> int:
             cancelled = cancel_downstream(
                 conn, row.ticket_id, [row.id], f"sync point {row.id} timed out"
             )
-            ready += close_tasks(conn, row.ticket_id, 1 + cancelled)
-    publish(db, dispatcher, ready)
+            close_tasks(tx, row.ticket_id, 1 + cancelled)
     return len(late)

@@ -26,15 +26,14 @@ from omoi.persistence.statements import (
     dialect_of,
     lease_held,
     record,
-    retry_db,
     sweep_lock,
     task_event,
     tasks,
 )
 from omoi.persistence.tables import RUNNING_ATTEMPTS
 from omoi.persistence.types import utcnow
-from omoi.services.dispatcher import Dispatch, Dispatcher
-from omoi.services.outbox import publish
+from omoi.services.dispatcher import Dispatch
+from omoi.services.unit_of_work import Transaction, UnitOfWork
 
 resources = Resource.__table__
 held = ResourceLock.__table__
@@ -118,7 +117,7 @@ def acquire_or_wait(
             )
             return tokens
 
-    return retry_db(tx)
+    return db.retry(tx)
 
 
 def _wake(conn: Connection, names: list[str]) -> list[Dispatch]:
@@ -147,41 +146,43 @@ def _wake(conn: Connection, names: list[str]) -> list[Dispatch]:
     return [Dispatch.of_row(r) for r in rows]
 
 
-def release(db: Database, dispatcher: Dispatcher, task_id: uuid.UUID) -> None:
+def release(uow: UnitOfWork, task_id: uuid.UUID) -> None:
     """Free the task's locks (its attempt ended) and wake the tasks waiting for them."""
 
-    def tx() -> list[Dispatch]:
-        with db.connect() as conn:
-            names = list(
-                conn.execute(
-                    delete(held).where(held.c.holder_task == task_id).returning(held.c.name)
-                ).scalars()
-            )
-            if not names:
-                return []
-            record(
-                conn,
-                [task_event(EventType.LOCK_RELEASED, task_id, None, {"resources": sorted(names)})],
-            )
-            return _wake(conn, names)
-
-    publish(db, dispatcher, retry_db(tx))
-
-
-def sweep(db: Database, dispatcher: Dispatcher) -> int:
-    """Free locks whose holder is no longer running (finished, or lost with its worker)."""
-    with db.connect() as conn, sweep_lock(conn, "locks") as got:
-        if not got:
-            return 0
-        running = select(tasks.c.id).where(RUNNING_ATTEMPTS)
+    def work(tx: Transaction) -> None:
         names = list(
-            conn.execute(
-                delete(held).where(not_(held.c.holder_task.in_(running))).returning(held.c.name)
+            tx.conn.execute(
+                delete(held).where(held.c.holder_task == task_id).returning(held.c.name)
             ).scalars()
         )
-        ready = _wake(conn, names) if names else []
-    publish(db, dispatcher, ready)
-    return len(names)
+        if names:
+            record(
+                tx.conn,
+                [task_event(EventType.LOCK_RELEASED, task_id, None, {"resources": sorted(names)})],
+            )
+            tx.ready += _wake(tx.conn, names)
+
+    uow.run(work)
+
+
+def sweep(uow: UnitOfWork) -> int:
+    """Free locks whose holder is no longer running (finished, or lost with its worker)."""
+
+    def work(tx: Transaction) -> int:
+        with sweep_lock(tx.conn, "locks") as got:
+            if not got:
+                return 0
+            running = select(tasks.c.id).where(RUNNING_ATTEMPTS)
+            names = list(
+                tx.conn.execute(
+                    delete(held).where(not_(held.c.holder_task.in_(running))).returning(held.c.name)
+                ).scalars()
+            )
+            if names:
+                tx.ready += _wake(tx.conn, names)
+            return len(names)
+
+    return uow.run(work)
 
 
 def held_locks(db: Database, name: str | None = None) -> list[Any]:

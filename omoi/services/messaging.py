@@ -26,7 +26,7 @@ from sqlalchemy import Connection, insert, select, update
 from omoi.domain.enums import AgentStatus, MessageType, TaskStatus
 from omoi.domain.events import EventType
 from omoi.persistence import AgentMessage, Database
-from omoi.persistence.statements import event_row, record, retry_db, task_event, tasks
+from omoi.persistence.statements import event_row, record, task_event, tasks
 from omoi.persistence.types import utcnow
 from omoi.services.errors import Conflict, Forbidden, Invalid, NotFound
 
@@ -127,7 +127,7 @@ def send(
             )
             return Sent(ids, thread, lease)
 
-    return retry_db(tx)
+    return db.retry(tx)
 
 
 def _running(conn: Connection, task_id: uuid.UUID) -> Any:

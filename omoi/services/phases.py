@@ -27,7 +27,7 @@ from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
 from omoi.domain.routing import normalize_capabilities, queue_for, route_of
 from omoi.domain.workflow import Workflow
-from omoi.persistence import Approval, Artifact, Database, GateResult, PhaseHistory
+from omoi.persistence import Approval, Artifact, GateResult, PhaseHistory
 from omoi.persistence.statements import (
     bulk_insert,
     cancel_rows,
@@ -35,7 +35,6 @@ from omoi.persistence.statements import (
     lease_held,
     move_ticket,
     record,
-    retry_db,
     sweep_lock,
     task_event,
     tasks,
@@ -43,10 +42,9 @@ from omoi.persistence.statements import (
 )
 from omoi.persistence.tables import TICKET_COLUMNS
 from omoi.persistence.types import utcnow
-from omoi.services import workflows
-from omoi.services.dispatcher import Dispatch, Dispatcher
+from omoi.services.dispatcher import Dispatch
 from omoi.services.errors import Conflict, Forbidden, Invalid, NotFound
-from omoi.services.outbox import publish
+from omoi.services.unit_of_work import Transaction, UnitOfWork
 
 artifacts = Artifact.__table__
 gate_results = GateResult.__table__
@@ -224,19 +222,20 @@ def _planned(conn: Connection, ticket_id: uuid.UUID, phase: Phase) -> list[NewTa
 
 
 def _enter(
-    conn: Connection, ticket: Any, workflow: Workflow, phase: Phase, context: dict[str, Any]
-) -> list[Dispatch]:
+    tx: Transaction, ticket: Any, workflow: Workflow, phase: Phase, context: dict[str, Any]
+) -> None:
     """Start ``phase``: create its tasks; a phase without tasks is judged at once."""
+    conn = tx.conn
     if phase == Phase.DONE:
         conn.execute(update(tickets).where(tickets.c.id == ticket.id).values(open_tasks=0))
         record(conn, [event_row(EventType.TICKET_COMPLETED, "ticket", ticket.id, ticket.id)])
-        return []
+        return
     specs = phase_tasks(workflow, phase, ticket.title, _planned(conn, ticket.id, phase))
     defaults = Defaults(ticket.priority, context.get("defaults", {}).get("max_retries", 3))
     _, ready = instantiate(conn, ticket.id, phase, specs, defaults, utcnow())
-    if specs:
-        return ready
-    return judge(conn, ticket.id)
+    tx.ready += ready
+    if not specs:
+        judge(tx, ticket.id)
 
 
 def _aggregate(conn: Connection, ticket: Any, phase: str) -> dict[str, Any]:
@@ -268,7 +267,7 @@ def _aggregate(conn: Connection, ticket: Any, phase: str) -> dict[str, Any]:
 
 
 def _move(
-    conn: Connection,
+    tx: Transaction,
     ticket: Any,
     workflow: Workflow,
     to: Phase,
@@ -276,23 +275,26 @@ def _move(
     by: str,
     leaving: str,
     note: str | None = None,
-) -> list[Dispatch]:
+) -> None:
     """Leave ``leaving`` (aggregating its context), enter ``to``."""
+    conn = tx.conn
     context = _aggregate(conn, ticket, leaving) if leaving in workflow.working else ticket.context
     conn.execute(update(tickets).where(tickets.c.id == ticket.id).values(context=context))
     status = TicketStatus.DONE if to == Phase.DONE else TicketStatus.ACTIVE
     move_ticket(conn, ticket.id, ticket.phase, to, status, reason, by, note)
     refreshed = conn.execute(select(*TICKET_COLUMNS).where(tickets.c.id == ticket.id)).one()
-    return _enter(conn, refreshed, workflow, to, context)
+    _enter(tx, refreshed, workflow, to, context)
 
 
-def judge(conn: Connection, ticket_id: uuid.UUID) -> list[Dispatch]:
-    """Judge the gate of the phase whose work has ended (or that a blocked ticket waits in)."""
+def judge(tx: Transaction, ticket_id: uuid.UUID) -> None:
+    """Judge the gate of the phase whose work has ended (or that a blocked ticket waits in);
+    passed, the next phase's ready tasks join ``tx.ready``."""
+    conn = tx.conn
     ticket = _ticket(conn, ticket_id)
     if ticket.status == TicketStatus.ACTIVE:
         phase = ticket.phase
         if ticket.open_tasks > 0:
-            return []
+            return
     elif ticket.status == TicketStatus.BLOCKED and ticket.previous_phase:
         phase = ticket.previous_phase
         still_open = conn.execute(
@@ -305,10 +307,10 @@ def judge(conn: Connection, ticket_id: uuid.UUID) -> list[Dispatch]:
             .limit(1)
         ).first()
         if still_open is not None:
-            return []
+            return
     else:
-        return []
-    workflow = workflows.get(ticket.workflow)
+        return
+    workflow = tx.workflows.get(ticket.workflow)
     verdict = gates.evaluate(
         workflow.spec(phase).gate,
         _statuses(conn, ticket_id, phase),
@@ -346,8 +348,8 @@ def judge(conn: Connection, ticket_id: uuid.UUID) -> list[Dispatch]:
     if verdict.passed:
         target = workflow.next_phase(phase)
         assert target is not None  # a parsed workflow has a way out of every working phase
-        return _move(conn, ticket, workflow, target, f"gate of {phase} passed", "gate", phase)
-    if ticket.status == TicketStatus.ACTIVE:
+        _move(tx, ticket, workflow, target, f"gate of {phase} passed", "gate", phase)
+    elif ticket.status == TicketStatus.ACTIVE:
         move_ticket(
             conn,
             ticket_id,
@@ -357,7 +359,6 @@ def judge(conn: Connection, ticket_id: uuid.UUID) -> list[Dispatch]:
             "; ".join(verdict.reasons),
             "gate",
         )
-    return []
 
 
 def _statuses(conn: Connection, ticket_id: uuid.UUID, phase: str) -> dict[str, str]:
@@ -372,34 +373,36 @@ def _statuses(conn: Connection, ticket_id: uuid.UUID, phase: str) -> dict[str, s
     return {VISIT_NUMBER.sub("", r.key): r.status for r in rows if visit_of(r.key) == newest}
 
 
-def close_tasks(conn: Connection, ticket_id: uuid.UUID, count: int) -> list[Dispatch]:
+def close_tasks(tx: Transaction, ticket_id: uuid.UUID, count: int) -> None:
     """Count ``count`` tasks of the ticket's phase as ended; the call that brings the counter to
     zero judges the gate in the same transaction (the counter's row lock orders concurrent
     callers). Call it last: the lock is then held only until commit."""
-    row = conn.execute(
+    row = tx.conn.execute(
         update(tickets)
         .where(tickets.c.id == ticket_id)
         .values(open_tasks=tickets.c.open_tasks - count, updated_at=utcnow())
         .returning(tickets.c.open_tasks)
     ).one()
-    return judge(conn, ticket_id) if row.open_tasks <= 0 else []
+    if row.open_tasks <= 0:
+        judge(tx, ticket_id)
 
 
 def transition(
-    conn: Connection,
+    tx: Transaction,
     ticket_id: uuid.UUID,
     to_phase: str,
     reason: str,
     by: str,
     force: bool,
     note: str | None,
-) -> list[Dispatch]:
+) -> None:
     """Move a ticket by hand (``by``: the API passes its token's name; ``note``: a name the
     client gave). Allowed moves come from the workflow's transition table; ``force`` skips
     that check (not the phase's existence). Leaving a working phase cancels its open tasks;
     returning from BLOCKED to the phase it came from resumes it."""
+    conn = tx.conn
     ticket = _ticket(conn, ticket_id)
-    workflow = workflows.get(ticket.workflow)
+    workflow = tx.workflows.get(ticket.workflow)
     to = Phase(to_phase)
     if to != Phase.BLOCKED and to not in [p.name for p in workflow.phases]:
         raise Invalid(
@@ -417,13 +420,13 @@ def transition(
         )
     if to == Phase.BLOCKED:
         move_ticket(conn, ticket_id, ticket.phase, to, TicketStatus.BLOCKED, reason, by, note)
-        return []
-    if ticket.phase == Phase.BLOCKED and to == ticket.previous_phase:
+    elif ticket.phase == Phase.BLOCKED and to == ticket.previous_phase:
         move_ticket(conn, ticket_id, ticket.phase, to, TicketStatus.ACTIVE, reason, by, note)
-        return judge(conn, ticket_id)
-    leaving = ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase
-    _cancel_open(conn, ticket_id, f"ticket moved to {to}")
-    return _move(conn, ticket, workflow, to, reason, by, leaving, note)
+        judge(tx, ticket_id)
+    else:
+        leaving = ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase
+        _cancel_open(conn, ticket_id, f"ticket moved to {to}")
+        _move(tx, ticket, workflow, to, reason, by, leaving, note)
 
 
 def _cancel_open(conn: Connection, ticket_id: uuid.UUID, reason: str) -> None:
@@ -436,16 +439,17 @@ def _cancel_open(conn: Connection, ticket_id: uuid.UUID, reason: str) -> None:
 
 
 def add_artifact(
-    conn: Connection,
+    tx: Transaction,
     ticket_id: uuid.UUID,
     kind: str,
     content: Any,
     path: str | None,
     phase: str | None,
     task_id: uuid.UUID | None = None,
-) -> tuple[int, list[Dispatch]]:
+) -> int:
     """Store an artifact for the ticket's current phase (or the one it is blocked in) and judge
     a gate that was waiting for it."""
+    conn = tx.conn
     ticket = _ticket(conn, ticket_id)
     phase = phase or (ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase)
     artifact_id = conn.execute(
@@ -473,19 +477,21 @@ def add_artifact(
             )
         ],
     )
-    return artifact_id, judge(conn, ticket_id)
+    judge(tx, ticket_id)
+    return int(artifact_id)
 
 
 def approve(
-    conn: Connection,
+    tx: Transaction,
     ticket_id: uuid.UUID,
     by: str,
     comment: str,
     phase: str | None,
     note: str | None,
-) -> list[Dispatch]:
+) -> None:
     """``by`` is who approves (the API passes its token's name); ``note`` is what a client
     says about it, kept beside but never in its place."""
+    conn = tx.conn
     ticket = _ticket(conn, ticket_id)
     phase = phase or (ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase)
     conn.execute(
@@ -495,7 +501,7 @@ def approve(
     )
     payload = {"phase": phase, "by": by, "note": note}
     record(conn, [event_row(EventType.GATE_APPROVED, "ticket", ticket_id, ticket_id, payload)])
-    return judge(conn, ticket_id)
+    judge(tx, ticket_id)
 
 
 def emit_artifact(
@@ -534,44 +540,33 @@ def emit_artifact(
     return True
 
 
-def sweep_gates(db: Database, limit: int = 500) -> list[Dispatch]:
+def sweep_gates(uow: UnitOfWork, limit: int = 500) -> int:
     """Safety net: judge active tickets whose phase has no open task left (their last task's
     worker died between its commit and the gate check). Idempotent: ``judge`` locks and
-    re-reads each ticket."""
-    with db.connect() as conn, sweep_lock(conn, "gates") as got:
-        if not got:
-            return []
-        waiting = (
-            conn.execute(
-                select(tickets.c.id)
-                .where(tickets.c.status == TicketStatus.ACTIVE, tickets.c.open_tasks <= 0)
-                .limit(limit)
+    re-reads each ticket. Returns how many tasks it made ready."""
+
+    def work(tx: Transaction) -> int:
+        with sweep_lock(tx.conn, "gates") as got:
+            if not got:
+                return 0
+            waiting = (
+                tx.conn.execute(
+                    select(tickets.c.id)
+                    .where(tickets.c.status == TicketStatus.ACTIVE, tickets.c.open_tasks <= 0)
+                    .limit(limit)
+                )
+                .scalars()
+                .all()
             )
-            .scalars()
-            .all()
-        )
-        dispatches: list[Dispatch] = []
-        for ticket_id in waiting:
-            dispatches += judge(conn, ticket_id)
-    return dispatches
+            for ticket_id in waiting:
+                judge(tx, ticket_id)
+            return len(tx.ready)
 
-
-def _run(db: Database, dispatcher: Dispatcher, action: Any, *args: Any) -> Any:
-    """One phase action in its own transaction; what it made ready is published after commit."""
-
-    def tx() -> Any:
-        with db.connect() as conn:
-            return action(conn, *args)
-
-    outcome = retry_db(tx)
-    ready = outcome[1] if isinstance(outcome, tuple) else outcome
-    publish(db, dispatcher, ready)
-    return outcome
+    return uow.run(work)
 
 
 def move(
-    db: Any,
-    dispatcher: Dispatcher,
+    uow: UnitOfWork,
     ticket_id: uuid.UUID,
     to_phase: str,
     reason: str,
@@ -579,12 +574,11 @@ def move(
     force: bool,
     note: str | None,
 ) -> None:
-    _run(db, dispatcher, transition, ticket_id, to_phase, reason, by, force, note)
+    uow.run(lambda tx: transition(tx, ticket_id, to_phase, reason, by, force, note))
 
 
 def add(
-    db: Any,
-    dispatcher: Dispatcher,
+    uow: UnitOfWork,
     ticket_id: uuid.UUID,
     kind: str,
     content: Any,
@@ -595,12 +589,11 @@ def add(
     """Add an artifact; with ``holder``, only while that agent runs one of the ticket's tasks
     (the artifact names that task)."""
 
-    def action(conn: Connection) -> tuple[int, list[Dispatch]]:
-        task_id = None if holder is None else _held_task(conn, ticket_id, holder)
-        return add_artifact(conn, ticket_id, kind, content, path, phase, task_id)
+    def work(tx: Transaction) -> int:
+        task_id = None if holder is None else _held_task(tx.conn, ticket_id, holder)
+        return add_artifact(tx, ticket_id, kind, content, path, phase, task_id)
 
-    artifact_id, _ = _run(db, dispatcher, action)
-    return int(artifact_id)
+    return uow.run(work)
 
 
 def _held_task(conn: Connection, ticket_id: uuid.UUID, agent_id: uuid.UUID) -> uuid.UUID:
@@ -626,58 +619,11 @@ def _held_task(conn: Connection, ticket_id: uuid.UUID, agent_id: uuid.UUID) -> u
 
 
 def give_approval(
-    db: Any,
-    dispatcher: Dispatcher,
+    uow: UnitOfWork,
     ticket_id: uuid.UUID,
     by: str,
     comment: str,
     phase: str | None,
     note: str | None,
 ) -> None:
-    _run(db, dispatcher, approve, ticket_id, by, comment, phase, note)
-
-
-def valid_transitions(db: Database, ticket_id: uuid.UUID) -> dict[str, Any]:
-    with db.connect() as conn:
-        ticket = _ticket(conn, ticket_id, lock=False)
-    workflow = workflows.get(ticket.workflow)
-    closed = ticket.status in (TicketStatus.DONE, TicketStatus.CANCELLED)
-    allowed = [] if closed else workflow.allowed(ticket.phase, ticket.previous_phase)
-    return {
-        "ticket_id": ticket_id,
-        "workflow": workflow.name,
-        "phase": ticket.phase,
-        "status": ticket.status,
-        "allowed": [str(a) for a in allowed],
-    }
-
-
-def history_of(db: Database, ticket_id: uuid.UUID) -> list[Any]:
-    with db.connect() as conn:
-        return list(
-            conn.execute(
-                select(history).where(history.c.ticket_id == ticket_id).order_by(history.c.id)
-            )
-        )
-
-
-def gate_status(db: Database, ticket_id: uuid.UUID) -> dict[str, Any]:
-    """The latest gate judgement and what the ticket's phase requires."""
-    with db.connect() as conn:
-        ticket = _ticket(conn, ticket_id, lock=False)
-        latest = conn.execute(
-            select(gate_results)
-            .where(gate_results.c.ticket_id == ticket_id)
-            .order_by(gate_results.c.id.desc())
-            .limit(1)
-        ).one_or_none()
-    phase = ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase
-    workflow = workflows.get(ticket.workflow)
-    gate = workflow.spec(phase).gate if phase in workflow.working else None
-    return {
-        "ticket_id": ticket_id,
-        "phase": phase,
-        "status": ticket.status,
-        "requires": asdict(gate) if gate else None,
-        "latest": latest._asdict() if latest else None,
-    }
+    uow.run(lambda tx: approve(tx, ticket_id, by, comment, phase, note))

@@ -21,16 +21,15 @@ from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
 from omoi.domain.specs import field_problem
 from omoi.domain.specs import problems as spec_problems
-from omoi.persistence import Database
-from omoi.persistence.statements import dependents, lease_held, record, retry_db, task_event, tasks
+from omoi.persistence.statements import dependents, lease_held, record, task_event, tasks
 from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import Dispatch
 from omoi.services.errors import Conflict, Invalid
 from omoi.services.phases import Defaults, NewTask, check_graph, instantiate
+from omoi.services.unit_of_work import Transaction, UnitOfWork
 
 MERGE_TYPE = "omoi.merge"
 STRATEGIES = ("all", "first", "majority")
-
 
 # What a subtask spec may set: a task's fields but its phase, which is the splitting task's.
 SUBTASK_FIELDS = set(NewTask.__dataclass_fields__) - {"phase"}
@@ -57,7 +56,7 @@ def merge_spec(merge: str | dict[str, Any], keys: Sequence[str]) -> NewTask:
 
 
 def split(
-    db: Database,
+    uow: UnitOfWork,
     task_id: uuid.UUID,
     lease: uuid.UUID,
     subtasks: Sequence[dict[str, Any]],
@@ -65,9 +64,9 @@ def split(
     exec_types: Collection[str] = BUILTIN_EXEC_TYPES,
 ) -> list[Dispatch]:
     """Add the subtasks and their merge to the running task's phase; re-point the task's
-    dependents at the merge. Returns the subtasks to publish once this returns. Only a task
-    of an exec type (whose submitter held ``exec``) may split into exec-type tasks: another
-    handler's subtasks may come from its submitter's payload."""
+    dependents at the merge; the ready subtasks are published after the commit, and returned.
+    Only a task of an exec type (whose submitter held ``exec``) may split into exec-type
+    tasks: another handler's subtasks may come from its submitter's payload."""
     if not subtasks:
         raise Invalid("split needs at least one subtask")
     for n, raw in enumerate(subtasks):  # a handler's specs pass through no API schema
@@ -77,77 +76,75 @@ def split(
     specs = [NewTask(**{"depends_on": [], **s}) for s in subtasks]
     specs.append(merge_spec(merge, [s.key for s in specs]))
 
-    def tx() -> list[Dispatch]:
-        now = utcnow()
-        with db.connect() as conn:
-            parent = conn.execute(
-                select(
-                    tasks.c.ticket_id,
-                    tasks.c.phase,
-                    tasks.c.key,
-                    tasks.c.priority,
-                    tasks.c.max_retries,
-                    tasks.c.task_type,
-                )
-                .where(tasks.c.id == task_id, lease_held(lease))
-                .with_for_update()
-            ).one_or_none()
-            if parent is None:
-                raise Conflict(
-                    f"task {task_id} is no longer held by this attempt", {"task_id": str(task_id)}
-                )
-            check_graph(specs, parent.phase)
-            runs_code = sorted({s.task_type for s in specs if s.task_type in exec_types})
-            if runs_code and parent.task_type not in exec_types:
-                raise Invalid(
-                    f"a {parent.task_type!r} task may not split into {runs_code[0]!r} tasks: "
-                    "only a task of an exec type may (mark its type in OMOI_EXEC_TASK_TYPES)",
-                    {"task_types": runs_code},
-                )
-            specs[-1].payload["order"] = [f"{parent.key}/{k}" for k in specs[-1].depends_on]
-            rows, ready = instantiate(
-                conn,
-                parent.ticket_id,
-                parent.phase,
-                specs,
-                Defaults(parent.priority, parent.max_retries),
-                now,
-                split_of=parent.key,
+    def work(tx: Transaction) -> list[Dispatch]:
+        now, conn = utcnow(), tx.conn
+        parent = conn.execute(
+            select(
+                tasks.c.ticket_id,
+                tasks.c.phase,
+                tasks.c.key,
+                tasks.c.priority,
+                tasks.c.max_retries,
+                tasks.c.task_type,
             )
-            merge_id = str(rows[-1]["id"])
-            waiting = dependents(
-                conn,
-                parent.ticket_id,
-                [task_id],
-                TaskStatus.PENDING,
-                tasks.c.id,
-                tasks.c.dependencies,
+            .where(tasks.c.id == task_id, lease_held(lease))
+            .with_for_update()
+        ).one_or_none()
+        if parent is None:
+            raise Conflict(
+                f"task {task_id} is no longer held by this attempt", {"task_id": str(task_id)}
             )
-            for dep in waiting:
-                wanted = [
-                    merge_id if d == str(task_id) else d for d in dep.dependencies["depends_on"]
-                ]
-                conn.execute(
-                    update(tasks)
-                    .where(tasks.c.id == dep.id)
-                    .values(dependencies={"depends_on": wanted})
+        check_graph(specs, parent.phase)
+        runs_code = sorted({s.task_type for s in specs if s.task_type in exec_types})
+        if runs_code and parent.task_type not in exec_types:
+            raise Invalid(
+                f"a {parent.task_type!r} task may not split into {runs_code[0]!r} tasks: "
+                "only a task of an exec type may (mark its type in OMOI_EXEC_TASK_TYPES)",
+                {"task_types": runs_code},
+            )
+        specs[-1].payload["order"] = [f"{parent.key}/{k}" for k in specs[-1].depends_on]
+        rows, ready = instantiate(
+            conn,
+            parent.ticket_id,
+            parent.phase,
+            specs,
+            Defaults(parent.priority, parent.max_retries),
+            now,
+            split_of=parent.key,
+        )
+        merge_id = str(rows[-1]["id"])
+        waiting = dependents(
+            conn,
+            parent.ticket_id,
+            [task_id],
+            TaskStatus.PENDING,
+            tasks.c.id,
+            tasks.c.dependencies,
+        )
+        for dep in waiting:
+            wanted = [merge_id if d == str(task_id) else d for d in dep.dependencies["depends_on"]]
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == dep.id)
+                .values(dependencies={"depends_on": wanted})
+            )
+        record(
+            conn,
+            [
+                task_event(
+                    EventType.TASK_SPLIT,
+                    task_id,
+                    parent.ticket_id,
+                    {
+                        "subtasks": len(rows) - 1,
+                        "merge_task": merge_id,
+                        "redirected": len(waiting),
+                    },
+                    now,
                 )
-            record(
-                conn,
-                [
-                    task_event(
-                        EventType.TASK_SPLIT,
-                        task_id,
-                        parent.ticket_id,
-                        {
-                            "subtasks": len(rows) - 1,
-                            "merge_task": merge_id,
-                            "redirected": len(waiting),
-                        },
-                        now,
-                    )
-                ],
-            )
-            return ready
+            ],
+        )
+        tx.ready += ready
+        return ready
 
-    return retry_db(tx)
+    return uow.run(work)

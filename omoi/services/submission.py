@@ -18,10 +18,7 @@ from omoi.domain.ids import new_id
 from omoi.persistence import Database
 from omoi.persistence.statements import event_row, record, tickets
 from omoi.persistence.types import utcnow
-from omoi.services import workflows
-from omoi.services.dispatcher import Dispatcher
 from omoi.services.errors import Conflict, Invalid
-from omoi.services.outbox import publish
 from omoi.services.phases import (
     Defaults,
     NewTask,
@@ -31,6 +28,7 @@ from omoi.services.phases import (
     phase_tasks,
     plan_of,
 )
+from omoi.services.unit_of_work import Transaction, UnitOfWork
 
 
 @dataclass
@@ -92,8 +90,7 @@ def check_size(count: int, max_tasks: int) -> None:
 
 
 def create_ticket(
-    db: Database,
-    dispatcher: Dispatcher,
+    uow: UnitOfWork,
     spec: NewTicket,
     *,
     submitter_token_id: uuid.UUID | None = None,
@@ -103,7 +100,7 @@ def create_ticket(
     default_max_retries: int = 3,
     context_budget: int = 4000,
 ) -> Submitted:
-    workflow = workflows.get(spec.workflow)
+    workflow = uow.workflows.get(spec.workflow)
     check_size(len(spec.tasks), max_tasks)
     by_phase: dict[Phase, list[NewTask]] = {}
     for t in spec.tasks:
@@ -117,7 +114,7 @@ def create_ticket(
     for phase in workflow.working:
         check_graph(phase_tasks(workflow, phase, spec.title, by_phase.get(phase, [])), phase)
     if idempotency_key is not None:
-        replay = _existing(db, submitter_token_id, idempotency_key, request_fingerprint)
+        replay = _existing(uow.db, submitter_token_id, idempotency_key, request_fingerprint)
         if replay is not None:
             return replay
 
@@ -129,48 +126,53 @@ def create_ticket(
         "budget": context_budget,
     }
     initial = phase_tasks(workflow, first, spec.title, by_phase.get(first, []))
+
+    def work(tx: Transaction) -> list[dict[str, Any]]:
+        conn = tx.conn
+        conn.execute(
+            insert(tickets),
+            [
+                {
+                    "id": ticket_id,
+                    "title": spec.title,
+                    "description": spec.description,
+                    "priority": spec.priority,
+                    "workflow": spec.workflow,
+                    "phase": first,
+                    "status": TicketStatus.ACTIVE,
+                    "context": context,
+                    "plan": {p: plan_of(ts) for p, ts in by_phase.items()} or None,
+                    "open_tasks": 0,
+                    "idempotency_key": idempotency_key,
+                    "submitter_token_id": submitter_token_id,
+                    "request_fingerprint": request_fingerprint,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            ],
+        )
+        rows, ready = instantiate(
+            conn, ticket_id, first, initial, Defaults(spec.priority, default_max_retries), now
+        )
+        payload = {"tasks": len(rows), "ready": len(ready), "workflow": spec.workflow}
+        record(
+            conn,
+            [event_row(EventType.TICKET_CREATED, "ticket", ticket_id, ticket_id, payload, now)],
+        )
+        tx.ready += ready
+        if not rows:
+            judge(tx, ticket_id)  # a phase without tasks is judged at once
+        return rows
+
     try:
-        with db.connect() as conn:
-            conn.execute(
-                insert(tickets),
-                [
-                    {
-                        "id": ticket_id,
-                        "title": spec.title,
-                        "description": spec.description,
-                        "priority": spec.priority,
-                        "workflow": spec.workflow,
-                        "phase": first,
-                        "status": TicketStatus.ACTIVE,
-                        "context": context,
-                        "plan": {p: plan_of(ts) for p, ts in by_phase.items()} or None,
-                        "open_tasks": 0,
-                        "idempotency_key": idempotency_key,
-                        "submitter_token_id": submitter_token_id,
-                        "request_fingerprint": request_fingerprint,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                ],
-            )
-            rows, ready = instantiate(
-                conn, ticket_id, first, initial, Defaults(spec.priority, default_max_retries), now
-            )
-            payload = {"tasks": len(rows), "ready": len(ready), "workflow": spec.workflow}
-            record(
-                conn,
-                [event_row(EventType.TICKET_CREATED, "ticket", ticket_id, ticket_id, payload, now)],
-            )
-            if not rows:
-                ready = judge(conn, ticket_id)  # a phase without tasks is judged at once
+        rows = uow.run(work)
     except IntegrityError:
         if idempotency_key is None:
             raise
         # lost a concurrent race to the same token's same key
-        replay = _existing(db, submitter_token_id, idempotency_key, request_fingerprint)
+        replay = _existing(uow.db, submitter_token_id, idempotency_key, request_fingerprint)
         assert replay is not None
         return replay
-    publish(db, dispatcher, ready)
     return Submitted(
         ticket_id, created=True, tasks=[(r["id"], r["key"], r["status"]) for r in rows]
     )

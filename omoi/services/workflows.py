@@ -12,7 +12,6 @@ from omoi.domain.workflow import Workflow, WorkflowError, parse
 from omoi.services.errors import Invalid
 
 BUILTIN = Path(__file__).resolve().parents[1] / "workflows"
-_registry: dict[str, Workflow] = {}
 
 
 def load(directory: str | Path | None = None) -> dict[str, Workflow]:
@@ -31,25 +30,26 @@ def load(directory: str | Path | None = None) -> dict[str, Workflow]:
     return found
 
 
-def configure(directory: str | Path | None = None) -> dict[str, Workflow]:
-    """Load (and check) every workflow; later lookups use this set."""
-    _registry.clear()
-    _registry.update(load(directory))
-    return dict(_registry)
+class Workflows:
+    """The workflows one process knows, by name: loaded and checked once, by the composition
+    root, and handed to the use cases through their unit of work."""
 
+    def __init__(self, by_name: dict[str, Workflow]) -> None:
+        self._by_name = dict(by_name)
 
-def get(name: str) -> Workflow:
-    if not _registry:
-        configure()
-    try:
-        return _registry[name]
-    except KeyError:
-        raise Invalid(
-            f"unknown workflow {name!r}", {"workflow": name, "known": sorted(_registry)}
-        ) from None
+    @classmethod
+    def load(cls, directory: str | Path | None = None) -> Workflows:
+        """The shipped workflows and those in ``directory`` (a bad file raises
+        ``WorkflowError``)."""
+        return cls(load(directory))
 
+    def get(self, name: str) -> Workflow:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise Invalid(
+                f"unknown workflow {name!r}", {"workflow": name, "known": sorted(self._by_name)}
+            ) from None
 
-def all_workflows() -> list[Workflow]:
-    if not _registry:
-        configure()
-    return [_registry[name] for name in sorted(_registry)]
+    def all(self) -> list[Workflow]:
+        return [self._by_name[name] for name in sorted(self._by_name)]

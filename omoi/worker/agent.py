@@ -25,7 +25,7 @@ from omoi import __version__
 from omoi.broker.app import RUN_TASK
 from omoi.domain.enums import AgentKind
 from omoi.domain.routing import served_by
-from omoi.persistence import Database, statements
+from omoi.persistence import Database
 from omoi.services import agents
 
 log = structlog.get_logger(__name__)
@@ -164,7 +164,7 @@ class WorkerAgent:
                 )
             self._now.wait(min(0.1, left))
         if self._now.is_set():
-            statements.wait_out_outages(0)  # stopping now: no waiting out a database outage
+            self.db.outage_patience = 0  # stopping now: no waiting out a database outage
         running = running_requests()
         if running:
             _say(f"worker: handing back {_tasks(len(running))} as interrupted")

@@ -22,8 +22,7 @@ from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
-from omoi.persistence import statements
-from omoi.services import attempts, failures, locks, outbox
+from omoi.services import attempts, failures, locks
 from omoi.worker import (
     demo,  # noqa: F401 - registers the demo agents
     shell,
@@ -36,11 +35,8 @@ def create_worker_app(root: Root) -> Celery:
     settings = root.settings
     process.set_up(settings.log_level)
     app = root.celery
-    db = root.db
-    statements.wait_out_outages(settings.db_outage_patience)  # a result must be stored, not dropped
-    dispatcher = root.dispatcher
+    db, uow = root.db, root.uow  # the workflows load now: a bad workflow file stops start-up
     policy = root.policy
-    root.workflows  # noqa: B018 - loaded now: a bad workflow file stops start-up
     resolve = root.resolve
     shell.configure(settings.shell_env, (settings.database_url, settings.broker_url))
 
@@ -50,10 +46,8 @@ def create_worker_app(root: Root) -> Celery:
         error = TaskError(
             ErrorCategory.INTERRUPTED, "WorkerShutdown", "its worker stopped before it finished"
         )
-        counted, retry = failures.fail_attempt(db, policy, task_id, attempt, error)
-        if counted:
-            locks.release(db, dispatcher, task_id)
-        outbox.publish(db, dispatcher, retry)
+        if failures.fail_attempt(uow, policy, task_id, attempt, error):
+            locks.release(uow, task_id)
 
     agent = WorkerAgent(
         db,
@@ -67,8 +61,7 @@ def create_worker_app(root: Root) -> Celery:
     @app.task(name=RUN_TASK, bind=True)
     def run_task(self, task_id: str, attempt: int) -> str:  # type: ignore[no-untyped-def]
         return attempts.run_attempt(
-            db,
-            dispatcher,
+            uow,
             policy,
             resolve,
             uuid.UUID(task_id),
@@ -94,8 +87,7 @@ def create_worker_app(root: Root) -> Celery:
         else:
             return
         error = TaskError(category, type(exception).__name__, f"{message} ({exception})")
-        _, retry = failures.fail_attempt(db, policy, uuid.UUID(args[0]), args[1], error)
-        outbox.publish(db, dispatcher, retry)
+        failures.fail_attempt(uow, policy, uuid.UUID(args[0]), args[1], error)
 
     return app
 

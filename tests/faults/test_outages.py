@@ -28,6 +28,7 @@ from tests.support.api import cut_off_client, make_app, submit, wait_finished
 from tests.support.handlers import EFFECT_KEY
 from tests.support.procs import Proc, report_recovery, start_beat, start_worker, wait_for
 from tests.support.services import PostgresServer, RedisServer
+from tests.support.units import Recorded, unit_of_work
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -229,22 +230,24 @@ def test_a_claim_lost_in_a_postgres_crash_is_republished_and_its_result_refused(
         os.kill(writer[0], signal.SIGSTOP)
 
         db = Database(url, pre_ping=False)
-        claimed = attempts.claim(db, task_id, 1)
+        uow = unit_of_work(db, published := Recorded())
+        claimed = attempts.claim(uow, task_id, 1)
         assert claimed is not None
         server.crash()
         db.dispose()
         server.start(*quiet)
 
         assert client.get(f"/api/v1/tasks/{task_id}").get_json()["status"] == "queued"
-        assert attempts.succeed(db, claimed[0], "late") == (False, [])
+        assert attempts.succeed(uow, claimed[0], "late") is False
         dispatcher = CeleryDispatcher(make_celery(settings), settings.time_limit_grace)
         assert outbox.sweep(db, dispatcher, unpublished_age=10, lost_age=600) == 1
         assert take_messages(broker) == [f"{task_id}:1"]
         assert outbox.sweep(db, dispatcher, unpublished_age=10, lost_age=600) == 0
 
-        again = attempts.claim(db, task_id, 1)
+        again = attempts.claim(uow, task_id, 1)
         assert again is not None
-        assert attempts.succeed(db, again[0], "done") == (True, [])
+        assert attempts.succeed(uow, again[0], "done") is True
+        assert published.published == []  # it had no dependents to release
         final = client.get(f"/api/v1/tasks/{task_id}").get_json()
         assert (final["status"], final["result"]) == ("succeeded", "done")
         db.dispose()

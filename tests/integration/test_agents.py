@@ -19,10 +19,10 @@ from omoi.domain.enums import AgentKind, Priority
 from omoi.persistence import Agent, Database, Task, Ticket, claims
 from omoi.persistence.types import utcnow
 from omoi.services import agents
-from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy
 from tests.support.api import submit, wait_finished
 from tests.support.procs import ROOT, Proc, start_worker, wait_for
+from tests.support.units import unit_of_work
 
 
 def register(client: Any, caps: list[str], name: str = "ext", capacity: int = 1) -> str:
@@ -139,7 +139,7 @@ def test_a_stale_agent_is_listed_and_its_heartbeat_revives_it(
             .where(Agent.id == uuid.UUID(agent_id))
             .values(last_heartbeat=utcnow() - timedelta(seconds=60))
         )
-    agents.sweep_stale(db, NullDispatcher(), RetryPolicy(), timeout=4)
+    agents.sweep_stale(unit_of_work(db), RetryPolicy(), timeout=4)
     assert api_client.get(f"/api/v1/agents/{agent_id}").get_json()["status"] == "stale"
     stale = api_client.get("/api/v1/agents/stale").get_json()["items"]
     assert agent_id in {a["id"] for a in stale}
@@ -431,7 +431,7 @@ def test_a_task_an_agent_stops_reporting_is_lost_one_that_never_reports_keeps_it
     assert client.post(f"/api/v1/agents/{silent}/heartbeat").status_code == 200
     bad = client.post(f"/api/v1/agents/{reporting}/heartbeat", json={"running": ["nope"]})
     assert bad.status_code == 422
-    assert agents.sweep_stale(db, NullDispatcher(), RetryPolicy(), timeout=4) == 1
+    assert agents.sweep_stale(unit_of_work(db), RetryPolicy(), timeout=4) == 1
     status = {t: client.get(f"/api/v1/tasks/{t}").get_json() for t in (kept, dropped, unreported)}
     assert [status[t]["status"] for t in (kept, dropped, unreported)] == [
         "running",

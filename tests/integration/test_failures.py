@@ -20,11 +20,11 @@ from omoi.domain.errors import TaskError
 from omoi.persistence import Database, Task
 from omoi.persistence.types import utcnow
 from omoi.services import attempts, failures
-from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy
 from tests.support.api import submit, tasks_by_key, wait_finished
 from tests.support.handlers import CLEANUP_KEY, EFFECT_KEY
 from tests.support.procs import Proc, start_beat, start_worker, wait_for
+from tests.support.units import Recorded, unit_of_work
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -192,7 +192,7 @@ def test_a_cancelled_attempt_sees_should_cancel_and_its_result_is_refused(
         "/api/v1/tickets", json={"title": "coop", "tasks": [{"key": "x", "task_type": "sleep"}]}
     ).get_json()
     task_id = uuid.UUID(ticket["tasks"][0]["id"])
-    claimed = attempts.claim(db, task_id, 1)
+    claimed = attempts.claim(unit_of_work(db), task_id, 1)
     assert claimed is not None
     attempt, ctx = claimed
     assert not ctx.should_cancel()
@@ -203,8 +203,7 @@ def test_a_cancelled_attempt_sees_should_cancel_and_its_result_is_refused(
         {"cancelled": 1},
     )
     assert ctx.should_cancel()
-    landed, _ = attempts.succeed(db, attempt, {"late": True})
-    assert not landed
+    assert not attempts.succeed(unit_of_work(db), attempt, {"late": True})
     task = api_client.get(f"/api/v1/tasks/{task_id}").get_json()
     assert task["status"] == "cancelled"
     assert [e["type"] for e in task["timeline"]][-1] == "task.superseded"
@@ -324,7 +323,8 @@ def test_deadline_sweep_fails_an_attempt_whose_worker_vanished(
         },
     ).get_json()
     task_id = uuid.UUID(ticket["tasks"][0]["id"])
-    claimed = attempts.claim(db, task_id, 1)  # a worker takes it, then vanishes
+    uow = unit_of_work(db)
+    claimed = attempts.claim(uow, task_id, 1)  # a worker takes it, then vanishes
     assert claimed is not None
     with db.session() as session:
         session.execute(
@@ -332,11 +332,10 @@ def test_deadline_sweep_fails_an_attempt_whose_worker_vanished(
             .where(Task.id == task_id)
             .values(started_at=utcnow() - timedelta(seconds=60))
         )
-    assert failures.expire_deadlines(db, NullDispatcher(), RetryPolicy(), slack=5) == 1
+    assert failures.expire_deadlines(uow, RetryPolicy(), slack=5) == 1
     task = api_client.get(f"/api/v1/tasks/{task_id}").get_json()
     assert (task["status"], task["error"]["type"]) == (TaskStatus.FAILED, "DeadlineExceeded")
-    landed, _ = attempts.succeed(db, claimed[0], {"late": True})  # the vanished worker returns
-    assert not landed
+    assert not attempts.succeed(uow, claimed[0], {"late": True})  # the vanished worker returns
     assert api_client.get(f"/api/v1/tasks/{task_id}").get_json()["status"] == "failed"
 
 
@@ -348,16 +347,16 @@ def test_an_interrupted_attempt_is_requeued_at_once_without_spending_a_retry(
     db, client = store
     ticket = submit(client, [{"key": "t", "task_type": "noop", "max_retries": 0}])
     task_id = uuid.UUID(ticket["tasks"][0]["id"])
-    claimed = attempts.claim(db, task_id, 1)
+    uow = unit_of_work(db, requeue := Recorded())
+    claimed = attempts.claim(uow, task_id, 1)
     assert claimed is not None
     error = TaskError(ErrorCategory.INTERRUPTED, "WorkerShutdown", "its worker stopped")
-    counted, requeue = failures.fail_attempt(db, RetryPolicy(), task_id, 1, error)
-    assert counted and [(d.task_id, d.attempt, d.countdown) for d in requeue] == [
-        (task_id, 2, None)
-    ]
+    assert failures.fail_attempt(uow, RetryPolicy(), task_id, 1, error)
+    assert [(d.task_id, d.attempt, d.countdown) for d in requeue.published] == [(task_id, 2, None)]
     task = client.get(f"/api/v1/tasks/{task_id}").get_json()
     assert (task["status"], task["attempt"], task["retry_count"]) == ("queued", 2, 0)
     assert [a["outcome"] for a in task["attempts"]] == ["interrupted"]
-    assert attempts.claim(db, task_id, 1) is None  # the stale redelivery is a no-op
-    assert attempts.succeed(db, claimed[0], {"late": True}) == (False, [])  # lease guard
-    assert attempts.claim(db, task_id, 2) is not None
+    assert attempts.claim(uow, task_id, 1) is None  # the stale redelivery is a no-op
+    assert attempts.succeed(uow, claimed[0], {"late": True}) is False  # lease guard
+    assert attempts.claim(uow, task_id, 2) is not None
+    assert len(requeue.published) == 1  # and neither published anything

@@ -18,7 +18,6 @@ from sqlalchemy import delete
 
 from omoi.config import Settings
 from omoi.persistence import Agent, Database, Ticket
-from omoi.persistence.statements import retry_db
 from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import NullDispatcher
 from tests.support.api import bearer, make_app
@@ -41,7 +40,7 @@ def api_schema(settings: Settings, db: Database) -> Iterator[Any]:
             session.execute(delete(Ticket).where(Ticket.created_at >= started))
             session.execute(delete(Agent).where(Agent.registered_at >= started))
 
-    retry_db(purge)
+    db.retry(purge)
 
 
 def test_the_api_answers_as_its_openapi_document_says(api_schema: Any) -> None:

@@ -11,11 +11,11 @@ from sqlalchemy import update
 from omoi.persistence import Agent, Database
 from omoi.persistence.types import utcnow
 from omoi.services import agents
-from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy
 from tests.integration.test_agents import cap, register
 from tests.integration.test_events import read_stream
 from tests.support.api import wait_finished
+from tests.support.units import unit_of_work
 
 
 def test_a_message_sent_while_away_is_in_the_inbox(api_client: Any, db: Database) -> None:
@@ -26,7 +26,7 @@ def test_a_message_sent_while_away_is_in_the_inbox(api_client: Any, db: Database
             .where(Agent.id == uuid.UUID(bob))
             .values(last_heartbeat=utcnow() - timedelta(seconds=60))
         )
-    agents.sweep_stale(db, NullDispatcher(), RetryPolicy(), timeout=4)
+    agents.sweep_stale(unit_of_work(db), RetryPolicy(), timeout=4)
     assert api_client.get(f"/api/v1/agents/{bob}").get_json()["status"] == "stale"
     sent = api_client.post(
         f"/api/v1/agents/{bob}/messages",

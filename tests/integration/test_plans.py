@@ -28,6 +28,7 @@ from omoi.services import attempts, locks
 from omoi.services.attempts import Claim
 from omoi.services.read import queries
 from tests.support.api import submit
+from tests.support.units import unit_of_work
 
 HISTORY, BACKLOG, CHAINS, LENGTH, RUNNING = 2_000, 500, 10, 50, 300
 
@@ -85,8 +86,8 @@ def busy(pg_store: tuple[Database, Any]) -> tuple[Database, Claim]:
             )
         }
     for i in range(RUNNING):
-        assert attempts.claim(db, ids[f"r{i}"], 1) is not None
-    claimed = attempts.claim(db, ids["c0"], 1)
+        assert attempts.claim(unit_of_work(db), ids[f"r{i}"], 1) is not None
+    claimed = attempts.claim(unit_of_work(db), ids["c0"], 1)
     assert claimed is not None
     return db, claimed[0]
 

@@ -10,8 +10,8 @@ from omoi.domain.errors import PermanentError
 from omoi.persistence import Database
 from omoi.services import attempts
 from omoi.services.context import TaskContext
-from omoi.services.dispatcher import NullDispatcher
 from omoi.services.failures import RetryPolicy
+from tests.support.units import unit_of_work
 
 
 def handlers(task_type: str) -> Any:
@@ -32,8 +32,7 @@ def run_queued(db: Database, client: Any, ticket_id: str) -> None:
             return
         for task in queued["items"]:
             attempts.run_attempt(
-                db,
-                NullDispatcher(),
+                unit_of_work(db),
                 RetryPolicy(),
                 handlers,
                 uuid.UUID(task["id"]),
@@ -60,7 +59,7 @@ def test_dag_runs_and_settles_on_sqlite(sqlite: tuple[Database, Any]) -> None:
     c = client.get(f"/api/v1/tasks?ticket_id={ticket['id']}").get_json()["items"][2]
     assert c["result"] == {"key": "c", "inputs": ["a", "b"]}
     duplicate = attempts.run_attempt(
-        db, NullDispatcher(), RetryPolicy(), handlers, uuid.UUID(c["id"]), 1
+        unit_of_work(db), RetryPolicy(), handlers, uuid.UUID(c["id"]), 1
     )
     assert duplicate == "duplicate"
 

@@ -8,15 +8,19 @@ import uuid
 from omoi.config import Settings
 from omoi.persistence import Database
 from omoi.services import external_agents
+from omoi.services.dispatcher import NullDispatcher
+from omoi.services.unit_of_work import UnitOfWork
+from omoi.services.workflows import Workflows
 
 agent_id, threads = uuid.UUID(sys.argv[1]), int(sys.argv[2])
 db = Database(Settings.from_env().database_url, pool_size=threads)
+uow = UnitOfWork(db, NullDispatcher(), Workflows.load())
 claimed: list[str] = []
 lock = threading.Lock()
 
 
 def drain() -> None:
-    while (ctx := external_agents.claim_next(db, agent_id)) is not None:
+    while (ctx := external_agents.claim_next(uow, agent_id)) is not None:
         with lock:
             claimed.append(str(ctx.task_id))
 

@@ -11,9 +11,9 @@ from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.workflow import WorkflowError
-from omoi.services import workflows
 from omoi.services.attempts import Handler
 from omoi.services.dispatcher import NullDispatcher
+from omoi.services.errors import Invalid
 from omoi.services.failures import RetryPolicy
 
 
@@ -32,17 +32,16 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture(autouse=True)
-def own_workflows(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lookups services use stay as the session left them."""
-    monkeypatch.setattr(workflows, "_registry", {})
-
-
 def test_each_object_is_built_once(settings: Settings) -> None:
     root = Root(settings, Role.API)
-    for name in ("db", "celery", "producer", "dispatcher", "policy", "workflows"):
+    for name in ("db", "celery", "producer", "dispatcher", "policy", "workflows", "uow"):
         assert getattr(root, name) is getattr(root, name), name
     assert root.dispatcher is root.producer
+    assert (root.uow.db, root.uow.dispatcher, root.uow.workflows) == (
+        root.db,
+        root.dispatcher,
+        root.workflows,
+    )
     assert root.producer.app is root.celery
 
 
@@ -57,6 +56,12 @@ def test_the_role_sizes_the_database_pool(
     assert (db.url, db.pool_size, db.pre_ping) == (settings.database_url, pool_size, pre_ping)
 
 
+def test_only_a_worker_waits_out_a_database_outage(settings: Settings) -> None:
+    """A worker must store a finished handler's result; the others answer or fail fast."""
+    assert Root(settings, Role.WORKER).db.outage_patience == settings.db_outage_patience == 300
+    assert {Root(settings, r).db.outage_patience for r in (Role.API, Role.BEAT, Role.CLI)} == {1.0}
+
+
 def test_only_the_api_names_its_celery_app_apart(settings: Settings) -> None:
     assert Root(settings, Role.API).celery.main == "omoi-api"
     assert {Root(settings, role).celery.main for role in (Role.WORKER, Role.BEAT)} == {"omoi"}
@@ -66,7 +71,8 @@ def test_only_the_api_names_its_celery_app_apart(settings: Settings) -> None:
 def test_a_root_that_only_reads_the_database_builds_nothing_else(settings: Settings) -> None:
     root = Root(settings, Role.CLI)
     assert root.db is not None
-    assert set(vars(root)) & {"celery", "producer", "dispatcher", "policy", "workflows"} == set()
+    built = {"celery", "producer", "dispatcher", "policy", "workflows", "uow"}
+    assert set(vars(root)) & built == set()
 
 
 def test_a_given_database_and_dispatcher_are_used_and_the_producer_still_pings(
@@ -85,13 +91,27 @@ def test_the_retry_policy_comes_from_the_settings(settings: Settings) -> None:
     assert Root(settings, Role.BEAT).policy == RetryPolicy(3.0, 30.0, 9.0)
 
 
-def test_workflows_are_loaded_once_and_made_the_ones_services_look_up(
-    settings: Settings,
+def test_the_workflows_the_use_cases_look_up_are_the_roots(
+    settings: Settings, tmp_path: Path
 ) -> None:
+    """Each root holds its own set: a second root with a workflows directory of its own adds
+    to it without changing what the first one's use cases see."""
     root = Root(settings, Role.API)
-    loaded = root.workflows
-    assert "software-dev" in loaded
-    assert workflows.get("software-dev") is loaded["software-dev"]
+    assert root.uow.workflows.get("software-dev").name == "software-dev"
+    own = tmp_path / "flows"
+    own.mkdir()
+    (own / "mine.yaml").write_text(
+        (Path(__file__).parents[2] / "omoi/workflows/software-dev.yaml")
+        .read_text()
+        .replace("name: software-dev", "name: mine")
+    )
+    other = Root(
+        Settings.from_env({"OMOI_DATA_DIR": str(tmp_path), "OMOI_WORKFLOWS_DIR": str(own)}),
+        Role.API,
+    )
+    assert "mine" in [w.name for w in other.workflows.all()]
+    with pytest.raises(Invalid, match="unknown workflow 'mine'"):
+        root.workflows.get("mine")
 
 
 def test_a_bad_workflows_directory_stops_the_root(settings: Settings, tmp_path: Path) -> None:
