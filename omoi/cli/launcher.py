@@ -281,7 +281,7 @@ def _running_stack(settings: Settings, port: int | None, concurrency: int) -> It
     port = port or settings.api_port
     _refuse_taken_port(settings.api_host, port)
     try:
-        loaded = Root(settings, Role.CLI).workflows.values()
+        loaded = Root(settings, Role.CLI).workflows.all()
     except WorkflowError as exc:
         raise click.ClickException(str(exc)) from None
     capabilities = sorted(
