@@ -47,7 +47,9 @@ def tasks_of(db: Database, ticket_id: uuid.UUID) -> dict[str, Any]:
 def events_of(db: Database, entity_id: uuid.UUID) -> list[Any]:
     with db.connect() as conn:
         return list(
-            conn.execute(select(events).where(events.c.entity_id == entity_id).order_by(events.c.id))
+            conn.execute(
+                select(events).where(events.c.entity_id == entity_id).order_by(events.c.id)
+            )
         )
 
 

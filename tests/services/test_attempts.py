@@ -184,7 +184,9 @@ def test_a_result_of_an_attempt_cancelled_meanwhile_is_superseded(uow: UnitOfWor
 
 
 def test_an_attempt_runs_while_holding_its_locks_and_frees_them_after(uow: UnitOfWork) -> None:
-    made = submit(uow, NewTask("a", "ok", resources=["repo"]), NewTask("b", "ok", resources=["repo"]))
+    made = submit(
+        uow, NewTask("a", "ok", resources=["repo"]), NewTask("b", "ok", resources=["repo"])
+    )
     rows = tasks_of(uow.db, made.ticket_id)
     seen: list[Any] = []
 

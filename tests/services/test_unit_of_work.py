@@ -139,7 +139,9 @@ def test_a_refusal_that_is_no_lost_race_is_not_run_again(
     def work(tx: Transaction) -> None:
         runs.append(tx)
         queue_one(tx)
-        tx.conn.execute(insert(tickets).values(id=new_id(), title="t", workflow="dag", phase="nope"))
+        tx.conn.execute(
+            insert(tickets).values(id=new_id(), title="t", workflow="dag", phase="nope")
+        )
 
     with pytest.raises(Exception, match="CHECK constraint failed"):
         uow.run(work)
