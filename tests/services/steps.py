@@ -87,9 +87,11 @@ def fail(
     uow: UnitOfWork,
     task_id: uuid.UUID,
     category: ErrorCategory = ErrorCategory.PERMANENT,
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy | None = None,
 ) -> Claim:
     """Claim the task and report its attempt failed with an error of ``category``."""
     c = start(uow, task_id)
-    assert fail_attempt(uow, policy, task_id, c.attempt, error(category), lease=c.lease)
+    assert fail_attempt(
+        uow, policy or RetryPolicy(), task_id, c.attempt, error(category), lease=c.lease
+    )
     return c

@@ -30,7 +30,7 @@ def running(uow: UnitOfWork, task_type: str = "ok") -> tuple[Claim, dict[str, An
 def test_a_split_adds_its_subtasks_and_a_merge_that_waits_for_them(
     uow: UnitOfWork, dispatcher: Recorded
 ) -> None:
-    job, rows = running(uow)
+    job, _ = running(uow)
     ready = splits.split(uow, job.task_id, job.lease, PARTS, "majority")
     added = tasks_of(uow.db, job.ticket_id)
     assert list(added) == ["job", "after", "job/p1", "job/p2", "job/merge"]
