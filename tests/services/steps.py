@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
 from omoi.persistence import Database
-from omoi.persistence.statements import events, tasks, tickets
+from omoi.persistence.statements import agents, events, tasks, tickets
 from omoi.services import attempts
 from omoi.services.attempts import Claim
 from omoi.services.failures import RetryPolicy, fail_attempt
@@ -28,6 +28,11 @@ def submit(uow: UnitOfWork, *specs: NewTask, workflow: str = "dag", **options: A
 def ticket_of(db: Database, ticket_id: uuid.UUID) -> Any:
     with db.connect() as conn:
         return conn.execute(select(tickets).where(tickets.c.id == ticket_id)).one()
+
+
+def agent_of(db: Database, agent_id: uuid.UUID) -> Any:
+    with db.connect() as conn:
+        return conn.execute(select(agents).where(agents.c.id == agent_id)).one()
 
 
 def task_of(db: Database, task_id: uuid.UUID) -> Any:

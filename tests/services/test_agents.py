@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -22,7 +21,7 @@ from omoi.services.errors import NotFound
 from omoi.services.failures import RetryPolicy
 from omoi.services.phases import NewTask
 from omoi.services.unit_of_work import UnitOfWork
-from tests.services.steps import change, kinds, start, submit, task_of, tasks_of
+from tests.services.steps import agent_of, change, kinds, start, submit, task_of, tasks_of
 from tests.support.units import Recorded
 
 POLICY = RetryPolicy()
@@ -44,13 +43,8 @@ def silent_for(uow: UnitOfWork, agent_id: uuid.UUID, seconds: float) -> None:
         )
 
 
-def agent_of(uow: UnitOfWork, agent_id: uuid.UUID) -> Any:
-    with uow.db.connect() as conn:
-        return conn.execute(agents.agents.select().where(agents.agents.c.id == agent_id)).one()
-
-
 def status_of(uow: UnitOfWork, agent_id: uuid.UUID) -> str:
-    return str(agent_of(uow, agent_id).status)
+    return str(agent_of(uow.db, agent_id).status)
 
 
 def running_on(uow: UnitOfWork, agent_id: uuid.UUID, *keys: str) -> dict[str, uuid.UUID]:
@@ -63,7 +57,7 @@ def running_on(uow: UnitOfWork, agent_id: uuid.UUID, *keys: str) -> dict[str, uu
 
 def test_a_registered_agent_is_idle_with_its_capabilities_normalised(uow: UnitOfWork) -> None:
     agent_id = worker(uow)
-    row = agent_of(uow, agent_id)
+    row = agent_of(uow.db, agent_id)
     assert (row.status, row.capabilities, row.capacity) == ("idle", ["gpu"], 2)
     assert kinds(uow.db, agent_id) == ["agent.registered"]
 
