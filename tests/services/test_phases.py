@@ -43,6 +43,13 @@ def approve(uow: UnitOfWork, ticket_id: uuid.UUID) -> None:
     phases.give_approval(uow, ticket_id, "alice", "fine", None, None)
 
 
+def move(
+    uow: UnitOfWork, ticket_id: uuid.UUID, to: Phase, force: bool = False, note: str | None = None
+) -> None:
+    """Bob moves the ticket by hand."""
+    phases.move(uow, ticket_id, to, "by hand", "bob", force, note)
+
+
 def where(uow: UnitOfWork, ticket_id: uuid.UUID) -> tuple[str, str, str | None]:
     ticket = ticket_of(uow.db, ticket_id)
     return ticket.phase, ticket.status, ticket.previous_phase
@@ -177,18 +184,18 @@ def test_a_handlers_artifact_is_stored_only_while_its_attempt_holds_the_task(
 def test_moves_follow_the_transition_table(uow: UnitOfWork) -> None:
     ticket_id = gated(uow)
     with pytest.raises(Conflict) as refused:
-        phases.move(uow, ticket_id, Phase.IMPLEMENTATION, "skip", "bob", False, None)
+        move(uow, ticket_id, Phase.IMPLEMENTATION)
     assert refused.value.details["allowed"] == [Phase.DESIGN, Phase.BLOCKED]
     assert where(uow, ticket_id)[0] == Phase.REQUIREMENTS
     with pytest.raises(Invalid, match="PHASE_DEPLOYMENT is not a phase of workflow gated"):
-        phases.move(uow, ticket_id, Phase.DEPLOYMENT, "there", "bob", True, None)
+        move(uow, ticket_id, Phase.DEPLOYMENT, force=True)
 
 
 def test_a_forced_move_cancels_the_phases_open_tasks_and_enters_the_target(
     uow: UnitOfWork,
 ) -> None:
     ticket_id = gated(uow)
-    phases.move(uow, ticket_id, Phase.IMPLEMENTATION, "skip", "bob", True, "hurry")
+    move(uow, ticket_id, Phase.IMPLEMENTATION, force=True, note="hurry")
     rows = tasks_of(uow.db, ticket_id)
     assert (rows["draft"].status, rows["build"].status) == ("cancelled", "queued")
     assert where(uow, ticket_id)[:2] == (Phase.IMPLEMENTATION, "active")
@@ -204,9 +211,9 @@ def test_a_forced_move_cancels_the_phases_open_tasks_and_enters_the_target(
 
 def test_a_ticket_blocked_by_hand_resumes_its_phase_where_it_was(uow: UnitOfWork) -> None:
     ticket_id = gated(uow)
-    phases.move(uow, ticket_id, Phase.BLOCKED, "wait", "bob", False, None)
+    move(uow, ticket_id, Phase.BLOCKED)
     assert where(uow, ticket_id) == (Phase.BLOCKED, "blocked", Phase.REQUIREMENTS)
-    phases.move(uow, ticket_id, Phase.REQUIREMENTS, "go on", "bob", False, None)
+    move(uow, ticket_id, Phase.REQUIREMENTS)
     assert where(uow, ticket_id)[:2] == (Phase.REQUIREMENTS, "active")
     assert tasks_of(uow.db, ticket_id)["draft"].status == "queued"  # untouched
 
@@ -214,17 +221,17 @@ def test_a_ticket_blocked_by_hand_resumes_its_phase_where_it_was(uow: UnitOfWork
 def test_a_finished_ticket_moves_nowhere(uow: UnitOfWork) -> None:
     ticket_id = submit(uow).ticket_id  # no tasks: done at once
     with pytest.raises(Conflict, match="allowed: none"):
-        phases.move(uow, ticket_id, Phase.RUN, "again", "bob", False, None)
+        move(uow, ticket_id, Phase.RUN)
 
 
 def test_a_phase_entered_again_numbers_its_visit_and_judges_only_the_newest(
     uow: UnitOfWork,
 ) -> None:
     ticket_id = gated(uow)
-    phases.move(uow, ticket_id, Phase.IMPLEMENTATION, "skip", "bob", True, None)
+    move(uow, ticket_id, Phase.IMPLEMENTATION, force=True)
     finish_key(uow, ticket_id, "build")  # no gate: on to TESTING
     assert where(uow, ticket_id)[0] == Phase.TESTING
-    phases.move(uow, ticket_id, Phase.IMPLEMENTATION, "regression", "bob", False, None)
+    move(uow, ticket_id, Phase.IMPLEMENTATION)
     rows = tasks_of(uow.db, ticket_id)
     assert (rows["check"].status, rows["build#2"].status) == ("cancelled", "queued")
     finish_key(uow, ticket_id, "build#2")
