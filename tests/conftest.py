@@ -25,6 +25,7 @@ from omoi.services.dispatcher import NullDispatcher
 from tests.support.api import ADMIN_TOKEN, make_app
 from tests.support.invariants import violations
 from tests.support.procs import ROOT, Proc, start_worker
+from tests.support.units import TEST_WORKFLOWS
 
 PG_ADMIN = os.environ.get("OMOI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("OMOI_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -38,7 +39,7 @@ TEST_ENV = {
     "OMOI_RETRY_ETA_MAX": "2",
     "OMOI_HEARTBEAT_INTERVAL": "1",
     "OMOI_HEARTBEAT_TIMEOUT": "4",
-    "OMOI_WORKFLOWS_DIR": str(ROOT / "tests" / "support" / "workflows"),
+    "OMOI_WORKFLOWS_DIR": str(TEST_WORKFLOWS),
     "OMOI_HANDLERS": "tests.support.handlers,examples.handlers",
     # every API process of the session makes this an admin token; the CLI sends it
     "OMOI_BOOTSTRAP_TOKEN": ADMIN_TOKEN,

@@ -63,7 +63,9 @@ def snapshot(db: Database, heartbeat_timeout: float) -> Snapshot:
             conn.execute(select(func.coalesce(func.sum(tasks.c.retry_count), 0))).scalar_one()
         )
         for row in conn.execute(select(tasks.c.error).where(tasks.c.error.is_not(None))):
-            category = (row.error or {}).get("category", "unknown")
+            if row.error is None:  # a JSON null: what a result or a retry cleared it to
+                continue
+            category = row.error.get("category", "unknown")
             snap.errors[category] = snap.errors.get(category, 0) + 1
         snap.lock_waits = conn.execute(
             select(func.count()).where(tasks.c.waiting_for.is_not(None))

@@ -1,0 +1,45 @@
+"""A ticket's walk as read back: where it may go next (nowhere once it has ended), where it
+has been, and what its phase's gate requires and last said."""
+
+from __future__ import annotations
+
+from omoi.domain.enums import Phase
+from omoi.services import cancellation, phases
+from omoi.services.read.phases import gate_status, history_of, valid_transitions
+from omoi.services.unit_of_work import UnitOfWork
+from tests.services.steps import finish, submit, tasks_of
+
+
+def test_the_allowed_moves_come_from_the_workflow_and_end_with_the_ticket(
+    uow: UnitOfWork,
+) -> None:
+    ticket_id = submit(uow, workflow="gated").ticket_id
+    allowed = valid_transitions(uow.db, uow.workflows, ticket_id)
+    assert (allowed["phase"], allowed["allowed"]) == (
+        Phase.REQUIREMENTS,
+        [Phase.DESIGN, Phase.BLOCKED],
+    )
+    cancellation.cancel_ticket(uow, ticket_id, "abandoned")
+    assert valid_transitions(uow.db, uow.workflows, ticket_id)["allowed"] == []
+
+
+def test_the_gate_status_names_what_the_blocked_phase_requires_and_its_last_verdict(
+    uow: UnitOfWork,
+) -> None:
+    ticket_id = submit(uow, workflow="gated").ticket_id
+    assert gate_status(uow.db, uow.workflows, ticket_id)["latest"] is None
+    finish(uow, tasks_of(uow.db, ticket_id)["draft"].id)
+    status = gate_status(uow.db, uow.workflows, ticket_id)
+    assert (status["phase"], status["status"]) == (Phase.REQUIREMENTS, "blocked")
+    assert [a["type"] for a in status["requires"]["artifacts"]] == ["spec"]
+    assert (status["latest"]["passed"], status["latest"]["missing"]) == (False, ["spec"])
+
+
+def test_the_history_lists_every_move_in_order(uow: UnitOfWork) -> None:
+    ticket_id = submit(uow, workflow="gated").ticket_id
+    phases.move(uow, ticket_id, Phase.BLOCKED, "wait", "bob", False, None)
+    phases.move(uow, ticket_id, Phase.REQUIREMENTS, "go", "bob", False, "resumed")
+    assert [(h.from_phase, h.to_phase, h.note) for h in history_of(uow.db, ticket_id)] == [
+        (Phase.REQUIREMENTS, Phase.BLOCKED, None),
+        (Phase.BLOCKED, Phase.REQUIREMENTS, "resumed"),
+    ]

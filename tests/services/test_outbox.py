@@ -1,0 +1,116 @@
+"""The transactional outbox: what is published is stamped, what never left (or left and was
+lost) is published again by the sweep, and what waits elsewhere (an external agent's task, a
+task parked on a lock) is never sent.
+
+PostgreSQL's share of the rule (rows published before the server's last start count as lost;
+the sweep's advisory lock and SKIP LOCKED between two beats) is the integration suite's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from omoi.persistence.statements import events
+from omoi.services import outbox
+from omoi.services.dispatcher import Dispatch
+from omoi.services.phases import NewTask
+from omoi.services.unit_of_work import UnitOfWork
+from tests.services.steps import change, kinds, submit, task_of, tasks_of
+from tests.support.units import BrokerDown, Recorded
+
+
+def unpublished(uow: UnitOfWork, dispatcher: Recorded, *specs: NewTask) -> dict[str, Any]:
+    """A ticket whose ready tasks' publish failed: queued and never stamped."""
+    dispatcher.down = True
+    ticket = submit(uow, *specs)
+    dispatcher.down = False
+    return tasks_of(uow.db, ticket.ticket_id)
+
+
+def test_external_tasks_are_never_published(uow: UnitOfWork, dispatcher: Recorded) -> None:
+    ticket = submit(uow, NewTask("mine", "scan", external=True), NewTask("theirs", "ok"))
+    rows = tasks_of(uow.db, ticket.ticket_id)
+    assert [d.task_id for d in dispatcher.published] == [rows["theirs"].id]
+    assert rows["mine"].published_at is None
+    assert outbox.sweep(uow.db, dispatcher, unpublished_age=0, lost_age=0) == 1  # theirs only
+    assert [d.task_id for d in dispatcher.published] == [rows["theirs"].id] * 2
+
+
+def test_a_failed_publish_reports_it_and_stamps_nothing(
+    uow: UnitOfWork, dispatcher: Recorded
+) -> None:
+    rows = unpublished(uow, dispatcher, NewTask("a", "ok"))
+    dispatcher.down = True
+    assert not outbox.publish(uow.db, dispatcher, [Dispatch.of_row(rows["a"])])
+    assert task_of(uow.db, rows["a"].id).published_at is None
+
+
+def test_a_stamp_marks_only_the_attempt_that_was_published(
+    uow: UnitOfWork, dispatcher: Recorded
+) -> None:
+    rows = unpublished(uow, dispatcher, NewTask("a", "ok"))
+    stale = Dispatch.of_row(rows["a"], attempt=rows["a"].attempt - 1)  # an earlier attempt's
+    outbox.stamp(uow.db, [stale])
+    assert task_of(uow.db, rows["a"].id).published_at is None
+    outbox.stamp(uow.db, [Dispatch.of_row(rows["a"])])
+    assert task_of(uow.db, rows["a"].id).published_at is not None
+
+
+def test_the_sweep_publishes_what_never_left_once_it_is_old_enough(
+    uow: UnitOfWork, dispatcher: Recorded
+) -> None:
+    rows = unpublished(uow, dispatcher, NewTask("a", "ok"), NewTask("b", "ok"))
+    assert outbox.sweep(uow.db, dispatcher, unpublished_age=60, lost_age=60) == 0
+    assert outbox.sweep(uow.db, dispatcher, unpublished_age=0, lost_age=60) == 2
+    assert {d.task_id for d in dispatcher.published} == {rows["a"].id, rows["b"].id}
+    assert all(task_of(uow.db, r.id).published_at is not None for r in rows.values())
+    assert kinds(uow.db, rows["a"].id)[-1] == "task.republished"
+    assert outbox.sweep(uow.db, dispatcher, unpublished_age=0, lost_age=60) == 0  # stamped
+
+
+def test_the_sweep_publishes_again_what_was_published_and_never_claimed(
+    uow: UnitOfWork, dispatcher: Recorded
+) -> None:
+    ticket = submit(uow, NewTask("a", "ok"))
+    a = tasks_of(uow.db, ticket.ticket_id)["a"]
+    assert outbox.sweep(uow.db, dispatcher, unpublished_age=0, lost_age=60) == 0
+    assert outbox.sweep(uow.db, dispatcher, unpublished_age=0, lost_age=0) == 1
+    assert [d.task_id for d in dispatcher.published] == [a.id, a.id]
+
+
+def test_after_a_broker_reset_everything_published_and_unclaimed_goes_again(
+    uow: UnitOfWork, dispatcher: Recorded
+) -> None:
+    ticket = submit(uow, NewTask("a", "ok"))
+    assert outbox.sweep(uow.db, dispatcher, 60, 60, broker_reset=True) == 1
+    assert len(dispatcher.published) == 2
+    assert tasks_of(uow.db, ticket.ticket_id)["a"].status == "queued"
+
+
+def test_the_sweep_leaves_a_task_parked_on_a_lock_to_its_release(
+    uow: UnitOfWork, dispatcher: Recorded
+) -> None:
+    rows = unpublished(uow, dispatcher, NewTask("a", "ok"))
+    change(uow.db, rows["a"].id, waiting_for="repo")
+    assert outbox.sweep(uow.db, dispatcher, unpublished_age=0, lost_age=0) == 0
+
+
+def test_the_sweep_goes_through_every_batch(uow: UnitOfWork, dispatcher: Recorded) -> None:
+    rows = unpublished(uow, dispatcher, *(NewTask(f"t{n}", "ok") for n in range(5)))
+    assert outbox.sweep(uow.db, dispatcher, unpublished_age=0, lost_age=60, limit=2) == 5
+    assert sorted(d.task_id for d in dispatcher.published) == sorted(r.id for r in rows.values())
+
+
+def test_a_sweep_the_broker_refuses_stamps_nothing_and_records_nothing(
+    uow: UnitOfWork, dispatcher: Recorded
+) -> None:
+    rows = unpublished(uow, dispatcher, NewTask("a", "ok"))
+    dispatcher.down = True
+    with pytest.raises(BrokerDown):
+        outbox.sweep(uow.db, dispatcher, unpublished_age=0, lost_age=0)
+    assert task_of(uow.db, rows["a"].id).published_at is None
+    with uow.db.connect() as conn:
+        republished = select(events.c.id).where(events.c.type == "task.republished")
+        assert conn.execute(republished).first() is None
