@@ -25,6 +25,7 @@ from omoi.services import attempts, outbox
 from omoi.services.context import TaskContext
 from omoi.services.failures import RetryPolicy
 from tests.support.procs import wait_for
+from tests.support.units import unit_of_work
 
 SECRET = "payload-only-" + uuid.uuid4().hex
 
@@ -84,9 +85,8 @@ def test_jobs_carry_the_dags_lineage(
         task_id = uuid.UUID(ids[key])
         policy = RetryPolicy(backoff=0.01)
         message = job_id(task_id, attempt)
-        return attempts.run_attempt(
-            db, dispatcher, policy, handlers, task_id, attempt, message
-        ).word
+        uow = unit_of_work(db, dispatcher)
+        return attempts.run_attempt(uow, policy, handlers, task_id, attempt, message).word
 
     def published() -> dict[str, dict[str, Any]]:
         raw = redis_client.lrange(f"cap.{queue}", 0, -1)
