@@ -170,7 +170,7 @@ def screenshot_of_the_task_list(url: str, tmp_path: Path) -> None:
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     try:
-        driver.set_window_size(2160, 600)
+        driver.set_window_size(2160, 720)
         auth = base64.b64encode(AUTH.encode()).decode()
         driver.execute_cdp_cmd("Network.enable", {})
         driver.execute_cdp_cmd(
