@@ -4,7 +4,7 @@ Redis the event relay.
 The sweeps are not Celery jobs. A job waits for a free pool slot, and a fleet running long
 agent tasks has none: the jobs expired unrun exactly when a worker died, so lost-worker
 recovery, outbox republishing, retry wake-ups, deadline, gate and lock sweeps all stopped.
-Here no user task can crowd them out, and Flower lists only ``omoi.run_task``. Each sweep
+Here no user task can crowd them out, and Flower lists only user tasks' jobs. Each sweep
 takes its PostgreSQL advisory lock (``statements.sweep_lock``), so a second beat is harmless; on
 SQLite, ``BEGIN IMMEDIATE`` serializes them with every other writer of the file.
 """

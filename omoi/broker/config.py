@@ -22,6 +22,11 @@ def config_for(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_acks_late": True,
+        # a failed attempt's job fails (omoi.worker.app.AttemptFailed) once omoi recorded the
+        # failure and published its retry as a new message: acknowledge it, never requeue it
+        # (Celery 5.7's names; earlier versions ack on failure and timeout by default)
+        "task_acks_on_failure": True,
+        "task_acks_on_timeout": True,
         # a pool child that dies is recorded by omoi (RunTask.on_failure, in the main process)
         # as a lost attempt and retried under a new one; requeueing its message would only
         # bring back an attempt the database already holds as running

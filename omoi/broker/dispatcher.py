@@ -5,11 +5,13 @@ and beat."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery, group
 
 from omoi.broker.app import RUN_TASK
 from omoi.domain.auth import BUILTIN_EXEC_TYPES
+from omoi.domain.jobs import clipped
 from omoi.domain.routing import publish_queue
 from omoi.services.dispatcher import Dispatch
 
@@ -24,11 +26,25 @@ def time_limits(timeout: float | None, grace: float) -> dict[str, float]:
 BROKER_MARKER = "omoi:broker-marker"
 
 
+def shown(d: Dispatch) -> dict[str, Any]:
+    """What Flower (and the worker's log) shows of the job instead of its arguments: named for
+    its task's type (a bounded set, as Flower's metrics labels want), the task and attempt as
+    its arguments, its key and ticket's title as its keyword arguments, and its lineage."""
+    root, parent = d.lineage
+    return {
+        "shadow": d.task_type or RUN_TASK,
+        "argsrepr": f"(task={d.task_id}, attempt={d.attempt})",
+        "kwargsrepr": repr({"key": d.key, "ticket": clipped(d.title)}),
+        "root_id": root,
+        "parent_id": parent,
+    }
+
+
 class CeleryDispatcher:
     """Publishes a batch as one Celery group of ``run_task(task_id, attempt)`` messages. The
-    payload stays in PostgreSQL: the broker, Flower and worker logs see only the ids. A task of
-    an exec type (``exec_types``) goes to its exec queue, which only the workers that enabled
-    the type consume."""
+    payload stays in PostgreSQL: the broker, Flower and worker logs see the ids, the task's
+    type and key and its ticket's title (``shown``). A task of an exec type (``exec_types``)
+    goes to its exec queue, which only the workers that enabled the type consume."""
 
     def __init__(
         self,
@@ -45,9 +61,8 @@ class CeleryDispatcher:
             self.app.signature(
                 RUN_TASK,
                 args=(str(d.task_id), d.attempt),
-                argsrepr=f"(task={d.task_id}, attempt={d.attempt})",  # what Flower shows
-                kwargsrepr="{}",
                 task_id=d.message_id,
+                **shown(d),
                 queue=publish_queue(d.queue, d.task_type, self.exec_types),
                 countdown=d.countdown,
                 **time_limits(d.timeout_seconds, self.grace),

@@ -46,10 +46,11 @@ WITH finished AS (
        SET status = '{TaskStatus.SUCCEEDED}', result = %(result)s, error = NULL,
            finished_at = %(now)s, lease_token = NULL
      WHERE id = %(id)s AND {LEASE_HELD_SQL}
- RETURNING id
+ RETURNING id, celery_id
 ), released AS (
     UPDATE tasks
        SET unmet_dependencies = unmet_dependencies - 1,
+           parent_job = (SELECT celery_id FROM finished),
            status = CASE WHEN unmet_dependencies = 1 THEN '{TaskStatus.QUEUED}' ELSE status END,
            attempt = CASE WHEN unmet_dependencies = 1 THEN attempt + 1 ELSE attempt END,
            queued_at = CASE WHEN unmet_dependencies = 1 THEN %(now)s ELSE queued_at END
@@ -89,11 +90,13 @@ FINISH = (
         finished_at=bindparam("b_now"),
         lease_token=None,
     )
-    .returning(tasks.c.id)
+    .returning(tasks.c.id, tasks.c.celery_id)
 )
 _becomes_ready = tasks.c.unmet_dependencies == 1
 RELEASE_VALUES = {
     "unmet_dependencies": tasks.c.unmet_dependencies - 1,
+    # the last dependency to succeed is the one that releases it: its job is the parent
+    "parent_job": bindparam("b_parent"),
     "status": case((_becomes_ready, TaskStatus.QUEUED.value), else_=tasks.c.status),
     "attempt": case((_becomes_ready, tasks.c.attempt + 1), else_=tasks.c.attempt),
     "queued_at": case((_becomes_ready, bindparam("b_now")), else_=tasks.c.queued_at),
@@ -136,13 +139,14 @@ def succeed_postgres(db: Database, params: dict[str, Any]) -> tuple[bool, list[A
 def succeed_portable(conn: Connection, params: dict[str, Any]) -> tuple[bool, list[Any]]:
     """Whether the result landed and the dependents it made ready (``DISPATCH_COLUMNS``); the
     caller counts the ticket in the same transaction. ``params`` as ``succeed_postgres``."""
-    if not finish(conn, params, TaskStatus.SUCCEEDED, result=params["result"]):
+    finished = finish(conn, params, TaskStatus.SUCCEEDED, result=params["result"])
+    if finished is None:
         return False, []
     event = task_event(
         EventType.TASK_SUCCEEDED, params["id"], params["ticket"], {"attempt": params["attempt"]}
     )
     record(conn, [event])
-    return True, release_dependents(conn, params)
+    return True, release_dependents(conn, params, finished.celery_id)
 
 
 def finish(
@@ -151,8 +155,9 @@ def finish(
     status: TaskStatus,
     result: Any = None,
     error: dict[str, Any] | None = None,
-) -> bool:
-    """The lease guard: the outcome lands only if this attempt still owns the row."""
+) -> Any:
+    """The lease guard: the outcome lands only if this attempt still owns the row. Returns
+    the row it finished (its id and Celery id), or None."""
     hit = conn.execute(
         FINISH,
         {
@@ -170,16 +175,22 @@ def finish(
             conn,
             [task_event(EventType.TASK_SUPERSEDED, params["id"], params["ticket"], superseded)],
         )
-    return hit is not None
+    return hit
 
 
-def release_dependents(conn: Connection, params: dict[str, Any]) -> list[Any]:
-    """Count the task as done in its pending dependents; returns those it made ready."""
+def release_dependents(conn: Connection, params: dict[str, Any], job: str | None) -> list[Any]:
+    """Count the task as done in its pending dependents, its ``job`` their parent; returns
+    those it made ready."""
     now = utcnow()
     dialect = dialect_of(conn)
     rows = conn.execute(
         release_statement(dialect),
-        {"b_ticket": params["ticket"], "b_now": now, **depends_on_params(dialect, [params["id"]])},
+        {
+            "b_ticket": params["ticket"],
+            "b_now": now,
+            "b_parent": job,
+            **depends_on_params(dialect, [params["id"]]),
+        },
     ).all()
     ready = [r for r in rows if r.status == TaskStatus.QUEUED]
     record(

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from omoi.domain.enums import AgentStatus, ErrorCategory, Phase, TaskStatus, TicketStatus
 from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
+from omoi.domain.jobs import TITLE_CHARS
 from omoi.persistence import actors
 from omoi.persistence.db import Database
 from omoi.persistence.tables import RUNNING_ATTEMPTS, Agent, Event, PhaseHistory, Task, Ticket
@@ -79,6 +80,27 @@ def as_sql(expression: Any) -> str:
 # The lease guard in the PostgreSQL text statements, bound to ``%(lease)s``.
 LEASE_HELD_SQL = as_sql(lease_held(literal_column("%(lease)s")))
 
+
+def of_its_ticket(column: Any, name: str) -> Any:
+    """The task's ticket's ``column``, as a subquery on its primary key: no join, so a read
+    that locks its task rows (``FOR UPDATE``) locks no ticket, and an ``UPDATE … RETURNING``
+    returns it on SQLite too."""
+    return (
+        select(column)
+        .where(tickets.c.id == tasks.c.ticket_id)
+        .correlate_except(tickets)
+        .scalar_subquery()
+        .label(name)
+    )
+
+
+# What its job shows of a task's ticket: its title, clipped (``jobs.clipped``), and its root.
+TICKET_TITLE = of_its_ticket(
+    func.substr(tickets.c.title, literal_column("1"), literal_column(str(TITLE_CHARS + 1))),
+    "ticket_title",
+)
+ROOT_JOB = of_its_ticket(tickets.c.root_job, "root_job")
+
 # The columns that make a ``Dispatch`` (``Dispatch.of_row``), for every read that feeds one.
 DISPATCH_COLUMNS = (
     tasks.c.id,
@@ -88,13 +110,21 @@ DISPATCH_COLUMNS = (
     tasks.c.timeout_seconds,
     tasks.c.external,
     tasks.c.task_type,
+    tasks.c.key,
+    tasks.c.parent_job,
+    TICKET_TITLE,
+    ROOT_JOB,
 )
 
 
 def dispatch_columns_sql(alias: str = "") -> str:
-    """``DISPATCH_COLUMNS`` as a text select list, each prefixed with ``alias.`` if given."""
-    prefix = f"{alias}." if alias else ""
-    return ", ".join(prefix + c.name for c in DISPATCH_COLUMNS)
+    """``DISPATCH_COLUMNS`` as a text select list: what an ``UPDATE tasks`` returns of each
+    row (the ticket's subqueries correlated to it), or by name from ``alias`` (a CTE that
+    returned them)."""
+    if alias:
+        return ", ".join(f"{alias}.{c.name}" for c in DISPATCH_COLUMNS)
+    returning = update(tasks).values(attempt=tasks.c.attempt).returning(*DISPATCH_COLUMNS)
+    return as_sql(returning).partition(" RETURNING ")[2]
 
 
 # The running attempt's lease, read by a handler asking whether it should stop.

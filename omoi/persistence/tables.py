@@ -107,6 +107,9 @@ class Ticket(Base):
     # history); the scope of its idempotency key.
     submitter_token_id: Mapped[uuid.UUID | None]
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The Celery id of its first job: every job of the ticket names it as its root, so Flower
+    # links them (migration 0019; null until a first task is published to Celery).
+    root_job: Mapped[str | None] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -191,6 +194,9 @@ class Task(Base):
     lease_token: Mapped[uuid.UUID | None]
     agent_id: Mapped[uuid.UUID | None]
     celery_id: Mapped[str | None] = mapped_column(String(80))
+    # The Celery id of the job upstream of it: the dependency's attempt whose success released
+    # it, or the attempt that split it into subtasks. Its jobs name it as their parent.
+    parent_job: Mapped[str | None] = mapped_column(String(80))
     result: Mapped[Any | None] = mapped_column(JsonDoc)
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

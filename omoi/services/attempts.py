@@ -31,6 +31,16 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What one delivery did: ``word`` (succeeded, failed, superseded, waiting for a lock,
+    duplicate) for logs and the job's result, and the error of an attempt that failed, which
+    is already recorded (and its retry, if any, published)."""
+
+    word: str
+    error: TaskError | None = None
+
+
+@dataclass(frozen=True)
 class Claim:
     task_id: uuid.UUID
     ticket_id: uuid.UUID
@@ -100,16 +110,16 @@ def run_attempt(
     message_id: str | None = None,
     agent_id: uuid.UUID | None = None,
     exec_types: frozenset[str] = BUILTIN_EXEC_TYPES,
-) -> str:
-    """One delivery of ``run_task``; returns what happened (for logs and the job's result).
-    Every log line written meanwhile carries the task, attempt, agent and ticket."""
+) -> Outcome:
+    """One delivery of ``run_task``; returns what happened. Every log line written meanwhile
+    carries the task, attempt, agent and ticket."""
     with structlog.contextvars.bound_contextvars(
         task_id=str(task_id), attempt=attempt, agent_id=str(agent_id) if agent_id else None
     ):
         claimed = claim(uow, task_id, attempt, message_id, agent_id)
         if claimed is None:
             log.info("duplicate_delivery_ignored")
-            return "duplicate"
+            return Outcome("duplicate")
         claimed[1].exec_types = exec_types
         with structlog.contextvars.bound_contextvars(ticket_id=str(claimed[0].ticket_id)):
             return Attempt(uow, policy, resolve, *claimed).run()
@@ -126,7 +136,7 @@ class Attempt:
     claim: Claim
     ctx: TaskContext
 
-    def run(self) -> str:
+    def run(self) -> Outcome:
         """What happened: waiting (for a lock), failed, superseded or succeeded."""
         c, ctx = self.claim, self.ctx
         if ctx.resources:
@@ -135,7 +145,7 @@ class Attempt:
             )
             if tokens is None:
                 log.info("waiting_for_lock")
-                return "waiting"
+                return Outcome("waiting")
             ctx.locks = tokens
         try:
             return self._run_handler()
@@ -143,7 +153,7 @@ class Attempt:
             if ctx.resources:
                 locks.release(self.uow, c.task_id)
 
-    def _run_handler(self) -> str:
+    def _run_handler(self) -> Outcome:
         ctx = self.ctx
         handler = self.resolve(ctx.task_type)
         try:
@@ -154,8 +164,7 @@ class Attempt:
             if reason is not None:
                 raise UnstorableResult(f"the result cannot be stored: {reason}")
         except Exception as exc:
-            self._record_failure(classify(exc))
-            return "failed"
+            return self._record_failure(classify(exc))
         try:
             landed = succeed(self.uow, self.claim, result)
         except Exception as exc:
@@ -163,19 +172,22 @@ class Attempt:
                 raise
             # the database refused the result itself: record that, or the attempt stays running
             error = classify(exc)
-            self._record_failure(
+            return self._record_failure(
                 TaskError(ErrorCategory.PERMANENT, "ResultNotStored", error.message)
             )
-            return "failed"
         if not landed:
             log.info("attempt_superseded")
-            return "superseded"
-        return "succeeded"
+            return Outcome("superseded")
+        return Outcome("succeeded")
 
-    def _record_failure(self, error: TaskError) -> None:
+    def _record_failure(self, error: TaskError) -> Outcome:
         """Record the attempt's failure (its traceback is the exception being handled); its
-        retry, if any, is published."""
+        retry, if any, is published. An attempt that no longer owned its task (cancelled, or
+        recovered as lost meanwhile) failed nothing: superseded."""
         c = self.claim
         log.warning("attempt_failed", **error.as_dict())
         trace = storable_text(traceback.format_exc())
-        fail_attempt(self.uow, self.policy, c.task_id, c.attempt, error, lease=c.lease, trace=trace)
+        counted = fail_attempt(
+            self.uow, self.policy, c.task_id, c.attempt, error, lease=c.lease, trace=trace
+        )
+        return Outcome("failed", error) if counted else Outcome("superseded")

@@ -22,6 +22,7 @@ from omoi.domain.enums import (
 )
 from omoi.domain.events import EventType
 from omoi.persistence.statements import (
+    DISPATCH_COLUMNS,
     cancel_rows,
     dependents,
     event_row,
@@ -191,7 +192,7 @@ def _retry(tx: Transaction, task_id: uuid.UUID) -> None:
     if ticket.status == TicketStatus.CANCELLED:
         raise Conflict(f"ticket {task.ticket_id} is cancelled", {"ticket_id": str(task.ticket_id)})
     attempt = task.attempt + 1
-    conn.execute(
+    queued = conn.execute(
         update(tasks)
         .where(tasks.c.id == task_id)
         .values(
@@ -207,7 +208,8 @@ def _retry(tx: Transaction, task_id: uuid.UUID) -> None:
             published_at=None,
             lease_token=None,
         )
-    )
+        .returning(*DISPATCH_COLUMNS)
+    ).one()
     reopened = _reopen_downstream(conn, task.ticket_id, task_id)
     conn.execute(
         update(tickets)
@@ -235,4 +237,4 @@ def _retry(tx: Transaction, task_id: uuid.UUID) -> None:
             TicketStatus.ACTIVE,
             f"task {task.key} retried",
         )
-    tx.ready.append(Dispatch.of_row(task, attempt=attempt))
+    tx.ready.append(Dispatch.of_row(queued))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from omoi.domain.enums import Priority
+from omoi.domain.jobs import job_id, lineage
 from omoi.domain.routing import queue_for
 
 
@@ -49,20 +50,33 @@ class Dispatch:
     external: bool = False
 
     #: The task's type: an exec type goes to its own queue (``routing.publish_queue``), which
-    #: only workers that enabled the type consume.
+    #: only workers that enabled the type consume. Its job is named for it in Flower.
     task_type: str = ""
+
+    #: What its job shows in Flower besides the ids, never the payload: the task's key and
+    #: its ticket's title (at most ``jobs.TITLE_CHARS`` + 1 characters of it).
+    key: str = ""
+    title: str = ""
+
+    #: The Celery ids of the ticket's first job and of the job upstream of this one (see
+    #: ``lineage``); ``None`` when there is none.
+    root_job: str | None = None
+    parent_job: str | None = None
 
     @property
     def message_id(self) -> str:
-        """``<task_id>:<attempt>``: lets anyone address (revoke, trace) one attempt."""
-        return f"{self.task_id}:{self.attempt}"
+        return job_id(self.task_id, self.attempt)
+
+    @property
+    def lineage(self) -> tuple[str, str | None]:
+        """The job's root and parent, as Flower links them (``jobs.lineage``)."""
+        return lineage(self.message_id, self.root_job, self.parent_job)
 
     @classmethod
     def of_row(
         cls, row: Any, attempt: int | None = None, countdown: float | None = None
     ) -> Dispatch:
-        """From a task row (id, attempt, capabilities, priority, timeout_seconds, external,
-        task_type)."""
+        """From a row of ``statements.DISPATCH_COLUMNS``."""
         return cls(
             row.id,
             row.attempt if attempt is None else attempt,
@@ -72,6 +86,10 @@ class Dispatch:
             countdown,
             row.external,
             row.task_type,
+            row.key,
+            row.ticket_title,
+            row.root_job,
+            row.parent_job,
         )
 
 

@@ -25,6 +25,7 @@ from omoi.domain.context import aggregate, summarize
 from omoi.domain.enums import OPEN_TASK_STATUSES, Phase, TaskStatus, TicketStatus
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
+from omoi.domain.jobs import job_id
 from omoi.domain.routing import normalize_capabilities, queue_for, route_of
 from omoi.domain.workflow import Workflow
 from omoi.persistence import Approval, Artifact, GateResult, PhaseHistory
@@ -77,6 +78,17 @@ class NewTask:
 class Defaults:
     priority: str
     max_retries: int
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What new tasks' jobs show of where they come from: their ticket's title, its first job
+    (``None`` before it has one: the first of these published to Celery becomes it) and the
+    job they come from (a split's subtasks: the attempt that split)."""
+
+    title: str
+    root_job: str | None = None
+    parent_job: str | None = None
 
 
 def phase_tasks(
@@ -142,15 +154,19 @@ def instantiate(
     specs: Sequence[NewTask],
     defaults: Defaults,
     now: datetime,
+    origin: Origin,
     split_of: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[Dispatch]]:
-    """Insert a phase's tasks (ready ones queued) and set the ticket's open-task counter; or,
-    for a split (``split_of`` = the parent's key), add them to the running phase."""
+    """Insert a phase's tasks (ready ones queued) and set the ticket's open-task counter (and
+    its first job, if it had none); or, for a split (``split_of`` = the parent's key), add
+    them to the running phase."""
     if split_of is None:  # a phase entered again, the first included: the next visit's keys
         visits = max(map(visit_of, _keys(conn, ticket_id, phase)), default=0)
         suffix = f"{VISIT}{visits + 1}" if visits else ""
     prefix = f"{split_of}/" if split_of is not None else ""
     ids = {t.key: new_id() for t in specs}
+    first = next((t for t in specs if not t.depends_on and not t.external), None)
+    root = origin.root_job or (job_id(ids[first.key], 1) if first else None)
     rows: list[dict[str, Any]] = []
     ready: list[Dispatch] = []
     for t in specs:
@@ -185,6 +201,7 @@ def instantiate(
                 "timeout_seconds": t.timeout_seconds,
                 "resources": t.resources,
                 "external": t.external,
+                "parent_job": origin.parent_job,
                 "created_at": now,
                 "queued_at": now if is_ready else None,
             }
@@ -199,11 +216,16 @@ def instantiate(
                     t.timeout_seconds,
                     external=t.external,
                     task_type=t.task_type,
+                    key=rows[-1]["key"],
+                    title=origin.title,
+                    root_job=root,
+                    parent_job=origin.parent_job,
                 )
             )
     bulk_insert(conn, tasks, rows)
     count = tickets.c.open_tasks + len(rows) if split_of is not None else len(rows)
-    conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(open_tasks=count))
+    found = {"root_job": root} if root != origin.root_job else {}
+    conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(open_tasks=count, **found))
     return rows, ready
 
 
@@ -232,7 +254,8 @@ def _enter(
         return
     specs = phase_tasks(workflow, phase, ticket.title, _planned(conn, ticket.id, phase))
     defaults = Defaults(ticket.priority, context.get("defaults", {}).get("max_retries", 3))
-    _, ready = instantiate(conn, ticket.id, phase, specs, defaults, utcnow())
+    origin = Origin(ticket.title, ticket.root_job)
+    _, ready = instantiate(conn, ticket.id, phase, specs, defaults, utcnow(), origin)
     tx.ready += ready
     if not specs:
         judge(tx, ticket.id)

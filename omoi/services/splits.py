@@ -21,11 +21,19 @@ from omoi.domain.enums import TaskStatus
 from omoi.domain.events import EventType
 from omoi.domain.specs import field_problem
 from omoi.domain.specs import problems as spec_problems
-from omoi.persistence.statements import dependents, lease_held, record, task_event, tasks
+from omoi.persistence.statements import (
+    ROOT_JOB,
+    TICKET_TITLE,
+    dependents,
+    lease_held,
+    record,
+    task_event,
+    tasks,
+)
 from omoi.persistence.types import utcnow
 from omoi.services.dispatcher import Dispatch
 from omoi.services.errors import Conflict, Invalid
-from omoi.services.phases import Defaults, NewTask, check_graph, instantiate
+from omoi.services.phases import Defaults, NewTask, Origin, check_graph, instantiate
 from omoi.services.unit_of_work import Transaction, UnitOfWork
 
 MERGE_TYPE = "omoi.merge"
@@ -86,6 +94,9 @@ def split(
                 tasks.c.priority,
                 tasks.c.max_retries,
                 tasks.c.task_type,
+                tasks.c.celery_id,
+                TICKET_TITLE,
+                ROOT_JOB,
             )
             .where(tasks.c.id == task_id, lease_held(lease))
             .with_for_update()
@@ -110,6 +121,7 @@ def split(
             specs,
             Defaults(parent.priority, parent.max_retries),
             now,
+            Origin(parent.ticket_title, parent.root_job, parent.celery_id),
             split_of=parent.key,
         )
         merge_id = str(rows[-1]["id"])

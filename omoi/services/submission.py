@@ -22,6 +22,7 @@ from omoi.services.errors import Conflict, Invalid
 from omoi.services.phases import (
     Defaults,
     NewTask,
+    Origin,
     check_graph,
     instantiate,
     judge,
@@ -151,8 +152,9 @@ def create_ticket(
                 }
             ],
         )
+        defaults = Defaults(spec.priority, default_max_retries)
         rows, ready = instantiate(
-            conn, ticket_id, first, initial, Defaults(spec.priority, default_max_retries), now
+            conn, ticket_id, first, initial, defaults, now, Origin(spec.title)
         )
         payload = {"tasks": len(rows), "ready": len(ready), "workflow": spec.workflow}
         record(

@@ -41,7 +41,7 @@ def running_requests() -> list[Any]:
             requests = list(state.active_requests)
         except RuntimeError:  # the main thread changed the set while it was copied
             continue
-        return [r for r in requests if r.name == RUN_TASK]
+        return [r for r in requests if r.type == RUN_TASK]  # (r.name is the shadow it ran as)
 
 
 def _say(line: str) -> None:

@@ -31,6 +31,24 @@ from omoi.worker.agent import WorkerAgent
 from omoi.worker.handlers import registry
 
 
+class AttemptFailed(Exception):
+    """Raised by ``run_task`` once omoi recorded that the attempt failed (and published its
+    retry, if it has one), so that its Celery job ends as a failure: Flower counts it and shows
+    it as FAILURE, naming the error's category and type. Not its message, which may quote the
+    payload (a URL, a command's output): the task's record in the API has it. Celery does not
+    retry the job (no autoretry) nor log its traceback (``throws``), and acknowledges its
+    message (``task_acks_on_failure``)."""
+
+    def __init__(self, category: str, type_: str) -> None:
+        super().__init__(category, type_)  # its args: it crosses to the main process pickled
+
+    def __str__(self) -> str:
+        return ": ".join(self.args)
+
+    def __repr__(self) -> str:
+        return f"AttemptFailed({self})"
+
+
 def create_worker_app(root: Root) -> Celery:
     settings = root.settings
     process.set_up(settings.log_level)
@@ -58,9 +76,11 @@ def create_worker_app(root: Root) -> Celery:
     )
     agent.connect_signals()
 
-    @app.task(name=RUN_TASK, bind=True)
+    @app.task(name=RUN_TASK, bind=True, throws=(AttemptFailed,))
     def run_task(self, task_id: str, attempt: int) -> str:  # type: ignore[no-untyped-def]
-        return attempts.run_attempt(
+        """What the attempt did (succeeded, superseded, waiting, duplicate); a failed one
+        raises, outside any handler, so no exception of the handler's is chained to it."""
+        outcome = attempts.run_attempt(
             uow,
             policy,
             resolve,
@@ -70,13 +90,17 @@ def create_worker_app(root: Root) -> Celery:
             agent.id,
             settings.exec_types,
         )
+        if outcome.error is not None:
+            raise AttemptFailed(outcome.error.category, outcome.error.type)
+        return outcome.word
 
     @task_failure.connect(sender=run_task, weak=False)
     def child_died(exception: BaseException, args: Any, **_: Any) -> None:
         """In the worker's main process when the pool child running an attempt died: killed
         by the hard time limit (a timeout), during a shutdown (handed back as interrupted) or
         by anything else (lost). Record it, then retry under a new attempt or fail, as for
-        any other failure. Other exceptions were raised in the child, which recorded them."""
+        any other failure. Other exceptions (``AttemptFailed``) were raised in the child,
+        which recorded them."""
         if isinstance(exception, TimeLimitExceeded):
             category, message = ErrorCategory.TIMEOUT, "hard time limit exceeded"
         elif isinstance(exception, WorkerLostError):

@@ -136,7 +136,7 @@ def test_planned_tasks_move_from_the_context_to_the_plan(empty_url: str) -> None
     database = Database(empty_url)
     planned = {"PHASE_DESIGN": [{"key": "extra", "task_type": "noop"}]}
     tickets = Ticket.__table__
-    later = {"plan", "submitter_token_id"}  # 0013's and 0018's
+    later = {"plan", "submitter_token_id", "root_job"}  # 0013's, 0018's and 0019's
     columns = [c for c in tickets.c if c.name not in later]  # the table as 0012 has it
     with database.engine.begin() as conn:
         conn.execute(

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from omoi.broker.app import make_celery
 from omoi.broker.dispatcher import CeleryDispatcher
 from omoi.config import Settings
+from omoi.domain.jobs import TITLE_CHARS
 from omoi.persistence import Database, Task, Ticket
 from omoi.services import outbox
 from omoi.services.dispatcher import Dispatch
@@ -79,9 +80,21 @@ def test_api_killed_between_commit_and_publish_loses_nothing(
 def test_a_published_message_names_only_the_task_and_attempt(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    """What Flower and the broker see: ids with readable labels, never a payload."""
+    """What Flower and the broker see: ids with readable labels (the task's type as the job's
+    name, its key and ticket's title, its lineage), never a payload."""
     queue = f"inspect-{uuid.uuid4().hex[:8]}"  # no worker consumes it
-    dispatch = Dispatch(uuid.uuid4(), 3, queue, timeout_seconds=5)
+    title = ("Add input validation to the orders API; " * 3)[:TITLE_CHARS]
+    dispatch = Dispatch(
+        uuid.uuid4(),
+        3,
+        queue,
+        timeout_seconds=5,
+        task_type="review",
+        key="api/orders",
+        title=title + "!",  # one character over what a job shows: clipped
+        root_job="first:1",
+        parent_job="upstream:2",
+    )
     CeleryDispatcher(make_celery(settings, "omoi-test"), 2).publish([dispatch])
     try:
         (raw,) = redis_client.lrange(queue, 0, -1)
@@ -90,8 +103,10 @@ def test_a_published_message_names_only_the_task_and_attempt(
     message = json.loads(raw)
     headers = message["headers"]
     assert headers["id"] == f"{dispatch.task_id}:3"
+    assert (headers["task"], headers["shadow"]) == ("omoi.run_task", "review")
     assert headers["argsrepr"] == f"(task={dispatch.task_id}, attempt=3)"
-    assert headers["kwargsrepr"] == "{}"
+    assert headers["kwargsrepr"] == repr({"key": "api/orders", "ticket": title[:-1] + "…"})
+    assert (headers["root_id"], headers["parent_id"]) == ("first:1", "upstream:2")
     assert headers["timelimit"] == [7, 5]
     args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
     assert (args, kwargs) == ([str(dispatch.task_id), 3], {})

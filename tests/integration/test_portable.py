@@ -61,7 +61,7 @@ def test_dag_runs_and_settles_on_sqlite(sqlite: tuple[Database, Any]) -> None:
     duplicate = attempts.run_attempt(
         unit_of_work(db), RetryPolicy(), handlers, uuid.UUID(c["id"]), 1
     )
-    assert duplicate == "duplicate"
+    assert duplicate == attempts.Outcome("duplicate")
 
 
 def test_failure_cancels_downstream_and_retry_reopens_on_sqlite(

@@ -84,9 +84,10 @@ def start_worker(
     capabilities: str = "",
     name: str | None = None,
     enable: str | None = None,
+    events: bool = False,
 ) -> tuple[Proc, str]:
-    """``omoi worker`` (with ``--enable`` if given; the session's env enables shell and http)
-    once it is ready; returns it and its node name."""
+    """``omoi worker`` (with ``--enable`` if given; the session's env enables shell and http;
+    ``--events`` for Flower) once it is ready; returns it and its node name."""
     name = name or f"test-{uuid.uuid4().hex[:8]}@localhost"
     proc = Proc(
         [
@@ -103,6 +104,7 @@ def start_worker(
             "--loglevel",
             "INFO",
             *(["--enable", enable] if enable is not None else []),
+            *(["--events"] if events else []),
         ],
         env,
         tmp / f"worker-{name}.log",

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from sqlalchemy import bindparam
 
+from omoi.domain.jobs import TITLE_CHARS
 from omoi.persistence import claims, results
 from omoi.persistence.statements import (
     DISPATCH_COLUMNS,
@@ -30,9 +31,18 @@ def test_the_dispatch_columns_are_what_a_dispatch_is_made_of() -> None:
     names = [c.name for c in DISPATCH_COLUMNS]
     row = SimpleNamespace(**{n: None for n in names})
     row.id, row.attempt, row.capabilities, row.priority = uuid.uuid4(), 2, ["gpu"], "HIGH"
+    row.key, row.ticket_title, row.root_job = "build", "Ship it", "root:1"
     dispatch = Dispatch.of_row(row)
     assert (dispatch.task_id, dispatch.attempt, dispatch.queue) == (row.id, 2, "cap.gpu")
-    assert dispatch_columns_sql() == ", ".join(names)
+    assert (dispatch.key, dispatch.title, dispatch.lineage) == ("build", "Ship it", ("root:1",) * 2)
+    text = dispatch_columns_sql()  # of a tasks row; its ticket's columns correlated to it
+    assert text.startswith(", ".join(f"tasks.{n}" for n in names[:-2]) + ", (SELECT ")
+    assert f"substr(tickets.title, 1, {TITLE_CHARS + 1})" in text
+    assert text.count("WHERE tickets.id = tasks.ticket_id) AS ") == 2
+    assert text.endswith(
+        " AS ticket_title, (SELECT tickets.root_job \nFROM tickets \n"
+        "WHERE tickets.id = tasks.ticket_id) AS root_job"
+    )
     assert dispatch_columns_sql("r") == ", ".join(f"r.{n}" for n in names)
     assert f"RETURNING status, {dispatch_columns_sql()}" in results.SUCCEED_PG
     released = results.release_statement("sqlite").returning_column_descriptions
