@@ -58,10 +58,10 @@ def _reason(exc: urllib3.exceptions.HTTPError) -> str:
     """The cause in a few words: the operating system's (``Connection refused``), else
     urllib3's."""
     cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, urllib3.exceptions.TimeoutError):
-        return "timed out"
     if isinstance(cause, OSError) and cause.strerror:
         return str(cause.strerror)
+    if isinstance(exc, urllib3.exceptions.TimeoutError):
+        return "timed out"
     return str(exc)
 
 
@@ -150,7 +150,7 @@ class Client:
         except urllib3.exceptions.HTTPError as exc:
             raise ApiUnreachable(self.url, _reason(exc)) from exc
         if resp.status >= 400:
-            raise _error(resp.status, resp.read())
+            raise _error(resp.status, resp.data)
         return resp
 
     def _json(self, method: str, path: str, params: Any = None, body: Any = None, **kw: Any) -> Any:
