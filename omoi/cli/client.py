@@ -353,7 +353,8 @@ class TaskKeys:
 )
 @click.option("--timeout", type=float, default=3600, help="Seconds --follow follows.")
 def events(ticket_id: uuid.UUID | None, actor: str | None, follow: bool, timeout: float) -> None:
-    """Print the event log, each event with its task's key and its token."""
+    """Print the event log, each event with its task's key and its token (a failure's
+    traceback is left out: the task's timeline in the API has it)."""
     client = api()
     ticket = str(ticket_id) if ticket_id else None
     found: Iterable[dict[str, Any]]
@@ -365,7 +366,7 @@ def events(ticket_id: uuid.UUID | None, actor: str | None, follow: bool, timeout
         found = client.stream(ticket_id=ticket, actor=actor, timeout=timeout)
     key = TaskKeys(client)
     for e in found:
-        payload = _json(e["payload"])
+        payload = _json({k: v for k, v in e["payload"].items() if k != "traceback"})
         actor_name = e["actor_name"] or "-"
         click.echo(
             f"{e['id']:>8}  {e['created_at']}  {e['type']:<22} {key(e):<14} "

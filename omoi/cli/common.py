@@ -83,6 +83,5 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Print rows as an aligned table."""
     cells = [[str(r.get(c) if r.get(c) is not None else "-") for c in columns] for r in rows]
     widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in cells:
+    for row in [[c.upper() for c in columns], *cells]:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
