@@ -286,8 +286,8 @@ class Client:
             yield from _sse(iter(resp))
         except urllib3.exceptions.HTTPError as exc:  # cut off or silent mid-stream
             raise ApiUnreachable(self.url, _reason(exc)) from exc
-        finally:
-            resp.release_conn()
+        finally:  # an abandoned stream's connection cannot serve another request
+            resp.close()
 
     def ticket_events(self, ticket_id: str, timeout: float = 3600.0) -> Iterator[JsonObject]:
         """A ticket's events, from its first, live until its walk ends (done, cancelled or

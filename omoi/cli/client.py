@@ -88,7 +88,8 @@ def conclude(client: Client, ticket: dict[str, Any]) -> None:
         latest = client.gate_status(ticket["id"])["latest"]
         if latest and not latest["passed"]:
             why.append(f"the {latest['phase']} gate: {'; '.join(latest['reasons'])}")
-    where = f" after {ticket['previous_phase']}" if ticket["previous_phase"] else ""
+    blocked = ticket["status"] == TicketStatus.BLOCKED
+    where = f" after {ticket['previous_phase']}" if blocked else f" in {ticket['phase']}"
     reasons = f": {', '.join(why)}" if why else ""
     raise Failure(f"ticket {ticket['id']} ended {ticket['status']}{where}{reasons}", EXIT_NOT_DONE)
 
@@ -174,7 +175,7 @@ def tickets(status: str | None, workflow: str | None, limit: int) -> None:
     table(items, ["id", "title", "workflow", "status", "phase", "progress", "created_at"])
 
 
-def _error(error: dict[str, Any] | None) -> str | None:
+def _error_text(error: dict[str, Any] | None) -> str | None:
     if not error:
         return None
     return f"{error.get('category')} {error.get('type')}: {error.get('message')}"
@@ -193,7 +194,7 @@ def tasks(ticket_id: uuid.UUID | None, status: str | None, limit: int) -> None:
     ticket = str(ticket_id) if ticket_id else None
     items = api().tasks(ticket_id=ticket, status=status, newest_first=True, limit=limit)
     for t in items:
-        t["error"] = clip(_error(t["error"]) or "-")
+        t["error"] = clip(_error_text(t["error"]) or "-")
         t["result"] = clip(_json(t["result"])) if t["result"] is not None else None
     table(items, ["id", "key", "task_type", "status", "attempt", "retry_count", "error", "result"])
 
@@ -236,7 +237,7 @@ def show(task_id: uuid.UUID) -> None:
         ("created", t["created_at"]),
         ("started", t["started_at"]),
         ("finished", t["finished_at"]),
-        ("error", _error(t["error"])),
+        ("error", _error_text(t["error"])),
     ]
     for name, value in fields:
         click.echo(f"{name:<9}{value if value is not None else '-'}")
@@ -246,7 +247,8 @@ def show(task_id: uuid.UUID) -> None:
     click.echo(f"{'result':<9}{result if t['result'] is not None else '-'}")
     click.echo("attempts:")
     attempts = [
-        {**a, "agent": agent(a.get("agent_id")), "error": _error(a["error"])} for a in t["attempts"]
+        {**a, "agent": agent(a.get("agent_id")), "error": _error_text(a["error"])}
+        for a in t["attempts"]
     ]
     table(attempts, ["attempt", "started_at", "ended_at", "outcome", "agent", "error"])
 
@@ -352,14 +354,23 @@ class TaskKeys:
     help="Keep printing events as they happen (with --ticket: until the ticket ends).",
 )
 @click.option("--timeout", type=float, default=3600, help="Seconds --follow follows.")
-def events(ticket_id: uuid.UUID | None, actor: str | None, follow: bool, timeout: float) -> None:
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="The oldest this many (without --follow).",
+)
+def events(
+    ticket_id: uuid.UUID | None, actor: str | None, follow: bool, timeout: float, limit: int
+) -> None:
     """Print the event log, each event with its task's key and its token (a failure's
     traceback is left out: the task's timeline in the API has it)."""
     client = api()
     ticket = str(ticket_id) if ticket_id else None
     found: Iterable[dict[str, Any]]
     if not follow:
-        found = client.events(ticket_id=ticket, actor=actor)
+        found = client.events(ticket_id=ticket, actor=actor, limit=limit)
     elif ticket is not None and actor is None:
         found = client.ticket_events(ticket, timeout=timeout)
     else:

@@ -525,7 +525,7 @@ def test_cancel_a_task_or_a_ticket(
     assert whole.stdout == f"ticket {other} cancelled; 2 of its tasks are cancelled\n"
     assert get_json(api_server, f"/api/v1/tickets/{other}")["status"] == "cancelled"
     ended = omoi(api_server, "status", other)
-    assert one_line_error(ended, EXIT_NOT_DONE) == f"ticket {other} ended cancelled"
+    assert one_line_error(ended, EXIT_NOT_DONE) == f"ticket {other} ended cancelled in PHASE_RUN"
     nothing = uuid.uuid4()
     assert one_line_error(omoi(api_server, "cancel", str(nothing)), EXIT_API) == (
         f"no ticket or task {nothing}"
