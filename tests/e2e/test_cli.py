@@ -319,30 +319,34 @@ def test_version_prints_the_installed_version(api_server: dict[str, str]) -> Non
     assert (result.returncode, result.stdout) == (0, f"omoi {version('omoi')}\n")
 
 
-def test_a_yaml_error_names_its_line_and_column(api_server: dict[str, str], tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("title: broken\ndescription: a: b\n")
-    message = one_line_error(omoi(api_server, "submit", str(bad)), 1)
-    assert message == f"{bad}: line 2, column 15: mapping values are not allowed here"
-    unclosed = tmp_path / "unclosed.yaml"
-    unclosed.write_text("title: [unclosed\n")
-    message = one_line_error(omoi(api_server, "submit", str(unclosed)), 1)
-    assert message.startswith(f"{unclosed}: line 2, column 1: expected ',' or ']'")
-
-
-def test_an_empty_or_shapeless_file_is_one_line(api_server: dict[str, str], tmp_path: Path) -> None:
-    empty = tmp_path / "empty.yaml"
-    empty.write_text("\n# nothing here\n")
-    message = one_line_error(omoi(api_server, "submit", str(empty)), 1)
-    assert message == f"{empty} is empty: a ticket needs at least a title"
-    listed = tmp_path / "list.yaml"
-    listed.write_text("- title: one\n")
-    message = one_line_error(omoi(api_server, "submit", str(listed)), 1)
-    assert message == f"{listed} holds a list; a ticket is a mapping (title, tasks)"
-    dated = tmp_path / "dated.yaml"
-    dated.write_text("title: due\ndescription: 2024-01-01\n")
-    message = one_line_error(omoi(api_server, "submit", str(dated)), 1)
-    assert message.startswith(f"{dated}: Object of type date is not JSON serializable")
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "title: broken\ndescription: a: b\n",
+            "{path}: line 2, column 15: mapping values are not allowed here",
+        ),
+        (
+            "title: [unclosed\n",
+            "{path}: line 2, column 1: expected ',' or ']', but got '<stream end>'",
+        ),
+        ("\n# nothing here\n", "{path} is empty: a ticket needs at least a title"),
+        ("- title: one\n", "{path} holds a list; a ticket is a mapping (title, tasks)"),
+        (
+            "title: due\ndescription: 2024-01-01\n",
+            "{path}: Object of type date is not JSON serializable; quote such values",
+        ),
+    ],
+    ids=["yaml-error", "yaml-unclosed", "empty", "a-list", "a-date"],
+)
+def test_a_bad_ticket_file_is_one_line(
+    api_server: dict[str, str], tmp_path: Path, text: str, expected: str
+) -> None:
+    """A YAML error with its line and column, an empty file, what JSON cannot carry."""
+    path = tmp_path / "ticket.yaml"
+    path.write_text(text)
+    message = one_line_error(omoi(api_server, "submit", str(path)), 1)
+    assert message == expected.format(path=path)
 
 
 def test_an_unreachable_api_is_named_with_its_url(api_server: dict[str, str]) -> None:
