@@ -70,7 +70,7 @@ def test_an_attempt_names_the_agent_that_ran_it_on_sqlite(sqlite: tuple[Database
     task_id = client.post("/api/v1/tickets", json=body).get_json()["tasks"][0]["id"]
     agent = uuid.uuid4()
     attempts.run_attempt(
-        db, NullDispatcher(), RetryPolicy(), handlers, uuid.UUID(task_id), 1, agent_id=agent
+        unit_of_work(db), RetryPolicy(), handlers, uuid.UUID(task_id), 1, agent_id=agent
     )
     ran = client.get(f"/api/v1/tasks/{task_id}").get_json()["attempts"]
     assert [(a["attempt"], a["outcome"], a["agent_id"]) for a in ran] == [
