@@ -134,6 +134,11 @@ class Settings:
         return exec_types(self.exec_task_types)
 
     @property
+    def token_file(self) -> Path:
+        """Where ``omoi up`` saves the local admin token, and the CLI looks for it."""
+        return self.data_dir / "token"
+
+    @property
     def client_url(self) -> str:
         """Where the CLI finds the API: ``OMOI_API_URL``, else the local host and port."""
         return self.api_url or f"http://{self.api_host}:{self.api_port}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from omoi.cli.common import TOKEN_FILE, load_settings, table
+from omoi.cli.common import load_settings, table
 from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.auth import Scope
@@ -35,7 +35,7 @@ def local_token(settings: Settings) -> str:
     (mode 0600) where the CLI looks for it."""
     db = Root(settings, Role.CLI).db
     try:
-        saved = settings.data_dir / TOKEN_FILE
+        saved = settings.token_file
         if saved.exists() and tokens.Authenticator(db)(saved.read_text().strip()):
             return saved.read_text().strip()
         _, secret = tokens.create(db, "local", [Scope.ADMIN])

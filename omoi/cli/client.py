@@ -1,54 +1,33 @@
-"""The HTTP client: commands that talk to a running API with the client's token (submit,
-status, tasks, agents, events) and the progress bars they draw."""
+"""The commands that talk to a running API through ``omoi.client`` with the client's token:
+submit, status, tickets, tasks, show, cancel, retry, approve, agents and events, and the
+progress bars they draw."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import click
 import yaml
 
-from omoi.cli.common import TOKEN_FILE, load_settings, table
-from omoi.config import Settings
-from omoi.domain.enums import TERMINAL_TASK_STATUSES
+from omoi.cli.common import EXIT_API, EXIT_NOT_DONE, Failure, clip, load_settings, table
+from omoi.client import ApiError, Client
+from omoi.domain.enums import TERMINAL_TASK_STATUSES, TicketStatus
+
+POLL = 0.3  # seconds between two looks at a followed ticket
 
 
-def _client_token(settings: Settings) -> str:
-    """``OMOI_TOKEN``, else the local token ``omoi up`` saved in the data directory."""
-    saved = settings.data_dir / TOKEN_FILE
-    return settings.token or (saved.read_text().strip() if saved.exists() else "")
+def api() -> Client:
+    """The API the settings name, with the token the CLI sends."""
+    return Client.from_settings(load_settings())
 
 
-def _open(
-    url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30
-) -> Any:
-    """A request to the API with the client's bearer token; HTTP errors end the command."""
-    token = _client_token(load_settings())
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={
-            "Content-Type": "application/json",
-            **({"Authorization": f"Bearer {token}"} if token else {}),
-            **(headers or {}),
-        },
-    )
-    try:
-        return urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.read().decode(errors='replace')}") from exc
-
-
-def request(url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-    with _open(url, body, headers) as resp:
-        return json.loads(resp.read())
+# -- following a ticket ----------------------------------------------------------------------
 
 
 def _bar(fraction: float, width: int = 30) -> str:
@@ -75,73 +54,211 @@ def progress_lines(ticket: dict[str, Any], phases: list[dict[str, Any]]) -> list
     return lines
 
 
-def follow(url: str, ticket_id: str, timeout: float) -> dict[str, Any]:
+def follow(client: Client, ticket_id: str, timeout: float) -> dict[str, Any]:
     """Show per-phase progress bars until the ticket leaves ``active``; return the final
     ticket. On a terminal the bars are redrawn in place; otherwise each change is printed."""
     deadline = time.monotonic() + timeout
     tty = sys.stdout.isatty()
     shown: list[str] = []
     while True:
-        ticket = request(f"{url}/api/v1/tickets/{ticket_id}")
-        phases = request(f"{url}/api/v1/tickets/{ticket_id}/phase-progress")["items"]
-        lines = progress_lines(ticket, phases)
+        ticket = client.ticket(ticket_id)
+        lines = progress_lines(ticket, client.phase_progress(ticket_id))
         if lines != shown:
             if tty and shown:
                 click.echo(f"\x1b[{len(shown)}F\x1b[J", nl=False)  # up, then clear below
             click.echo("\n".join(lines))
             shown = lines
-        if ticket["status"] != "active":
+        if ticket["status"] != TicketStatus.ACTIVE:
             return ticket
         if time.monotonic() > deadline:
-            raise click.ClickException(f"ticket {ticket_id} still active after {timeout:.0f} s")
-        time.sleep(0.3)
+            raise Failure(f"ticket {ticket_id} still active after {timeout:.0f} s")
+        time.sleep(POLL)
+
+
+def conclude(client: Client, ticket: dict[str, Any]) -> None:
+    """Say how the ticket ended; unless it is done, end the command with ``EXIT_NOT_DONE``
+    and why (its failed tasks, the reasons its gate gave)."""
+    click.echo(f"ticket {ticket['id']}: {ticket['status']} ({ticket['phase']})")
+    if ticket["status"] == TicketStatus.DONE:
+        return
+    why = []
+    if failed := ticket["task_counts"].get("failed"):
+        why.append(f"{failed} task{'s' if failed > 1 else ''} failed")
+    if ticket["status"] == TicketStatus.BLOCKED:
+        latest = client.gate_status(ticket["id"])["latest"]
+        if latest and not latest["passed"]:
+            why.append(f"the {latest['phase']} gate: {'; '.join(latest['reasons'])}")
+    blocked = ticket["status"] == TicketStatus.BLOCKED
+    where = f" after {ticket['previous_phase']}" if blocked else f" in {ticket['phase']}"
+    reasons = f": {', '.join(why)}" if why else ""
+    raise Failure(f"ticket {ticket['id']} ended {ticket['status']}{where}{reasons}", EXIT_NOT_DONE)
+
+
+# -- submitting ------------------------------------------------------------------------------
+
+
+def read_ticket(path: Path) -> dict[str, Any]:
+    """The ticket a YAML or JSON file holds; what is wrong with it in one line."""
+    try:
+        body = yaml.safe_load(path.read_bytes())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise Failure(f"{path}: {where}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise Failure(f"{path}: {clip(str(exc), 200)}") from None
+    if body is None:
+        raise Failure(f"{path} is empty: a ticket needs at least a title")
+    if not isinstance(body, dict):
+        raise Failure(f"{path} holds a {type(body).__name__}; a ticket is a mapping (title, tasks)")
+    try:
+        json.dumps(body, allow_nan=True)
+    except TypeError as exc:  # YAML reads 2024-01-01 as a date, which JSON cannot carry
+        raise Failure(f"{path}: {exc}; quote such values") from None
+    return body
+
+
+def accepted(client: Client, ticket: dict[str, Any]) -> str:
+    """What submitting did: the phases its workflow walks, or (a plain DAG) how many tasks it
+    has. A token that may not read the workflows gets the count."""
+    count = f"ticket {ticket['id']} accepted with {len(ticket['tasks'])} tasks"
+    try:
+        known = {w["name"]: w for w in client.workflows()}
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        return count
+    phases = known[ticket["workflow"]]["phases"] if ticket["workflow"] in known else []
+    if len(phases) <= 2:  # one working phase, then PHASE_DONE
+        return count
+    walk = " → ".join(p.removeprefix("PHASE_") for p in phases)
+    return f"ticket {ticket['id']} accepted: workflow {ticket['workflow']} walks {walk}"
 
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--wait", is_flag=True, help="Follow progress until the ticket finishes.")
 @click.option("--idempotency-key", default=None)
-def submit(path: Path, wait: bool, idempotency_key: str | None) -> None:
-    """Submit a ticket from a YAML or JSON file."""
-    url = load_settings().client_url
-    body = yaml.safe_load(path.read_text())
-    key = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    ticket = request(f"{url}/api/v1/tickets", body, key)
-    click.echo(f"ticket {ticket['id']} accepted with {len(ticket['tasks'])} tasks")
+@click.option("--timeout", type=float, default=3600, help="Seconds --wait follows it.")
+def submit(path: Path, wait: bool, idempotency_key: str | None, timeout: float) -> None:
+    """Submit a ticket from a YAML or JSON file (with --wait: exit 3 unless it ends done)."""
+    body = read_ticket(path)
+    client = api()
+    ticket = client.submit(body, idempotency_key)
+    click.echo(accepted(client, ticket))
     if wait:
-        follow(url, ticket["id"], timeout=3600)
+        conclude(client, follow(client, ticket["id"], timeout))
 
 
 @click.command()
-@click.argument("ticket_id")
+@click.argument("ticket_id", type=click.UUID)
 @click.option("--timeout", type=float, default=3600)
-def status(ticket_id: str, timeout: float) -> None:
-    """Show a ticket's progress until it finishes."""
-    ticket = follow(load_settings().client_url, ticket_id, timeout)
-    click.echo(f"ticket {ticket_id}: {ticket['status']} ({ticket['phase']})")
+def status(ticket_id: uuid.UUID, timeout: float) -> None:
+    """Show a ticket's progress until it finishes; exit 3 unless it ends done."""
+    client = api()
+    conclude(client, follow(client, str(ticket_id), timeout))
+
+
+# -- looking ---------------------------------------------------------------------------------
 
 
 @click.command()
-@click.option("--ticket", "ticket_id", default=None)
+@click.option("--status", default=None, help="active, blocked, done or cancelled.")
+@click.option("--workflow", default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+def tickets(status: str | None, workflow: str | None, limit: int) -> None:
+    """List tickets, newest first."""
+    items = api().tickets(status=status, workflow=workflow, limit=limit)
+    for t in items:
+        t["title"] = clip(t["title"], 40)
+        t["progress"] = f"{t['progress'] * 100:.0f}%"
+    table(items, ["id", "title", "workflow", "status", "phase", "progress", "created_at"])
+
+
+def _error_text(error: dict[str, Any] | None) -> str | None:
+    if not error:
+        return None
+    return f"{error.get('category')} {error.get('type')}: {error.get('message')}"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+@click.command()
+@click.option("--ticket", "ticket_id", type=click.UUID, default=None)
 @click.option("--status", default=None)
-@click.option("--limit", type=int, default=100)
-def tasks(ticket_id: str | None, status: str | None, limit: int) -> None:
-    """List tasks."""
-    query = "&".join(
-        f"{k}={v}" for k, v in (("ticket_id", ticket_id), ("status", status), ("limit", limit)) if v
-    )
-    items = request(f"{load_settings().client_url}/api/v1/tasks?{query}")["items"]
-    table(items, ["id", "key", "task_type", "status", "attempt", "retry_count", "agent_id"])
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+def tasks(ticket_id: uuid.UUID | None, status: str | None, limit: int) -> None:
+    """List tasks, newest first, with each one's error and result (cut; see omoi show)."""
+    ticket = str(ticket_id) if ticket_id else None
+    items = api().tasks(ticket_id=ticket, status=status, newest_first=True, limit=limit)
+    for t in items:
+        t["error"] = clip(_error_text(t["error"]) or "-")
+        t["result"] = clip(_json(t["result"])) if t["result"] is not None else None
+    table(items, ["id", "key", "task_type", "status", "attempt", "retry_count", "error", "result"])
+
+
+class AgentNames:
+    """Agent ids to names, each agent read once (its id when it is gone)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.names: dict[str, str] = {}
+
+    def __call__(self, agent_id: str | None) -> str | None:
+        if agent_id is None:
+            return None
+        if agent_id not in self.names:
+            try:
+                self.names[agent_id] = self.client.agent(agent_id)["name"]
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                self.names[agent_id] = agent_id
+        return self.names[agent_id]
+
+
+@click.command()
+@click.argument("task_id", type=click.UUID)
+def show(task_id: uuid.UUID) -> None:
+    """One task: its state, error, result and each attempt (start, end, outcome, agent)."""
+    client = api()
+    t = client.task(str(task_id))
+    agent = AgentNames(client)
+    retries = f"retries {t['retry_count']} of {t['max_retries']}"
+    fields = [
+        ("task", f"{t['id']}  {t['key']} ({t['task_type']})"),
+        ("ticket", f"{t['ticket_id']}  {t['phase']}"),
+        ("status", f"{t['status']}  attempt {t['attempt']}, {retries}"),
+        ("agent", agent(t["agent_id"])),
+        ("depends", ", ".join(t["depends_on"]) or None),
+        ("waiting", t["waiting_for"]),
+        ("created", t["created_at"]),
+        ("started", t["started_at"]),
+        ("finished", t["finished_at"]),
+        ("error", _error_text(t["error"])),
+    ]
+    for name, value in fields:
+        click.echo(f"{name:<9}{value if value is not None else '-'}")
+    result = _json(t["result"])
+    if len(result) > 70:
+        result = "\n" + json.dumps(t["result"], indent=2, sort_keys=True, ensure_ascii=False)
+    click.echo(f"{'result':<9}{result if t['result'] is not None else '-'}")
+    click.echo("attempts:")
+    attempts = [
+        {**a, "agent": agent(a.get("agent_id")), "error": _error_text(a["error"])}
+        for a in t["attempts"]
+    ]
+    table(attempts, ["attempt", "started_at", "ended_at", "outcome", "agent", "error"])
 
 
 @click.command()
 @click.option("--capability", default=None)
 def agents(capability: str | None) -> None:
     """List agents with their health."""
-    query = f"?capability={capability}" if capability else ""
-    items = request(f"{load_settings().client_url}/api/v1/agents{query}")["items"]
     table(
-        items,
+        api().agents(capability),
         [
             "id",
             "name",
@@ -155,29 +272,114 @@ def agents(capability: str | None) -> None:
     )
 
 
+# -- acting ----------------------------------------------------------------------------------
+
+
 @click.command()
-@click.option("--ticket", "ticket_id", default=None)
-@click.option("--actor", default=None, help="Only what this token (id or name) changed.")
-@click.option("--follow", is_flag=True, help="Keep printing events as they happen.")
-@click.option("--timeout", type=float, default=3600)
-def events(ticket_id: str | None, actor: str | None, follow: bool, timeout: float) -> None:
-    """Print the event log (``--follow`` streams it live), each event with its token."""
-    url = load_settings().client_url
-    filters = {"ticket_id": ticket_id, "actor": actor}
-    query = "".join(f"{k}={quote(v)}&" for k, v in filters.items() if v)
-    if not follow:
-        for e in request(f"{url}/api/v1/events?{query}limit=1000")["items"]:
-            _event_line(e)
+@click.argument("ref", type=click.UUID)
+@click.option("--reason", default=None, help="Recorded with the cancellation.")
+def cancel(ref: uuid.UUID, reason: str | None) -> None:
+    """Cancel a ticket (all its open tasks) or a task (and its dependents), by id."""
+    client = api()
+    try:
+        ticket = client.cancel_ticket(str(ref), reason)
+    except ApiError as exc:
+        if exc.code != "not_found":
+            raise
+    else:
+        cancelled = ticket["task_counts"].get("cancelled", 0)
+        click.echo(f"ticket {ref} cancelled; {cancelled} of its tasks are cancelled")
         return
-    stream_url = f"{url}/api/v1/events/stream?{query}timeout={timeout}"
-    with _open(stream_url, timeout=timeout + 30) as stream:
-        for raw in stream:
-            line = raw.decode().rstrip("\n")
-            if line.startswith("data: "):
-                _event_line(json.loads(line[len("data: ") :]))
+    try:
+        task = client.cancel_task(str(ref), reason)
+    except ApiError as exc:
+        if exc.code != "not_found":
+            raise
+        raise Failure(f"no ticket or task {ref}", EXIT_API) from None
+    click.echo(f"task {ref} ({task['key']}) cancelled, and the tasks that depend on it")
 
 
-def _event_line(e: dict[str, Any]) -> None:
-    payload = json.dumps(e["payload"], sort_keys=True)
-    actor = e["actor_name"] or "-"
-    click.echo(f"{e['id']:>8}  {e['created_at']}  {e['type']:<22} {actor:<16} {payload}")
+@click.command()
+@click.argument("task_id", type=click.UUID)
+def retry(task_id: uuid.UUID) -> None:
+    """Re-run a failed task with a fresh retry budget; its cancelled dependents wait again."""
+    t = api().retry_task(str(task_id))
+    click.echo(f"task {t['id']} ({t['key']}) is {t['status']} again, attempt {t['attempt']}")
+
+
+@click.command()
+@click.argument("ticket_id", type=click.UUID)
+@click.option("--comment", default="", help="Recorded with the approval.")
+@click.option("--phase", default=None, help="The phase whose gate to approve (default: current).")
+def approve(ticket_id: uuid.UUID, comment: str, phase: str | None) -> None:
+    """Approve the gate of the phase a ticket waits in (the approver is your token)."""
+    client = api()
+    gate = client.gate_status(str(ticket_id))
+    if phase is None and not (gate["requires"] or {}).get("approval"):
+        raise Failure(f"ticket {ticket_id} waits for no approval in {gate['phase']}")
+    t = client.approve(str(ticket_id), comment, phase)
+    click.echo(
+        f"approved {phase or gate['phase']} of ticket {ticket_id}; "
+        f"it is {t['status']} in {t['phase']}"
+    )
+
+
+# -- the event log ---------------------------------------------------------------------------
+
+
+class TaskKeys:
+    """Task ids to keys: a ticket's tasks are read when one of them first shows up (again
+    when a task it did not have yet does: a later phase's)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.keys: dict[str, str] = {}
+
+    def __call__(self, event: dict[str, Any]) -> str:
+        task_id, ticket_id = event["entity_id"], event["ticket_id"]
+        if event["entity_type"] != "task" or task_id is None:
+            return "-"
+        if task_id not in self.keys and ticket_id is not None:
+            found = self.client.tasks(ticket_id=ticket_id, limit=None)
+            self.keys.update({t["id"]: t["key"] for t in found})
+        return self.keys.setdefault(task_id, "-")
+
+
+@click.command()
+@click.option("--ticket", "ticket_id", type=click.UUID, default=None)
+@click.option("--actor", default=None, help="Only what this token (id or name) changed.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Keep printing events as they happen (with --ticket: until the ticket ends).",
+)
+@click.option("--timeout", type=float, default=3600, help="Seconds --follow follows.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="The oldest this many (without --follow).",
+)
+def events(
+    ticket_id: uuid.UUID | None, actor: str | None, follow: bool, timeout: float, limit: int
+) -> None:
+    """Print the event log, each event with its task's key and its token (a failure's
+    traceback is left out: the task's timeline in the API has it)."""
+    client = api()
+    ticket = str(ticket_id) if ticket_id else None
+    found: Iterable[dict[str, Any]]
+    if not follow:
+        found = client.events(ticket_id=ticket, actor=actor, limit=limit)
+    elif ticket is not None and actor is None:
+        found = client.ticket_events(ticket, timeout=timeout)
+    else:
+        found = client.stream(ticket_id=ticket, actor=actor, timeout=timeout)
+    key = TaskKeys(client)
+    for e in found:
+        payload = _json({k: v for k, v in e["payload"].items() if k != "traceback"})
+        actor_name = e["actor_name"] or "-"
+        click.echo(
+            f"{e['id']:>8}  {e['created_at']}  {e['type']:<22} {key(e):<14} "
+            f"{actor_name:<16} {payload}"
+        )

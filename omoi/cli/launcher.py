@@ -23,8 +23,9 @@ from typing import Any
 import click
 
 from omoi.cli.admin import local_token
-from omoi.cli.client import follow, request
-from omoi.cli.common import TOKEN_FILE, load_settings
+from omoi.cli.client import follow
+from omoi.cli.common import EXIT_NOT_DONE, Failure, load_settings
+from omoi.client import Client
 from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.auth import BUILTIN_EXEC_TYPES
@@ -358,14 +359,9 @@ def up(port: int | None, concurrency: int) -> None:
     try:
         with _running_stack(settings, port, concurrency) as stack:
             url = stack.url
-            click.echo(
-                f"omoi is up: API {url}/api/v1, board {url}/board, "
-                f"OpenAPI {url}/api/v1/openapi.json"
-            )
-            click.echo(
-                f"token (admin, saved in {settings.data_dir / TOKEN_FILE} for the CLI): "
-                f"{stack.token}"
-            )
+            click.echo(f"omoi is up; the board is at {url}/board")
+            click.echo(f"API {url}/api/v1, OpenAPI {url}/api/v1/openapi.json")
+            click.echo(f"token (admin, saved in {settings.token_file} for the CLI): {stack.token}")
             click.echo(f"sign in to the board at {url}/board/login with that token")
             click.echo(f"logs: {stack.children[0].log.parent}")
             while True:
@@ -384,11 +380,11 @@ def demo(timeout: float, port: int | None, concurrency: int) -> None:
     settings = load_settings()
     click.echo(f"starting API, worker and beat (data in {settings.data_dir}) ...")
     with _running_stack(settings, port, concurrency) as stack:
-        url = stack.url
-        ticket = request(f"{url}/api/v1/tickets", DEMO_TICKET)
+        client = Client(stack.url, stack.token)
+        ticket = client.submit(DEMO_TICKET)
         click.echo(f"submitted ticket {ticket['id']} ({DEMO_TICKET['workflow']} workflow)")
-        final = follow(url, ticket["id"], timeout)
-        tasks = request(f"{url}/api/v1/tasks?ticket_id={ticket['id']}")["items"]
+        final = follow(client, ticket["id"], timeout)
+        tasks = client.tasks(ticket_id=ticket["id"], limit=None)
         for t in sorted(tasks, key=lambda t: t["started_at"] or ""):
             click.echo(
                 f"  {t['key']:<11} {t['status']:<10} {t['started_at']} -> {t['finished_at']}"
@@ -397,4 +393,4 @@ def demo(timeout: float, port: int | None, concurrency: int) -> None:
         if final["status"] != "done" or any(
             t["status"] not in TERMINAL_TASK_STATUSES for t in tasks
         ):
-            raise click.ClickException("demo ticket did not finish cleanly")
+            raise Failure("demo ticket did not finish cleanly", EXIT_NOT_DONE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,12 @@ import pytest
 from sqlalchemy import select
 
 from omoi.persistence import Agent, Database, Task
+from omoi.persistence.migrate import upgrade
 from omoi.services import tokens
 from tests.support.api import bearer
 from tests.support.procs import ROOT, Proc, free_port, start_api, wait_for
 from tests.support.procs import run_omoi as omoi
+from tests.support.services import PostgresServer
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +228,7 @@ def test_ctrl_c_of_up_hands_a_running_task_back_within_the_grace(tmp_path: Path)
     proc = Proc([sys.executable, "-m", "omoi", "up"], env, tmp_path / "up.log")
     try:
         wait_for(lambda: "token (admin" in proc.output(), timeout=90, what="omoi up")
+        assert f"omoi is up; the board is at http://127.0.0.1:{port}/board\n" in proc.output()
         secret = (tmp_path / "token").read_text().strip()
         body = {
             "title": "long",
@@ -262,3 +267,347 @@ def test_ctrl_c_of_up_hands_a_running_task_back_within_the_grace(tmp_path: Path)
     assert (task.status, task.attempt, task.retry_count) == ("queued", 2, 0)
     assert task.error["category"] == "interrupted"
     assert agent == "offline"
+
+
+# -- daily use: every verb, one-line errors, exit codes ---------------------------------------
+
+EXIT_NOT_DONE, EXIT_API, EXIT_USAGE = 3, 4, 2
+
+
+def post_json(env: dict[str, str], path: str, body: Any) -> Any:
+    url = f"http://127.0.0.1:{env['OMOI_API_PORT']}{path}"
+    headers = {"Content-Type": "application/json", **bearer()}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    with urllib.request.urlopen(req) as resp:
+        return json.loads(resp.read())
+
+
+def ticket_file(tmp_path: Path, tasks: list[dict[str, Any]], **fields: Any) -> str:
+    path = tmp_path / f"ticket-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(json.dumps({"title": "daily", "tasks": tasks, **fields}))
+    return str(path)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], exit_code: int) -> str:
+    """The command failed with ``exit_code`` and one ``Error: …`` line, no traceback: the
+    line's message."""
+    assert result.returncode == exit_code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr.removeprefix("Error: ").rstrip("\n")
+
+
+def wait_ticket(env: dict[str, str], ticket_id: str, status: str, previous: str) -> Any:
+    return wait_for(
+        lambda: (
+            (t := get_json(env, f"/api/v1/tickets/{ticket_id}"))["status"] == status
+            and t["previous_phase"] == previous
+            and t
+        ),
+        timeout=60,
+        what=f"ticket {ticket_id} {status} after {previous}",
+    )
+
+
+def event_rows(stdout: str) -> list[list[str]]:
+    """Each event line's id, time, type, task key and actor."""
+    return [line.split()[:5] for line in stdout.splitlines()]
+
+
+def test_version_prints_the_installed_version(api_server: dict[str, str]) -> None:
+    result = omoi(api_server, "--version")
+    assert (result.returncode, result.stdout) == (0, f"omoi {version('omoi')}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "title: broken\ndescription: a: b\n",
+            "{path}: line 2, column 15: mapping values are not allowed here",
+        ),
+        (
+            "title: [unclosed\n",
+            "{path}: line 2, column 1: expected ',' or ']', but got '<stream end>'",
+        ),
+        ("\n# nothing here\n", "{path} is empty: a ticket needs at least a title"),
+        ("- title: one\n", "{path} holds a list; a ticket is a mapping (title, tasks)"),
+        (
+            "title: due\ndescription: 2024-01-01\n",
+            "{path}: Object of type date is not JSON serializable; quote such values",
+        ),
+    ],
+    ids=["yaml-error", "yaml-unclosed", "empty", "a-list", "a-date"],
+)
+def test_a_bad_ticket_file_is_one_line(
+    api_server: dict[str, str], tmp_path: Path, text: str, expected: str
+) -> None:
+    """A YAML error with its line and column, an empty file, what JSON cannot carry."""
+    path = tmp_path / "ticket.yaml"
+    path.write_text(text)
+    message = one_line_error(omoi(api_server, "submit", str(path)), 1)
+    assert message == expected.format(path=path)
+
+
+def test_an_unreachable_api_is_named_with_its_url(api_server: dict[str, str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    nowhere = {**api_server, "OMOI_API_URL": url}
+    for args in (("tickets",), ("submit", "examples/ticket.yaml"), ("events", "--follow")):
+        message = one_line_error(omoi(nowhere, *args), EXIT_API)
+        assert message.startswith(f"cannot reach the API at {url} (Connection refused)"), args
+
+
+def test_a_refusal_shows_the_apis_message(api_server: dict[str, str], tmp_path: Path) -> None:
+    missing = uuid.uuid4()
+    message = one_line_error(omoi(api_server, "show", str(missing)), EXIT_API)
+    assert message == f"404 not_found: task {missing} not found"
+    untitled = ticket_file(tmp_path, [], title=None)
+    message = one_line_error(omoi(api_server, "submit", untitled), EXIT_API)
+    assert message == (
+        "422 unprocessable_entity: request validation failed (title: Field may not be null.)"
+    )
+    refused = omoi({**api_server, "OMOI_TOKEN": "omoi_not-a-token"}, "tickets")
+    assert one_line_error(refused, EXIT_API).startswith("401 ")
+    # a malformed id is a usage error, before any request
+    usage = omoi(api_server, "show", "not-a-uuid")
+    assert usage.returncode == EXIT_USAGE and "Traceback" not in usage.stderr
+    assert "'not-a-uuid' is not a valid UUID" in usage.stderr
+
+
+def test_a_server_error_shows_its_message(env: dict[str, str], tmp_path: Path) -> None:
+    """A real 5xx: the API's private PostgreSQL stops, and it answers 503."""
+    server = PostgresServer()
+    try:
+        server.start()
+        url = server.create_database("omoi")
+        upgrade(url)
+        proc, server_env = start_api({**env, "OMOI_DATABASE_URL": url}, tmp_path)
+        try:
+            server.stop()
+            message = one_line_error(omoi(server_env, "tickets"), EXIT_API)
+            assert message == "503 unavailable: the database is unavailable; retry shortly"
+        finally:
+            proc.stop()
+    finally:
+        server.remove()
+
+
+def test_submit_wait_and_status_exit_3_when_the_ticket_ends_blocked(
+    api_server: dict[str, str], worker: Proc, tmp_path: Path
+) -> None:
+    path = ticket_file(
+        tmp_path,
+        [
+            {"key": "fine", "task_type": "vote", "payload": {"value": "yes"}},
+            {"key": "boom", "task_type": "explode", "payload": {"message": "no fuel"}},
+        ],
+    )
+    waited = omoi(api_server, "submit", path, "--wait")
+    ticket_id = waited.stdout.split()[1]
+    message = one_line_error(waited, EXIT_NOT_DONE)
+    assert message.startswith(f"ticket {ticket_id} ended blocked after PHASE_RUN: 1 task failed")
+    assert waited.stdout.splitlines()[-1] == f"ticket {ticket_id}: blocked (PHASE_BLOCKED)"
+    status = omoi(api_server, "status", ticket_id)
+    assert one_line_error(status, EXIT_NOT_DONE) == message
+
+    # tasks: newest first, with the error and the result
+    listed = omoi(api_server, "tasks", "--ticket", ticket_id)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == [
+        "ID",
+        "KEY",
+        "TASK_TYPE",
+        "STATUS",
+        "ATTEMPT",
+        "RETRY_COUNT",
+        "ERROR",
+        "RESULT",
+    ]
+    assert [r.split()[1] for r in rows] == ["boom", "fine"]  # created after "fine"
+    assert rows[0].split()[3:] == [
+        "failed",
+        "1",
+        "0",
+        "permanent",
+        "PermanentError:",
+        "no",
+        "fuel",
+        "-",
+    ]
+    assert rows[1].split()[3:] == ["succeeded", "1", "0", "-", '"yes"']
+    everything = get_json(api_server, f"/api/v1/tasks?ticket_id={ticket_id}")["items"]
+    newest = omoi(api_server, "tasks", "--limit", "1")
+    assert newest.stdout.splitlines()[1].split()[0] != everything[0]["id"]
+
+
+def test_tickets_lists_the_newest_first(api_server: dict[str, str], tmp_path: Path) -> None:
+    path = ticket_file(tmp_path, [{"key": "x", "task_type": "vote", "payload": {"value": 1}}])
+    first = omoi(api_server, "submit", path).stdout.split()[1]
+    second = omoi(api_server, "submit", path).stdout.split()[1]
+    listed = omoi(api_server, "tickets", "--limit", "2")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == [
+        "ID",
+        "TITLE",
+        "WORKFLOW",
+        "STATUS",
+        "PHASE",
+        "PROGRESS",
+        "CREATED_AT",
+    ]
+    assert [r.split()[0] for r in rows] == [second, first]
+    assert rows[0].split()[1:3] == ["daily", "dag"]
+
+
+def test_show_gives_each_attempt_with_its_agent(
+    api_server: dict[str, str], worker: Proc, tmp_path: Path
+) -> None:
+    path = ticket_file(
+        tmp_path,
+        [
+            {
+                "key": "wobbly",
+                "task_type": "flaky",
+                "payload": {"fail_times": 1},
+                "retry_backoff": 0.1,
+            }
+        ],
+    )
+    done = omoi(api_server, "submit", path, "--wait")
+    assert done.returncode == 0, done.stderr
+    ticket_id = done.stdout.split()[1]
+    task = get_json(api_server, f"/api/v1/tasks?ticket_id={ticket_id}")["items"][0]
+    agent = get_json(api_server, f"/api/v1/agents/{task['agent_id']}")["name"]
+    shown = omoi(api_server, "show", task["id"])
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    fields = {line.split()[0]: line.split()[1:] for line in lines[: lines.index("attempts:")]}
+    assert fields["task"] == [task["id"], "wobbly", "(flaky)"]
+    assert fields["status"] == ["succeeded", "attempt", "2,", "retries", "1", "of", "3"]
+    assert fields["agent"] == [agent]
+    assert fields["error"] == ["-"] and fields["result"] == ['{"attempt":', "2}"]
+    header, first, second = lines[lines.index("attempts:") + 1 :]
+    assert header.split() == ["ATTEMPT", "STARTED_AT", "ENDED_AT", "OUTCOME", "AGENT", "ERROR"]
+    assert first.split()[0] == "1" and first.split()[3:] == [
+        "retry_scheduled",
+        agent,
+        "transient",
+        "TransientError:",
+        "flaky",
+        "failure",
+        "on",
+        "attempt",
+        "1",
+    ]
+    assert second.split()[0] == "2" and second.split()[3:] == ["succeeded", agent, "-"]
+
+
+def test_cancel_a_task_or_a_ticket(
+    api_server: dict[str, str], worker: Proc, tmp_path: Path
+) -> None:
+    long = [
+        {"key": "long", "task_type": "effect", "payload": {"seconds": 30}},
+        {"key": "after", "task_type": "effect", "depends_on": ["long"]},
+    ]
+    ticket_id = omoi(api_server, "submit", ticket_file(tmp_path, long)).stdout.split()[1]
+    items = get_json(api_server, f"/api/v1/tasks?ticket_id={ticket_id}")["items"]
+    by_key = {t["key"]: t["id"] for t in items}
+    cancelled = omoi(api_server, "cancel", by_key["long"], "--reason", "not today")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout == (
+        f"task {by_key['long']} (long) cancelled, and the tasks that depend on it\n"
+    )
+    after = get_json(api_server, f"/api/v1/tasks?ticket_id={ticket_id}")["items"]
+    assert {t["key"]: t["status"] for t in after} == {"long": "cancelled", "after": "cancelled"}
+    again = omoi(api_server, "cancel", by_key["long"])
+    assert one_line_error(again, EXIT_API).startswith("409 ")
+
+    other = omoi(api_server, "submit", ticket_file(tmp_path, long)).stdout.split()[1]
+    whole = omoi(api_server, "cancel", other)
+    assert whole.stdout == f"ticket {other} cancelled; 2 of its tasks are cancelled\n"
+    assert get_json(api_server, f"/api/v1/tickets/{other}")["status"] == "cancelled"
+    ended = omoi(api_server, "status", other)
+    assert one_line_error(ended, EXIT_NOT_DONE) == f"ticket {other} ended cancelled in PHASE_RUN"
+    nothing = uuid.uuid4()
+    assert one_line_error(omoi(api_server, "cancel", str(nothing)), EXIT_API) == (
+        f"no ticket or task {nothing}"
+    )
+
+
+def test_retry_reruns_a_failed_task_and_follow_ends_with_the_ticket(
+    api_server: dict[str, str], worker: Proc, tmp_path: Path
+) -> None:
+    once = [{"key": "once", "task_type": "flaky", "payload": {"fail_times": 1}, "max_retries": 0}]
+    failed = omoi(api_server, "submit", ticket_file(tmp_path, once), "--wait")
+    ticket_id = failed.stdout.split()[1]
+    one_line_error(failed, EXIT_NOT_DONE)
+    task_id = get_json(api_server, f"/api/v1/tasks?ticket_id={ticket_id}")["items"][0]["id"]
+    retried = omoi(api_server, "retry", task_id)
+    assert retried.returncode == 0, retried.stderr
+    assert re.fullmatch(
+        rf"task {task_id} \(once\) is (queued|running|succeeded) again, attempt 2\n",
+        retried.stdout,
+    )
+    # blocked, then resumed: following its events ends at its end, not at the first block
+    followed = omoi(api_server, "events", "--ticket", ticket_id, "--follow", timeout=60)
+    assert followed.returncode == 0, followed.stderr
+    rows = event_rows(followed.stdout)
+    types = [r[2] for r in rows]
+    assert types.index("ticket.phase_changed") < types.index("task.retried")
+    assert "ticket.completed" in types
+    assert all(r[3] == "once" for r in rows if r[2].startswith("task."))
+    assert all(r[3] == "-" for r in rows if r[2].startswith("ticket."))
+    assert followed.stdout == omoi(api_server, "events", "--ticket", ticket_id).stdout
+    not_failed = omoi(api_server, "retry", task_id)
+    assert "only a failed task can be retried" in one_line_error(not_failed, EXIT_API)
+
+
+def test_events_follow_a_live_ticket_until_it_ends(
+    api_server: dict[str, str], worker: Proc, tmp_path: Path
+) -> None:
+    slow = [
+        {"key": "first", "task_type": "effect", "payload": {"seconds": 2}},
+        {"key": "second", "task_type": "effect", "depends_on": ["first"]},
+    ]
+    ticket_id = omoi(api_server, "submit", ticket_file(tmp_path, slow)).stdout.split()[1]
+    followed = omoi(api_server, "events", "--ticket", ticket_id, "--follow", timeout=60)
+    assert followed.returncode == 0, followed.stderr
+    rows = event_rows(followed.stdout)
+    assert get_json(api_server, f"/api/v1/tickets/{ticket_id}")["status"] == "done"
+    assert "ticket.completed" in [r[2] for r in rows]
+    started = {r[3] for r in rows if r[2] == "task.started"}
+    assert started == {"first", "second"}  # each task event names its task's key
+
+
+def test_approve_moves_a_ticket_past_its_approval_gate(
+    api_server: dict[str, str], worker: Proc, tmp_path: Path
+) -> None:
+    submitted = omoi(api_server, "submit", ticket_file(tmp_path, [], workflow="gated"))
+    assert submitted.returncode == 0, submitted.stderr
+    ticket_id = submitted.stdout.split()[1]
+    assert submitted.stdout == (
+        f"ticket {ticket_id} accepted: workflow gated walks "
+        "REQUIREMENTS → DESIGN → IMPLEMENTATION → TESTING → DONE\n"
+    )
+    blocked = one_line_error(omoi(api_server, "status", ticket_id), EXIT_NOT_DONE)
+    assert blocked == (
+        f"ticket {ticket_id} ended blocked after PHASE_REQUIREMENTS: "
+        "the PHASE_REQUIREMENTS gate: missing artifact: spec"
+    )
+    early = omoi(api_server, "approve", ticket_id)
+    assert one_line_error(early, 1) == (
+        f"ticket {ticket_id} waits for no approval in PHASE_REQUIREMENTS"
+    )
+    spec = {"type": "spec", "content": {"text": "# Spec\n\n## Scope\n\nAll of it, carefully."}}
+    post_json(api_server, f"/api/v1/tickets/{ticket_id}/artifacts", spec)
+    wait_ticket(api_server, ticket_id, "blocked", "PHASE_DESIGN")
+    approved = omoi(api_server, "approve", ticket_id, "--comment", "looks right")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout == (
+        f"approved PHASE_DESIGN of ticket {ticket_id}; it is active in PHASE_IMPLEMENTATION\n"
+    )
+    wait_ticket(api_server, ticket_id, "blocked", "PHASE_TESTING")  # its next gate
+    log = omoi(api_server, "events", "--ticket", ticket_id).stdout
+    assert ["gate.approved", "-", "bootstrap"] in [r[2:5] for r in event_rows(log)]

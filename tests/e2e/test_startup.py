@@ -86,7 +86,7 @@ def test_up_serves_on_its_port_with_its_concurrency(
         )
         assert isinstance(line, str), proc.output()
         url = f"http://127.0.0.1:{port}"
-        assert f"omoi is up: API {url}/api/v1, board {url}/board," in proc.output()
+        assert f"omoi is up; the board is at {url}/board\nAPI {url}/api/v1," in proc.output()
         secret = line.rsplit(" ", 1)[1]
         request = urllib.request.Request(f"{url}/api/v1/agents?kind=celery", headers=bearer(secret))
         with urllib.request.urlopen(request, timeout=10) as resp:

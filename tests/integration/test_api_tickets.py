@@ -108,6 +108,26 @@ def test_list_tickets_paginates_with_a_cursor_and_filters(api_client: Any) -> No
     assert api_client.get("/api/v1/tickets?status=bogus").status_code == 422
 
 
+def test_list_tasks_pages_oldest_or_newest_first(api_client: Any) -> None:
+    tasks = [{"key": f"t{i}", "task_type": "noop"} for i in range(5)]
+    ticket = post(api_client, {"title": "ordered", "tasks": tasks}).get_json()["id"]
+
+    def walk(order: str) -> list[str]:
+        keys: list[str] = []
+        cursor = None
+        while True:
+            url = f"/api/v1/tasks?ticket_id={ticket}&limit=2&order={order}"
+            page = api_client.get(url + (f"&cursor={cursor}" if cursor else "")).get_json()
+            keys += [t["key"] for t in page["items"]]
+            if (cursor := page["next_cursor"]) is None:
+                return keys
+
+    assert walk("oldest") == ["t0", "t1", "t2", "t3", "t4"]
+    assert walk("newest") == ["t4", "t3", "t2", "t1", "t0"]
+    refused = api_client.get("/api/v1/tasks?order=sideways")
+    assert refused.status_code == 422 and "order" in refused.get_json()["error"]["details"]["query"]
+
+
 def test_listing_tickets_counts_their_tasks_in_one_query(api_client: Any, db: Database) -> None:
     made = [post(api_client, {"title": "counted", "tasks": DIAMOND}).get_json() for _ in range(3)]
     statements: list[str] = []

@@ -64,6 +64,20 @@ def test_dag_runs_and_settles_on_sqlite(sqlite: tuple[Database, Any]) -> None:
     assert duplicate == attempts.Outcome("duplicate")
 
 
+def test_an_attempt_names_the_agent_that_ran_it_on_sqlite(sqlite: tuple[Database, Any]) -> None:
+    db, client = sqlite
+    body = {"title": "t", "tasks": [{"key": "a", "task_type": "ok"}]}
+    task_id = client.post("/api/v1/tickets", json=body).get_json()["tasks"][0]["id"]
+    agent = uuid.uuid4()
+    attempts.run_attempt(
+        unit_of_work(db), RetryPolicy(), handlers, uuid.UUID(task_id), 1, agent_id=agent
+    )
+    ran = client.get(f"/api/v1/tasks/{task_id}").get_json()["attempts"]
+    assert [(a["attempt"], a["outcome"], a["agent_id"]) for a in ran] == [
+        (1, "succeeded", str(agent))
+    ]
+
+
 def test_failure_cancels_downstream_and_retry_reopens_on_sqlite(
     sqlite: tuple[Database, Any],
 ) -> None:

@@ -57,6 +57,9 @@ class AttemptOut(Schema):
     ended_at = fields.DateTime(allow_none=True)
     outcome = fields.String(allow_none=True)
     error = fields.Dict(allow_none=True)
+    agent_id = fields.UUID(
+        allow_none=True, metadata={"description": "the agent that ran it (null: not recorded)"}
+    )
 
 
 class TaskDetail(TaskOut):
@@ -70,6 +73,11 @@ class TaskQuery(Schema):
     status = enum_field(TaskStatus)
     cursor = fields.UUID()
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    order = fields.String(
+        load_default="oldest",
+        validate=validate.OneOf(["oldest", "newest"]),
+        metadata={"description": "creation order, or the newest first"},
+    )
 
 
 class TaskPage(Schema):

@@ -128,6 +128,7 @@ class Attempt:
     ended_at: datetime | None = None
     outcome: str | None = None
     error: dict[str, Any] | None = None
+    agent_id: str | None = None
 
 
 OUTCOMES = {
@@ -149,6 +150,7 @@ def attempts_of(timeline: list[Event]) -> list[Attempt]:
         if event.type == EventType.TASK_STARTED and number is not None:
             current = attempts.setdefault(number, Attempt(number))
             current.started_at = event.created_at
+            current.agent_id = event.payload.get("agent_id")
         elif event.type in OUTCOMES and current is not None and current.outcome is None:
             if number is not None and number != current.attempt:
                 continue
@@ -226,8 +228,12 @@ def list_tasks(
     status: str | None = None,
     cursor: uuid.UUID | None = None,
     limit: int = 100,
+    order: str = "oldest",
 ) -> Page:
-    query = select(Task).order_by(Task.id).limit(limit + 1)
+    """In creation order, or ``order="newest"`` the newest first (ids are time-ordered
+    UUIDv7); the cursor is the last id seen."""
+    newest = order == "newest"
+    query = select(Task).order_by(Task.id.desc() if newest else Task.id).limit(limit + 1)
     if ticket_id is not None:
         query = query.where(Task.ticket_id == ticket_id)
     if status is not None:
@@ -236,7 +242,7 @@ def list_tasks(
             RUNNING_ATTEMPTS if status == TaskStatus.RUNNING else Task.status == status
         )
     if cursor is not None:
-        query = query.where(Task.id > cursor)
+        query = query.where(Task.id < cursor if newest else Task.id > cursor)
     with db.session() as session:
         rows = list(session.scalars(query))
     return _page(rows, limit)
