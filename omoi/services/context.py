@@ -22,6 +22,7 @@ from omoi.persistence import Database
 from omoi.persistence.statements import LEASE_OF, tasks, tickets
 from omoi.services import messaging, splits
 from omoi.services.dispatcher import Dispatcher
+from omoi.services.logs import AttemptLog
 from omoi.services.outbox import publish
 from omoi.services.phases import emit_artifact
 
@@ -109,6 +110,12 @@ class TaskContext:
     #: the handler runs; ``None`` for an external agent's claim, whose subtasks wait in the
     #: outbox for beat's sweep. Not for handlers.
     _dispatcher: Dispatcher | None = field(default=None, repr=False)
+
+    #: The attempt's log, which :meth:`log` writes to. Set by the worker for the handler's
+    #: run (and closed, its last lines stored, before the result commits); ``None`` for an
+    #: external agent's claim, whose agent posts its lines over HTTP, and in a context made
+    #: by hand, where :meth:`log` writes nothing. Not for handlers.
+    _log: AttemptLog | None = field(default=None, repr=False)
 
     @classmethod
     def of_claim(
@@ -238,6 +245,17 @@ class TaskContext:
         if self._db is None or self.agent_id is None:
             return []
         return messaging.inbox(self._db, self.agent_id, unread_only=unread_only)
+
+    def log(self, message: Any, stream: str = "log") -> None:
+        """Add ``message`` (``str()`` of it; one line per line of it) to this attempt's log,
+        which ``GET /api/v1/tasks/{id}/logs`` reads and ``omoi logs TASK --follow`` streams.
+        ``stream`` is ``log``, ``stdout`` or ``stderr``. Lines are stored in batches, within
+        about 0.2 s, and all of them before the result commits; past
+        ``OMOI_LOG_MAX_LINES`` an attempt keeps one truncation marker and drops the rest, and
+        a line is cut at ``OMOI_LOG_MAX_LINE_CHARS``. Python ``logging`` records from the
+        handler's code land here too, as ``log`` lines."""
+        if self._log is not None:
+            self._log.write(str(message), stream)
 
     @property
     def lease(self) -> uuid.UUID | None:

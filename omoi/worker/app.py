@@ -24,8 +24,10 @@ from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
 from omoi.persistence import statements
 from omoi.services import attempts, failures, locks, outbox
+from omoi.services.logs import AttemptLog
 from omoi.worker import (
     demo,  # noqa: F401 - registers the demo agents
+    logcapture,
     shell,
 )
 from omoi.worker.agent import WorkerAgent
@@ -41,7 +43,10 @@ def create_worker_app(root: Root) -> Celery:
     dispatcher = root.dispatcher
     policy = root.policy
     root.workflows  # noqa: B018 - loaded now: a bad workflow file stops start-up
-    resolve = root.resolve
+    signal, limits = root.log_signal, root.log_limits
+    resolve = logcapture.capturing(
+        root.resolve, lambda ctx: AttemptLog(db, signal, ctx.task_id, ctx.attempt, limits)
+    )
     shell.configure(settings.shell_env, (settings.database_url, settings.broker_url))
 
     def interrupt(task_id: uuid.UUID, attempt: int) -> None:
