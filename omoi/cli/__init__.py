@@ -24,6 +24,7 @@ for command in (
     client.tasks,
     client.agents,
     client.events,
+    client.logs,
     admin.db,
     admin.token,
 ):

@@ -181,3 +181,44 @@ def _event_line(e: dict[str, Any]) -> None:
     payload = json.dumps(e["payload"], sort_keys=True)
     actor = e["actor_name"] or "-"
     click.echo(f"{e['id']:>8}  {e['created_at']}  {e['type']:<22} {actor:<16} {payload}")
+
+
+LOG_PAGE = 1000  # lines per request of ``omoi logs``
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("--attempt", type=click.IntRange(min=1), default=None, help="Default: the latest.")
+@click.option("--follow", is_flag=True, help="Print lines as they come, until the attempt ends.")
+@click.option("--timeout", type=float, default=3600, help="Seconds --follow waits at most.")
+def logs(task_id: str, attempt: int | None, follow: bool, timeout: float) -> None:
+    """Print an attempt's log: stdout, log and agent lines on standard output, stderr lines
+    (and a truncation marker) on standard error."""
+    base = f"{load_settings().client_url}/api/v1/tasks/{quote(task_id)}/logs"
+    which = f"attempt={attempt}&" if attempt else ""
+    if not follow:
+        after = 0
+        while True:
+            page = request(f"{base}?{which}after={after}&limit={LOG_PAGE}")
+            for line in page["lines"]:
+                _log_line(line)
+            if len(page["lines"]) < LOG_PAGE:
+                return
+            after = page["next_after"]
+    with _open(f"{base}/stream?{which}timeout={timeout}", timeout=timeout + 30) as stream:
+        event = ""
+        for raw in stream:
+            text = raw.decode().rstrip("\n")
+            if text.startswith("event: "):
+                event = text[len("event: ") :]
+            elif text.startswith("data: ") and event == "line":
+                _log_line(json.loads(text[len("data: ") :]))
+            elif text.startswith("data: ") and event == "end":
+                end = json.loads(text[len("data: ") :])
+                click.echo(f"attempt {end['attempt']} ended: {end['status']}", err=True)
+                return
+    raise click.ClickException(f"the attempt was still running after {timeout:.0f} s")
+
+
+def _log_line(line: dict[str, Any]) -> None:
+    click.echo(line["line"], err=line["stream"] in ("stderr", "omoi"))
