@@ -124,6 +124,7 @@ class AttemptLog:
         self._storing = threading.Lock()  # one batch at a time, in order
         self._pending: list[tuple[datetime, str, str]] = []
         self._sent = 0  # lines this writer sent: the attempt has at least as many
+        self._written = False  # whether a line ever entered the buffer
         self._full = False
         self._closed = False
         self.due: float | None = None  # when the flusher stores the buffer (monotonic)
@@ -140,6 +141,7 @@ class AttemptLog:
             if self._full or self._closed or room <= 0:
                 return
             first = not self._pending
+            self._written = True
             self._pending.extend((now, stream, line) for line in lines[:room])
             if first:
                 self.due = time.monotonic() + FLUSH_INTERVAL
@@ -177,10 +179,13 @@ class AttemptLog:
                 self.signal.notify(self.task_id)
 
     def close(self) -> None:
-        """Store the rest; later writes are dropped."""
+        """Store the rest (waiting for a batch the flusher is storing); later writes are
+        dropped. A log nobody wrote to has nothing to wait for."""
         with self._lock:
             self._closed = True
-        self.flush()
+            written = self._written
+        if written:
+            self.flush()
 
 
 class _Flusher:

@@ -21,13 +21,15 @@ RECORD_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 class AttemptRecords(logging.Handler):
-    """Writes the records of the handler's code to the attempt's log as ``log`` lines (a
-    record with a traceback is several). Records emitted while one is being written (by the
-    database driver storing a batch) are left out, so writing never feeds itself."""
+    """Writes the records of the handler's code to the log of the attempt running now
+    (``attempt_log``) as ``log`` lines (a record with a traceback is several). Records
+    emitted while one is being written (by the database driver storing a batch) are left
+    out, so writing never feeds itself. One per process, pointed at each attempt in turn:
+    making a logging handler costs more than a noop attempt's whole run in the child."""
 
-    def __init__(self, attempt_log: AttemptLog) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.attempt_log = attempt_log
+        self.attempt_log: AttemptLog | None = None
         self.setFormatter(logging.Formatter(RECORD_FORMAT))
         self._writing = threading.local()
 
@@ -36,9 +38,12 @@ class AttemptRecords(logging.Handler):
         return not own and not getattr(self._writing, "on", False) and super().filter(record)
 
     def emit(self, record: logging.LogRecord) -> None:
+        attempt_log = self.attempt_log
+        if attempt_log is None:
+            return
         self._writing.on = True
         try:
-            self.attempt_log.write(self.format(record), "log")
+            attempt_log.write(self.format(record), "log")
         except Exception:
             self.handleError(record)
         finally:
@@ -49,6 +54,8 @@ def capturing(
     resolve: Callable[[str], Handler | None], open_log: Callable[[TaskContext], AttemptLog]
 ) -> Callable[[str], Handler | None]:
     """``resolve``, its handlers run each with the attempt's log (``open_log(ctx)``) open."""
+    records = AttemptRecords()
+    root = logging.getLogger()
 
     def resolve_capturing(task_type: str) -> Handler | None:
         handler = resolve(task_type)
@@ -56,15 +63,13 @@ def capturing(
             return None
 
         def run(ctx: TaskContext) -> Any:
-            attempt_log = open_log(ctx)
-            records = AttemptRecords(attempt_log)
-            root = logging.getLogger()
-            ctx._log = attempt_log
+            attempt_log = ctx._log = records.attempt_log = open_log(ctx)
             root.addHandler(records)
             try:
                 return handler(ctx)
             finally:
                 root.removeHandler(records)
+                records.attempt_log = None
                 attempt_log.close()
 
         return run
