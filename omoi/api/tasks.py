@@ -159,12 +159,11 @@ class TaskLogs(MethodView):
             body["stream"],
             rt.log_limits,
         )
-        total = done.before + done.stored
         return {
             "task_id": task_id,
             "attempt": done.attempt,
             "stored": done.stored,
-            "truncated": total > rt.log_limits.max_lines,
+            "truncated": done.full(rt.log_limits.max_lines),
         }
 
 

@@ -74,6 +74,10 @@ class Appended:
     before: int = 0
     stored: int = 0
 
+    def full(self, cap: int) -> bool:
+        """Whether the attempt's log now ends with its truncation marker."""
+        return self.before + self.stored > cap
+
 
 NOT_HELD = Appended(held=False)
 

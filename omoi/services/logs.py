@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 FLUSH_INTERVAL = 0.2  # seconds a written line may wait in the worker before it is stored
 FLUSH_LINES = 500  # lines that are stored at once, without waiting for the interval
+FLUSH_TICK = 0.05  # seconds between the flusher's looks at the buffers
 RETENTION_BATCH = 5000  # lines one retention statement deletes, in a transaction of its own
 RETENTION_BATCHES = 20  # statements per sweep: what is left waits for the next round
 
@@ -151,8 +152,8 @@ class AttemptLog:
         elif first:
             _flusher().schedule(self)
 
-    def flush(self) -> None:
-        """Store what is buffered now and wake the followers."""
+    def flush(self, wake: bool = True) -> None:
+        """Store what is buffered now and (``wake``) wake the followers."""
         with self._storing:
             with self._lock:
                 batch, self._pending, self.due = self._pending, [], None
@@ -173,45 +174,44 @@ class AttemptLog:
                 return
             with self._lock:
                 self._sent += len(batch)
-                if done.stored < len(batch):
+                if done.full(self.limits.max_lines):
                     self._full, self._pending = True, []
-            if done.stored:
+            if done.stored and wake:
                 self.signal.notify(self.task_id)
 
     def close(self) -> None:
         """Store the rest (waiting for a batch the flusher is storing); later writes are
-        dropped. A log nobody wrote to has nothing to wait for."""
+        dropped. A log nobody wrote to has nothing to wait for. The last lines wake nobody:
+        the attempt's end, moments later, does (its followers' poll sees it, and reads them)."""
         with self._lock:
             self._closed = True
             written = self._written
         if written:
-            self.flush()
+            self.flush(wake=False)
 
 
 class _Flusher:
-    """The process's one thread that stores buffers once they are due; started by the first
-    log that needs it (never, in a process whose attempts write nothing)."""
+    """The process's one thread that stores buffers once they are due, looking every
+    ``FLUSH_TICK``: a log registers without waking it, so an attempt that writes a few lines
+    and ends costs no thread switch. Started by the first log that needs it (never, in a
+    process whose attempts write nothing)."""
 
     def __init__(self) -> None:
         self._waiting: set[AttemptLog] = set()
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         threading.Thread(target=self._run, name="omoi-task-logs", daemon=True).start()
 
     def schedule(self, attempt_log: AttemptLog) -> None:
-        with self._changed:
+        with self._lock:
             self._waiting.add(attempt_log)
-            self._changed.notify()
 
     def _run(self) -> None:
         while True:
-            with self._changed:
-                now = time.monotonic()
+            time.sleep(FLUSH_TICK)
+            now = time.monotonic()
+            with self._lock:  # a log whose due is gone was stored meanwhile: nothing to do
                 due = {a for a in self._waiting if a.due is None or a.due <= now}
                 self._waiting -= due
-                if not due:
-                    nearest = min((a.due for a in self._waiting if a.due), default=None)
-                    self._changed.wait(None if nearest is None else nearest - now)
-                    continue
             for attempt_log in due:
                 attempt_log.flush()
 
