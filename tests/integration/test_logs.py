@@ -444,3 +444,21 @@ def test_the_retention_sweep_deletes_only_lines_older_than_the_retention(
     assert kept == {(a, 2, 1), (b, 1, 1)}
     local = dataclasses.replace(settings, database_url=db.url)
     assert "logs" in beat.sweeps(Root(local, Role.BEAT, db=db))
+
+
+def test_a_log_stream_holds_one_of_its_tokens_stream_slots(
+    settings: Settings, db: Database, api_client: Any
+) -> None:
+    """Log streams and event streams share ``OMOI_MAX_STREAMS_PER_TOKEN``: with a cap of
+    one, an open log stream makes the next stream of its token a 429 until it closes."""
+    local = dataclasses.replace(settings, max_streams_per_token=1)
+    client = make_app(local, db=db, dispatcher=NullDispatcher()).test_client()
+    skill = f"logs-{uuid.uuid4().hex[:6]}"
+    holder = agent(api_client, db, [skill])
+    task_id = held_task(api_client, holder, skill)["task_id"]
+    held_open = client.get(f"/api/v1/tasks/{task_id}/logs/stream", buffered=False)
+    assert held_open.status_code == 200
+    refused(client.get("/api/v1/events/stream?timeout=1"), 429, "too_many_streams")
+    refused(client.get(f"/api/v1/tasks/{task_id}/logs/stream"), 429, "too_many_streams")
+    held_open.close()
+    assert client.get("/api/v1/events/stream?timeout=0.1").status_code == 200
