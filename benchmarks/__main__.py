@@ -9,6 +9,8 @@ with its own database and worker: one empty, one holding 100,000 finished tasks.
 ``--runs`` rounds measures every figure on both, in turn, each beside raw Celery. It prints
 medians and spreads, the ratio against raw Celery where Celery has the same thing, the ratio
 seeded/empty, the CPU each part spent per task, and the peak memory of API and worker.
+Throughput is measured twice for omoi, with ``noop`` and with a handler that writes a few
+lines to its task's log (``benchmarks/handlers.py``), side by side in each round.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import redis
 from celery import chain, group
 from sqlalchemy import delete, func, select, text, update
 
+from benchmarks.handlers import LINES
 from omoi.api import create_app
 from omoi.broker.app import make_celery
 from omoi.config import Settings
@@ -137,6 +140,7 @@ class Omoi:
             "OMOI_BROKER_URL": broker,
             "OMOI_DATA_DIR": str(tmp),
             "OMOI_WORKFLOWS_DIR": str(ROOT / "benchmarks" / "workflows"),
+            "OMOI_HANDLERS": "benchmarks.handlers",
             "OMOI_BOOTSTRAP_TOKEN": TOKEN,
             "OMOI_RATE_LIMIT": "",  # a benchmark client is one token doing everything
             "PYTHONPATH": str(ROOT),
@@ -195,9 +199,9 @@ class Omoi:
                 )
             )
 
-    def throughput(self) -> float:
+    def throughput(self, task_type: str = "noop") -> float:
         start = time.perf_counter()
-        self.run_ticket([{"key": f"t{i}", "task_type": "noop"} for i in range(self.n)])
+        self.run_ticket([{"key": f"t{i}", "task_type": task_type} for i in range(self.n)])
         return self.n / (time.perf_counter() - start)
 
     def hops(self, length: int = 100) -> list[float]:
@@ -507,6 +511,7 @@ class Bench:
 
         for key, worker, run in (
             ("omoi", omoi.worker, omoi.throughput),
+            ("logged", omoi.worker, lambda: omoi.throughput("bench.logging")),
             ("raw", self.raw_worker, self.raw_throughput),
             ("recorded", self.raw_worker, lambda: self.raw_throughput(recorded=True)),
         ):
@@ -534,10 +539,11 @@ class Bench:
 
 
 # (label, omoi's key, raw Celery's key or None); rates are better higher, times lower
-RATES = {"omoi_tps", "claim_rate"}
+RATES = {"omoi_tps", "logged_tps", "claim_rate"}
 ROWS = [
     ("throughput, tasks/s", "omoi_tps", "raw_tps"),
     ("  vs raw + a PostgreSQL insert", "omoi_tps", "recorded_tps"),
+    (f"  logging {LINES} lines a task", "logged_tps", "raw_tps"),
     ("chain hop p50, ms", "omoi_hop_p50", "raw_hop_p50"),
     ("chain hop p99, ms", "omoi_hop_p99", "raw_hop_p99"),
     ("fan-out/fan-in of 1,000, s", "omoi_fan_s", "raw_fan_s"),
@@ -572,6 +578,10 @@ def report(results: dict[str, list[float]], seeded: int) -> None:
         if raw:  # against the raw Celery measured beside each: the machine's drift cancels
             line += f"{worse_by(key, med[key] / med[raw], grown / med[raw + '@seeded']):9.0f}%"
         print(line)
+    for side in ("", "@seeded"):  # the cost of a task log, beside the no-log baseline
+        logged, bare = med[f"logged_tps{side}"], med[f"omoi_tps{side}"]
+        label = f"{'with rows: ' if side else ''}logging {LINES} lines a task / noop"
+        print(f"  {label:<52}{bare:10.2f}{logged / bare:10.2f}")
     for label, key, raw in (
         ("raw Celery throughput", "omoi_tps", "raw_tps"),
         ("raw + PostgreSQL insert throughput", "omoi_tps", "recorded_tps"),
@@ -580,18 +590,19 @@ def report(results: dict[str, list[float]], seeded: int) -> None:
         base, ours = med[f"{raw}@seeded"], med[f"{key}@seeded"]
         print(f"  {f'with rows: {label}, ratio':<52}{base:10.2f}{ours / base:10.2f}")
 
-    sides = ("omoi", "raw", "recorded")
+    sides = ("omoi", "logged", "raw", "recorded")
     title = "CPU per task in the throughput runs, ms"
-    print(f"\n  {title:<42}{'omoi':>10}{'raw':>8}{'raw+insert':>12}")
+    print(f"\n  {title:<42}{'omoi':>10}{'logging':>9}{'raw':>8}{'raw+insert':>12}")
     cpu = {(side, part): med[f"cpu:{side}:{part}"] for side in sides for part in CPU_PARTS}
     for side in sides:
         cpu[side, "total"] = sum(cpu[side, part] for part in CPU_PARTS)
     for part in (*CPU_PARTS, "total"):
-        omoi, raw, recorded = (cpu[side, part] for side in sides)
-        print(f"    {part:<40}{omoi:10.2f}{raw:8.2f}{recorded:12.2f}")
+        omoi, logged, raw, recorded = (cpu[side, part] for side in sides)
+        print(f"    {part:<40}{omoi:10.2f}{logged:9.2f}{raw:8.2f}{recorded:12.2f}")
     # CPU per task times tasks per second: how much of the machine a throughput run kept busy
-    omoi, raw, recorded = (cpu[side, "total"] * med[f"{side}_tps"] / 1000 for side in sides)
-    print(f"    {'cores busy (total * tasks/s)':<40}{omoi:10.2f}{raw:8.2f}{recorded:12.2f}")
+    omoi, logged, raw, recorded = (cpu[side, "total"] * med[f"{side}_tps"] / 1000 for side in sides)
+    busy = "cores busy (total * tasks/s)"
+    print(f"    {busy:<40}{omoi:10.2f}{logged:9.2f}{raw:8.2f}{recorded:12.2f}")
 
 
 def main() -> None:

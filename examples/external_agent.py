@@ -1,4 +1,5 @@
-"""A minimal external agent: registers, heartbeats, claims tasks it can do, reports results.
+"""A minimal external agent: registers, heartbeats, claims tasks it can do, writes to their
+logs, reports results.
 
     OMOI_TOKEN=<agent token> python examples/external_agent.py --api http://127.0.0.1:5000 \
         --capabilities translate
@@ -75,6 +76,8 @@ def main() -> None:
             time.sleep(1)
             continue
         lease = task["lease_token"]
+        lines = [f"{args.name} took {task['key']} (attempt {task['attempt']})"]
+        call(args.api, f"/tasks/{task['task_id']}/logs", {"lease_token": lease, "lines": lines})
         try:
             result = work(task)
         except Exception as exc:  # report it; omoi retries transient errors

@@ -248,6 +248,29 @@ class Client:
         """Re-run a failed task with a fresh retry budget; the task as it is now."""
         return self._json("POST", f"/api/v1/tasks/{quote(task_id)}/retry")
 
+    def logs(
+        self, task_id: str, *, attempt: int | None = None, after: int = 0, limit: int = 1000
+    ) -> JsonObject:
+        """One page of an attempt's log (the latest attempt's when ``attempt`` is None): its
+        ``lines`` after sequence number ``after``, ``next_after`` and ``truncated``."""
+        params = {"attempt": attempt, "after": after, "limit": limit}
+        return self._json("GET", f"/api/v1/tasks/{quote(task_id)}/logs", params)  # type: ignore[no-any-return]
+
+    def follow_logs(
+        self, task_id: str, *, attempt: int | None = None, timeout: float = 3600.0
+    ) -> Iterator[JsonObject]:
+        """An attempt's log lines as they are written, from its first, then one
+        ``{"task_id", "attempt", "status", "truncated"}`` when the attempt has ended (nothing
+        more if ``timeout`` passes first)."""
+        params = {"attempt": attempt, "timeout": timeout}
+        resp = self._send("GET", f"/api/v1/tasks/{quote(task_id)}/logs/stream", params, stream=True)
+        try:
+            yield from _sse(iter(resp))
+        except urllib3.exceptions.HTTPError as exc:
+            raise ApiUnreachable(self.url, _reason(exc)) from exc
+        finally:
+            resp.close()
+
     # -- agents ----------------------------------------------------------------------------
 
     def agents(self, capability: str | None = None) -> list[JsonObject]:

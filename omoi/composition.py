@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from omoi.broker.dispatcher import CeleryDispatcher
     from omoi.services.attempts import Handler
     from omoi.services.failures import RetryPolicy
+    from omoi.services.logs import LogLimits, LogSignal
     from omoi.services.unit_of_work import UnitOfWork
 
 
@@ -105,6 +106,26 @@ class Root:
     @cached_property
     def dispatcher(self) -> Dispatcher:
         return self._dispatcher or self.producer
+
+    @cached_property
+    def log_signal(self) -> LogSignal:
+        """What wakes the followers of task logs: Redis pub/sub when Redis is the broker;
+        nothing otherwise (followers poll)."""
+        from omoi.services.logs import NoSignal
+
+        s = self.settings
+        if not s.broker_url.startswith(("redis://", "rediss://")):
+            return NoSignal()
+        from omoi.broker.logsignal import RedisLogSignal
+
+        return RedisLogSignal(s.broker_url, s.log_channel)
+
+    @cached_property
+    def log_limits(self) -> LogLimits:
+        """How much of each attempt's log is kept."""
+        from omoi.services.logs import LogLimits
+
+        return LogLimits(self.settings.log_max_lines, self.settings.log_max_line_chars)
 
     @cached_property
     def policy(self) -> RetryPolicy:

@@ -115,6 +115,12 @@ class Settings:
     exec_task_types: tuple[str, ...] = ()
     #: Variables a shell command gets besides the basics (never ``OMOI_*``): ``OMOI_SHELL_ENV``.
     shell_env: tuple[str, ...] = ()
+    #: Lines an attempt's log keeps; then one truncation marker: ``OMOI_LOG_MAX_LINES``.
+    log_max_lines: int = 10_000
+    #: Characters a log line keeps (longer ones are cut): ``OMOI_LOG_MAX_LINE_CHARS``.
+    log_max_line_chars: int = 4096
+    #: Seconds task log lines are kept before beat deletes them: ``OMOI_LOG_RETENTION``.
+    log_retention: float = 7 * 24 * 3600.0
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.enable_task_types if t not in self.exec_types]
@@ -126,6 +132,11 @@ class Settings:
         internal = [n for n in self.shell_env if n.upper().startswith("OMOI_")]
         if internal:
             raise ValueError(f"OMOI_SHELL_ENV may not pass omoi's own settings ({internal[0]})")
+        if self.log_max_lines < 1 or self.log_max_line_chars < 1 or self.log_retention <= 0:
+            raise ValueError(
+                "OMOI_LOG_MAX_LINES and OMOI_LOG_MAX_LINE_CHARS must be at least 1, "
+                "OMOI_LOG_RETENTION above 0"
+            )
 
     @property
     def exec_types(self) -> frozenset[str]:
@@ -150,6 +161,13 @@ class Settings:
         numbers, so deployments sharing a Redis server on different databases would otherwise
         hear each other's events."""
         return self.events_channel or f"omoi.events.db{_redis_db(self.broker_url)}"
+
+    @property
+    def log_channel(self) -> str:
+        """The pub/sub channel on which writers of task logs wake the API's followers: the
+        relay's prefix (so deployments apart stay apart) and ``:logs``, which no subscriber
+        of the relay's ``<prefix>.*`` channels hears."""
+        return f"{self.relay_channel}:logs"
 
     @property
     def embedded(self) -> bool:

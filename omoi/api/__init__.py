@@ -33,6 +33,7 @@ from omoi.persistence import Database
 from omoi.services import tokens
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.events import EventHub, StreamSlots
+from omoi.services.read.logs import LogHub
 
 
 class OmoiApi(Api):
@@ -94,6 +95,9 @@ def create_app(
         hub=EventHub(db),
         # a revoked token's streams end within the revocation delay of its requests
         streams=StreamSlots(db, settings.max_streams_per_token, authenticate.ttl / 2),
+        logs=LogHub(db, listen=root.log_signal.listen),
+        log_signal=root.log_signal,
+        log_limits=root.log_limits,
     )
     api = OmoiApi(app)
     api.register_blueprint(tickets.blp)

@@ -38,7 +38,8 @@ from omoi.services.tokens import Authenticator, Principal
 BOARD_DOORS = {"board.static", "board.login", "board.sign_in", "board.sign_out"}
 PUBLIC = {"health.healthz", "health.readyz", "api-docs.openapi_json", "static", *BOARD_DOORS}
 # all a board session may do: read these, with GET
-BOARD_READS = {"board.index", "board.ticket", "board.fleet", "board.stream"}
+BOARD_STREAMS = {"board.stream", "board.task_logs"}
+BOARD_READS = {"board.index", "board.ticket", "board.fleet", *BOARD_STREAMS}
 SESSION_COOKIE = "omoi_board"
 
 READ = frozenset({Scope.READ})
@@ -53,6 +54,7 @@ SCOPES: dict[tuple[str, str], frozenset[Scope]] = {
     ("agents.Claim", "POST"): AGENT,
     ("tasks.CompleteTask", "POST"): AGENT,
     ("tasks.FailTask", "POST"): AGENT,
+    ("tasks.TaskLogs", "POST"): AGENT,
     ("messages.Messages", "POST"): AGENT_OR_SUBMIT,
     ("messages.AgentInbox", "POST"): AGENT_OR_SUBMIT,
     ("messages.AgentInbox", "GET"): AGENT,
@@ -61,7 +63,7 @@ SCOPES: dict[tuple[str, str], frozenset[Scope]] = {
 }
 # endpoints where the agent acted as is the one in the path (others name it elsewhere)
 PATH_AGENT = {"agents.Heartbeat", "agents.Claim", "messages.MarkRead"}
-TASK_HOLDER = {"tasks.CompleteTask", "tasks.FailTask"}
+TASK_HOLDER = {"tasks.CompleteTask", "tasks.FailTask", "tasks.TaskLogs"}  # their POSTs
 SENDER = {"messages.Messages", "messages.AgentInbox"}
 
 
@@ -84,7 +86,7 @@ def _acting_agents(endpoint: str) -> list[uuid.UUID | None]:
     args = request.view_args or {}
     if endpoint in PATH_AGENT or (endpoint == "messages.AgentInbox" and request.method == "GET"):
         return [args["agent_id"]]
-    if endpoint in TASK_HOLDER:
+    if endpoint in TASK_HOLDER and request.method == "POST":
         return [queries.task_holder(runtime().db, args["task_id"])]
     if endpoint in SENDER:
         body = request.get_json(silent=True)
@@ -191,7 +193,7 @@ def _board_session() -> Response | None:
             g.principal = who
             return None
         stranger_failed()
-    back = "/board" if request.endpoint == "board.stream" else request.path
+    back = "/board" if request.endpoint in BOARD_STREAMS else request.path
     resp = redirect(url_for("board.login", next=back))
     if secret:
         clear_session_cookie(resp)  # type: ignore[arg-type]

@@ -14,13 +14,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, make_response, redirect, render_template, request, url_for
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
 from omoi.api import auth
 from omoi.api import events as event_api
+from omoi.api import tasks as task_api
 from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
 from omoi.api.schemas.events import StreamQuery
+from omoi.api.schemas.tasks import LogStreamQuery
 from omoi.domain.auth import allows
 from omoi.domain.enums import Phase, TaskStatus
 from omoi.domain.events import EventType
@@ -152,14 +154,34 @@ def fleet() -> str:
 def stream() -> Response:
     """The event stream the board's pages follow (the API's stream takes no board session),
     at most ``BOARD_STREAM_SECONDS`` long."""
-    try:
-        args = StreamQuery().load(request.args)
-    except ValidationError as exc:
-        details = {"query": exc.messages}
-        return error_response(422, "unprocessable_entity", "request validation failed", details)
+    args = _query(StreamQuery())
+    if isinstance(args, Response):
+        return args
     filters = {k: args[k] for k in event_api.FILTERS if k in args}
     timeout = min(args["timeout"], BOARD_STREAM_SECONDS)
     return event_api.stream_response(filters, args.get("after"), timeout)
+
+
+@blp.get("/tasks/<uuid:task_id>/logs/stream")
+def task_logs(task_id: uuid.UUID) -> Response:
+    """A task's log live, for the board's task panel, as ``/api/v1/tasks/{id}/logs/stream``
+    sends it (``attempt``, ``after``; at most ``BOARD_STREAM_SECONDS``, then the browser
+    reconnects, resuming by Last-Event-ID)."""
+    args = _query(LogStreamQuery())
+    if isinstance(args, Response):
+        return args
+    timeout = min(args["timeout"], BOARD_STREAM_SECONDS)
+    return task_api.log_stream_response(task_id, args.get("attempt"), args["after"], timeout)
+
+
+def _query(schema: Schema) -> dict[str, Any] | Response:
+    """The query as ``schema`` loads it, or the 422 that says what was wrong (the board's
+    routes are not the API's, whose arguments flask-smorest checks)."""
+    try:
+        return schema.load(request.args)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        details = {"query": exc.messages}
+        return error_response(422, "unprocessable_entity", "request validation failed", details)
 
 
 def _next(target: str | None) -> str:

@@ -7,7 +7,7 @@ import select
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from typing import Any
 
@@ -28,6 +28,7 @@ KEEPALIVE = 15.0
 FILTERS = ("ticket_id", "entity_id", "type", "actor")
 TICK = 0.5  # how often an idle stream checks its deadline, its token and its client
 FULL_RETRY_AFTER = 5  # seconds a token at its stream cap is asked to wait
+Frames = Generator[str | None, None, None]  # a stream's text, None when nothing came
 
 
 @blp.route("")
@@ -97,23 +98,42 @@ def _hung_up() -> Callable[[], bool]:
     return gone
 
 
+def resumed(after: int | None) -> int | None:
+    """Where a stream starts: after a reconnect's ``Last-Event-ID``, else after ``after``."""
+    last = request.headers.get("Last-Event-ID", "")
+    return int(last) if last.isdigit() else after
+
+
 def stream_response(filters: dict[str, Any], after: int | None, timeout: float) -> Response:
     """Server-Sent Events of the log matching ``filters`` (``ticket_id``, ``entity_id``,
     ``type``, ``actor``) after the event ``after`` (a reconnect's ``Last-Event-ID`` wins),
-    for ``timeout`` seconds. The API's stream and the board's both answer with it.
+    for ``timeout`` seconds, read from the process's shared follower (``EventHub``). The
+    API's stream and the board's both answer with it."""
+    hub = runtime().hub
+    after = resumed(after)
 
-    The stream reads from the process's shared follower (``EventHub``), holds one of its
-    token's ``OMOI_MAX_STREAMS_PER_TOKEN`` slots until it ends (429 beyond them), and ends
-    when its token is revoked (within the revocation delay) or its client hangs up."""
-    last = request.headers.get("Last-Event-ID", "")
-    after = int(last) if last.isdigit() else after
+    def frames(keep_going: Callable[[], bool]) -> Frames:
+        with closing(hub.follow(**filters, after=after, keep_going=keep_going, tick=TICK)) as feed:
+            for rows in feed:
+                yield "".join(_frame(row) for row in rows) if rows else None
+
+    return sse_response(frames, timeout)
+
+
+def sse_response(frames: Callable[[Callable[[], bool]], Frames], timeout: float) -> Response:
+    """A Server-Sent Events response of what ``frames(keep_going)`` yields: text to send,
+    or ``None`` when nothing came (at least every ``TICK`` seconds); it ends when ``frames``
+    does, after ``timeout`` seconds (``keep_going`` turns false), when its token is revoked
+    (within the revocation delay) or when its client hangs up. Every stream, of the event log
+    or of a task's log, holds one of its token's ``OMOI_MAX_STREAMS_PER_TOKEN`` slots in this
+    process until it ends (429 beyond them); each is a greenlet, not a thread."""
     rt = runtime()
     who = auth.principal()
     if not rt.streams.take(who.token_id):
         resp = error_response(
             429,
             "too_many_streams",
-            f"this token already holds {rt.streams.cap} event streams here; close one",
+            f"this token already holds {rt.streams.cap} streams here; close one",
         )
         resp.headers["Retry-After"] = str(FULL_RETRY_AFTER)
         return resp
@@ -130,20 +150,18 @@ def stream_response(filters: dict[str, Any], after: int | None, timeout: float) 
             rt.streams.give(who.token_id)
 
     def stream() -> Iterator[str]:
-        feed = rt.hub.follow(
-            **filters, after=after, keep_going=lambda: time.monotonic() < deadline, tick=TICK
-        )
+        feed = frames(lambda: time.monotonic() < deadline)
         with closing(feed):
             try:
                 yield "retry: 1000\n\n"
                 quiet_since = time.monotonic()
-                for rows in feed:
+                for text in feed:
                     now = time.monotonic()
                     if rt.streams.revoked(who.token_id):
                         return
-                    if rows:
+                    if text:
                         quiet_since = now
-                        yield "".join(_frame(row) for row in rows)
+                        yield text
                     elif gone():
                         return
                     elif now - quiet_since > KEEPALIVE:

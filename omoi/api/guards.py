@@ -19,6 +19,8 @@ from omoi.api.runtime import runtime
 from omoi.domain.storable import TOO_DEEP, bad_node
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+# routes whose bodies are smaller than OMOI_MAX_BODY_BYTES allows (413 above)
+BODY_LIMITS = {"tasks.TaskLogs": 1024 * 1024}
 
 
 def invalid_value(path: str) -> Response:
@@ -84,6 +86,14 @@ def check_body() -> Response | None:
         return None
     if request.endpoint in FORMS:
         return None  # the board's sign-in and sign-out forms: small and urlencoded
+    limit = BODY_LIMITS.get(request.endpoint or "")
+    if limit is not None and request.content_length > limit:
+        return error_response(
+            413,
+            "request_entity_too_large",
+            f"request body over {limit} bytes",
+            {"max": limit},
+        )
     if not request.is_json:
         return error_response(
             415,

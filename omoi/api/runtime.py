@@ -11,6 +11,8 @@ from omoi.config import Settings
 from omoi.persistence import Database
 from omoi.services.events import EventHub, StreamSlots
 from omoi.services.failures import RetryPolicy
+from omoi.services.logs import LogLimits, LogSignal
+from omoi.services.read.logs import LogHub
 from omoi.services.tokens import Authenticator
 from omoi.services.unit_of_work import UnitOfWork
 
@@ -25,6 +27,9 @@ class Runtime:
     authenticate: Authenticator
     hub: EventHub  # the process's one follower of the event log, shared by its streams
     streams: StreamSlots
+    logs: LogHub  # the process's one watcher of the task logs its streams follow
+    log_signal: LogSignal  # wakes every API process's followers of a task's log
+    log_limits: LogLimits
 
 
 def runtime() -> Runtime:

@@ -24,6 +24,7 @@ MODULES = {
         "approve",
         "agents",
         "events",
+        "logs",
     ),
     "admin": ("db", "token"),
 }

@@ -383,3 +383,34 @@ def events(
             f"{e['id']:>8}  {e['created_at']}  {e['type']:<22} {key(e):<14} "
             f"{actor_name:<16} {payload}"
         )
+
+
+@click.command()
+@click.argument("task_id", type=click.UUID)
+@click.option("--attempt", type=click.IntRange(min=1), default=None, help="Default: the latest.")
+@click.option("--follow", is_flag=True, help="Print lines as they come, until the attempt ends.")
+@click.option("--timeout", type=float, default=3600, help="Seconds --follow waits at most.")
+def logs(task_id: uuid.UUID, attempt: int | None, follow: bool, timeout: float) -> None:
+    """Print an attempt's log: stdout, log and agent lines on standard output, stderr lines
+    (and a truncation marker) on standard error."""
+    client, task = api(), str(task_id)
+    if not follow:
+        after = 0
+        while True:
+            page = client.logs(task, attempt=attempt, after=after)
+            for line in page["lines"]:
+                _log_line(line)
+            if not page["lines"]:
+                return
+            after = page["next_after"]
+    for frame in client.follow_logs(task, attempt=attempt, timeout=timeout):
+        if "line" in frame:
+            _log_line(frame)
+        else:
+            click.echo(f"attempt {frame['attempt']} ended: {frame['status']}", err=True)
+            return
+    raise Failure(f"the attempt was still running after {timeout:.0f} s")
+
+
+def _log_line(line: dict[str, Any]) -> None:
+    click.echo(line["line"], err=line["stream"] in ("stderr", "omoi"))

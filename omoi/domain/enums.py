@@ -82,3 +82,17 @@ class MessageType(StrEnum):
     HANDOFF_REQUEST = "handoff_request"
     HANDOFF_ACCEPTED = "handoff_accepted"
     HANDOFF_DECLINED = "handoff_declined"
+
+
+class LogStream(StrEnum):
+    """Where a line of a task's log came from."""
+
+    STDOUT = "stdout"  # a shell command's standard output (or an agent's, posted)
+    STDERR = "stderr"
+    LOG = "log"  # a handler's ctx.log and logging records
+    AGENT = "agent"  # an external agent's posted lines
+    OMOI = "omoi"  # the truncation marker, and nothing else
+
+
+HANDLER_STREAMS = (LogStream.LOG, LogStream.STDOUT, LogStream.STDERR)  # what ctx.log writes
+AGENT_STREAMS = (LogStream.AGENT, LogStream.STDOUT, LogStream.STDERR)  # what an agent posts

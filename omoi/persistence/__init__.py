@@ -15,6 +15,7 @@ from omoi.persistence.tables import (
     Resource,
     ResourceLock,
     Task,
+    TaskLog,
     Ticket,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "Resource",
     "ResourceLock",
     "Task",
+    "TaskLog",
     "Ticket",
 ]

@@ -59,6 +59,7 @@ SWEEP_LOCKS = {
     "gates": 7_340_005,
     "locks": 7_340_006,
     "sync": 7_340_007,
+    "logs": 7_340_008,
 }
 # Agents that count as alive: they heartbeat, and their running attempts are theirs.
 LIVE_AGENTS = (AgentStatus.IDLE, AgentStatus.BUSY)

@@ -424,3 +424,26 @@ class BoardSession(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class TaskLog(Base):
+    """One line of an attempt's log: a ``shell`` command's output, a handler's ``ctx.log`` and
+    ``logging`` lines, an external agent's posted lines. ``seq`` numbers an attempt's lines
+    from 1 in the order they were written; past the cap the last line is one truncation
+    marker (stream ``omoi``). Kept for ``OMOI_LOG_RETENTION``, deleted with the task."""
+
+    __tablename__ = "task_logs"
+    __table_args__ = (
+        # BRIN: lines are appended in time order, so the retention sweep finds old ones in a
+        # few pages, and the appends that fill it cost it next to nothing
+        Index("ix_task_logs_at", "at", postgresql_using="brin"),
+    )
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stream: Mapped[str] = mapped_column(String(16))
+    line: Mapped[str] = mapped_column(Text)

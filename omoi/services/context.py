@@ -20,6 +20,7 @@ from omoi.domain.auth import BUILTIN_EXEC_TYPES
 from omoi.domain.enums import MessageType
 from omoi.persistence.statements import LEASE_OF, tasks, tickets
 from omoi.services import messaging, splits
+from omoi.services.logs import AttemptLog
 from omoi.services.phases import emit_artifact
 from omoi.services.unit_of_work import UnitOfWork
 
@@ -103,6 +104,12 @@ class TaskContext:
     #: The lease the claim took, which every write of the attempt is guarded by. Set by the
     #: claim. Handlers read it as :attr:`lease`.
     _lease: uuid.UUID | None = field(default=None, repr=False)
+
+    #: The attempt's log, which :meth:`log` writes to. Set by the worker for the handler's
+    #: run (and closed, its last lines stored, before the result commits); ``None`` for an
+    #: external agent's claim, whose agent posts its lines over HTTP, and in a context made
+    #: by hand, where :meth:`log` writes nothing. Not for handlers.
+    _log: AttemptLog | None = field(default=None, repr=False)
 
     @classmethod
     def of_claim(
@@ -230,6 +237,17 @@ class TaskContext:
         if self._uow is None or self.agent_id is None:
             return []
         return messaging.inbox(self._uow.db, self.agent_id, unread_only=unread_only)
+
+    def log(self, message: Any, stream: str = "log") -> None:
+        """Add ``message`` (``str()`` of it; one line per line of it) to this attempt's log,
+        which ``GET /api/v1/tasks/{id}/logs`` reads and ``omoi logs TASK --follow`` streams.
+        ``stream`` is ``log``, ``stdout`` or ``stderr``. Lines are stored in batches, within
+        about 0.2 s, and all of them before the result commits; past
+        ``OMOI_LOG_MAX_LINES`` an attempt keeps one truncation marker and drops the rest, and
+        a line is cut at ``OMOI_LOG_MAX_LINE_CHARS``. Python ``logging`` records from the
+        handler's code land here too, as ``log`` lines."""
+        if self._log is not None:
+            self._log.write(str(message), stream)
 
     @property
     def lease(self) -> uuid.UUID | None:

@@ -23,8 +23,10 @@ from omoi.config import Settings
 from omoi.domain.enums import ErrorCategory
 from omoi.domain.errors import TaskError
 from omoi.services import attempts, failures, locks
+from omoi.services.logs import AttemptLog
 from omoi.worker import (
     demo,  # noqa: F401 - registers the demo agents
+    logcapture,
     shell,
 )
 from omoi.worker.agent import WorkerAgent
@@ -55,7 +57,10 @@ def create_worker_app(root: Root) -> Celery:
     app = root.celery
     db, uow = root.db, root.uow  # the workflows load now: a bad workflow file stops start-up
     policy = root.policy
-    resolve = root.resolve
+    signal, limits = root.log_signal, root.log_limits
+    resolve = logcapture.capturing(
+        root.resolve, lambda ctx: AttemptLog(db, signal, ctx.task_id, ctx.attempt, limits)
+    )
     shell.configure(settings.shell_env, (settings.database_url, settings.broker_url))
 
     def interrupt(task_id: uuid.UUID, attempt: int) -> None:

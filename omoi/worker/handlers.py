@@ -97,8 +97,9 @@ def sleep(ctx: TaskContext) -> dict[str, float]:
 def shell(ctx: TaskContext) -> dict[str, Any]:
     """Runs ``payload.command`` (a string for the shell, or an argv list) within the task's
     time limit, in a session of its own with a scrubbed environment; whatever it started is
-    killed when it ends, times out or is cancelled (``omoi/worker/shell.py``). A non-zero exit
-    code fails the task, with the output kept in the error."""
+    killed when it ends, times out or is cancelled (``omoi/worker/shell.py``). Its output goes
+    to the attempt's log line by line as it is written (streams ``stdout``, ``stderr``). A
+    non-zero exit code fails the task, with the output kept in the error."""
     command = ctx.payload.get("command")
     if not isinstance(command, str | list) or not command:
         raise PermanentError("shell needs payload.command: a string or a list of arguments")
@@ -107,6 +108,7 @@ def shell(ctx: TaskContext) -> dict[str, Any]:
         cwd=ctx.payload.get("cwd"),
         timeout=ctx.timeout_seconds,
         cancelled=ctx.should_cancel,
+        on_line=lambda stream, line: ctx.log(line, stream),
     )
     result = {"exit_code": code, "stdout": _text(stdout), "stderr": _text(stderr)}
     if code != 0:

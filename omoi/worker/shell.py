@@ -9,6 +9,9 @@ SIGTERM then SIGKILL, and so is every process it started that left the group (``
 double fork). Those are found in the process tree, sampled while the command runs and at the
 end; on Linux the pool process is a child subreaper meanwhile, so such orphans are re-parented
 to it instead of to init and stay in its tree until they are killed.
+
+Its output is read as it comes: each line goes on to the task's log at once (``Lines``), and
+the last 64 KiB of each stream are kept for the result.
 """
 
 from __future__ import annotations
@@ -68,10 +71,13 @@ def run(
     cwd: str | None = None,
     timeout: float | None = None,
     cancelled: Callable[[], bool] = lambda: False,
+    on_line: Callable[[str, str], None] = lambda stream, line: None,
 ) -> tuple[int, bytes, bytes]:
-    """Run ``command`` to its end: its exit code and the end of its stdout and stderr. Raises
-    ``subprocess.TimeoutExpired`` past ``timeout`` and ``PermanentError`` once ``cancelled``;
-    either way, and whenever the command ends, whatever it started is killed."""
+    """Run ``command`` to its end: its exit code and the end of its stdout and stderr. Each
+    line of its output goes to ``on_line("stdout" | "stderr", line)`` as soon as the command
+    has written it (``Lines``). Raises ``subprocess.TimeoutExpired`` past ``timeout`` and
+    ``PermanentError`` once ``cancelled``; either way, and whenever the command ends,
+    whatever it started is killed."""
     me = psutil.Process()
     earlier = set(me.children())
     with _subreaper():
@@ -88,7 +94,7 @@ def run(
         tree = Tree(me, proc, earlier)
         try:
             with _killed_on_sigterm(tree):
-                out, err = _follow(proc, tree, timeout, cancelled, command)
+                out, err = _follow(proc, tree, timeout, cancelled, command, on_line)
         finally:
             tree.kill(KILL_GRACE)
     return proc.returncode, out, err
@@ -132,21 +138,61 @@ class Tree:
         self.proc.wait()  # SIGKILL was sent: it is dying
 
 
+class Lines:
+    """One output stream cut into lines as its bytes arrive, each handed to ``emit`` once
+    its newline has come (``\r\n`` counts as one; the last line at the end of the output).
+    At most ``OUTPUT_LIMIT`` bytes of an unfinished line are held: a longer line is cut
+    there and the rest of it dropped. Bytes that are not UTF-8 become U+FFFD."""
+
+    def __init__(self, name: str, emit: Callable[[str, str], None]) -> None:
+        self.name = name
+        self.emit = emit
+        self._partial = bytearray()
+        self._cut = False
+
+    def feed(self, chunk: bytes) -> None:
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            self._hold(chunk[start:end])
+            self._end_line()
+            start = end + 1
+        self._hold(chunk[start:])
+
+    def close(self) -> None:
+        """The output ended: its last line, if it had no newline."""
+        if self._partial or self._cut:
+            self._end_line()
+
+    def _hold(self, piece: bytes) -> None:
+        room = OUTPUT_LIMIT - len(self._partial)
+        self._partial += piece[:room]
+        self._cut = self._cut or len(piece) > room
+
+    def _end_line(self) -> None:
+        line = bytes(self._partial)
+        self._partial.clear()
+        self._cut = False
+        self.emit(self.name, line.removesuffix(b"\r").decode("utf-8", errors="replace"))
+
+
 def _follow(
     proc: subprocess.Popen[bytes],
     tree: Tree,
     timeout: float | None,
     cancelled: Callable[[], bool],
     command: str | list[str],
+    on_line: Callable[[str, str], None],
 ) -> tuple[bytes, bytes]:
     """Read the output until the command has ended and its streams are closed (or, once it
-    ended, a moment after whatever it left behind was killed)."""
+    ended, a moment after whatever it left behind was killed), handing on each line as it
+    comes, and when it stops, however, whatever unfinished line is left."""
     assert proc.stdout is not None and proc.stderr is not None
     output = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    lines = {proc.stdout: Lines("stdout", on_line), proc.stderr: Lines("stderr", on_line)}
     start = time.monotonic()
     next_cancel_check = start + CANCEL_POLL
     ended_at: float | None = None
-    with selectors.DefaultSelector() as streams:
+    with selectors.DefaultSelector() as streams, _ending(lines.values()):
         for stream in output:
             streams.register(stream, selectors.EVENT_READ)
         while streams.get_map() or proc.poll() is None:
@@ -155,6 +201,7 @@ def _follow(
                 if not chunk:
                     streams.unregister(key.fileobj)
                     continue
+                lines[key.fileobj].feed(chunk)  # type: ignore[index]
                 buffer = output[key.fileobj]  # type: ignore[index]
                 buffer += chunk
                 del buffer[:-OUTPUT_LIMIT]
@@ -176,6 +223,16 @@ def _follow(
     for stream in output:
         stream.close()
     return bytes(output[proc.stdout]), bytes(output[proc.stderr])
+
+
+@contextlib.contextmanager
+def _ending(streams: Iterable[Lines]) -> Iterator[None]:
+    """Hand on each stream's unfinished last line when reading stops, however it stops."""
+    try:
+        yield
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def _pause() -> list[Any]:

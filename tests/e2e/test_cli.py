@@ -42,6 +42,51 @@ def get_json(env: dict[str, str], path: str) -> Any:
         return json.loads(resp.read())
 
 
+def post_json(env: dict[str, str], path: str, body: Any) -> Any:
+    url = f"http://127.0.0.1:{env['OMOI_API_PORT']}{path}"
+    headers = {"Content-Type": "application/json", **bearer()}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    with urllib.request.urlopen(request) as resp:
+        return json.loads(resp.read())
+
+
+def test_logs_follows_a_running_shell_task_until_it_ends(
+    api_server: dict[str, str], worker: Proc, tmp_path: Path
+) -> None:
+    """``omoi logs TASK --follow`` prints a shell command's lines while it runs (stdout on
+    standard output, stderr on standard error) and exits 0 when the attempt ends; ``omoi logs
+    TASK`` then prints the whole log the same way."""
+    go = tmp_path / "go"
+    command = f"echo one; echo two >&2; while [ ! -e {go} ]; do sleep 0.05; done; echo three"
+    task = {"key": "sh", "task_type": "shell", "payload": {"command": command}}
+    ticket = post_json(api_server, "/api/v1/tickets", {"title": "logs", "tasks": [task]})
+    task_id = ticket["tasks"][0]["id"]
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "omoi", "logs", task_id, "--follow"],
+        cwd=ROOT,
+        env=api_server,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follow.stdout is not None
+        assert follow.stdout.readline() == "one\n"  # printed while the command waits
+        assert get_json(api_server, f"/api/v1/tasks/{task_id}")["status"] == "running"
+        go.touch()
+        out, err = follow.communicate(timeout=60)
+    finally:
+        follow.kill()
+    assert follow.returncode == 0, err
+    assert out == "three\n"
+    assert err.splitlines() == ["two", "attempt 1 ended: succeeded"]
+    printed = omoi(api_server, "logs", task_id)
+    assert printed.returncode == 0, printed.stderr
+    assert (printed.stdout, printed.stderr) == ("one\nthree\n", "two\n")
+    missing = omoi(api_server, "logs", str(uuid.uuid4()))
+    assert missing.returncode != 0 and "404" in missing.stderr
+
+
 def test_submit_wait_and_status(api_server: dict[str, str], worker: Proc) -> None:
     done = omoi(api_server, "submit", "examples/ticket.yaml", "--wait")
     assert done.returncode == 0, done.stderr
@@ -148,6 +193,10 @@ def test_example_external_agent_drains_its_tasks(api_server: dict[str, str], db:
     tasks = {t["key"]: t for t in items}
     assert tasks["world"]["result"] == {"text": "WORLD", "inputs": ["hello"]}
     assert (tasks["bad"]["status"], tasks["bad"]["error"]["category"]) == ("failed", "permanent")
+    logged = get_json(api_server, f"/api/v1/tasks/{tasks['hello']['id']}/logs")["lines"]
+    assert [(x["stream"], x["line"]) for x in logged] == [
+        ("agent", "example-agent took hello (attempt 1)")
+    ]
 
 
 def test_tasks_agents_and_events_tables(api_server: dict[str, str], worker: Proc) -> None:
@@ -272,14 +321,6 @@ def test_ctrl_c_of_up_hands_a_running_task_back_within_the_grace(tmp_path: Path)
 # -- daily use: every verb, one-line errors, exit codes ---------------------------------------
 
 EXIT_NOT_DONE, EXIT_API, EXIT_USAGE = 3, 4, 2
-
-
-def post_json(env: dict[str, str], path: str, body: Any) -> Any:
-    url = f"http://127.0.0.1:{env['OMOI_API_PORT']}{path}"
-    headers = {"Content-Type": "application/json", **bearer()}
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
-    with urllib.request.urlopen(req) as resp:
-        return json.loads(resp.read())
 
 
 def ticket_file(tmp_path: Path, tasks: list[dict[str, Any]], **fields: Any) -> str:

@@ -6,6 +6,7 @@ many times a task's body really ran, independently of what omoi recorded.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -28,6 +29,7 @@ def effects() -> redis.Redis:
 
 
 EFFECT_KEY = "omoi-test:effects:{}"
+log = logging.getLogger(__name__)
 
 
 @handler("effect")
@@ -142,3 +144,17 @@ UNSTORABLE: dict[str, Any] = {
 def unstorable(ctx: TaskContext) -> Any:
     """Returns what PostgreSQL cannot store, of the kind ``payload.kind`` names."""
     return UNSTORABLE[ctx.payload["kind"]]
+
+
+@handler("chatty")
+def chatty(ctx: TaskContext) -> dict[str, Any]:
+    """Writes each of ``payload.lines`` to its log through ``ctx.log``, then a numbered record
+    through ``logging``; Celery's loggers say something too (not the attempt's). With
+    ``payload.fail_first`` its first attempt then fails transiently."""
+    for n, line in enumerate(ctx.payload.get("lines", [])):
+        ctx.log(f"{line} on attempt {ctx.attempt}")
+        log.info("record %d on attempt %d", n, ctx.attempt)
+    logging.getLogger("celery.worker.fake").warning("the worker's own line")
+    if ctx.payload.get("fail_first") and ctx.attempt == 1:
+        raise TransientError("the first attempt fails")
+    return {"attempt": ctx.attempt}

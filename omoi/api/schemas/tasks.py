@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from omoi.api.schemas.common import EventOut, enum_field
-from omoi.domain.enums import ErrorCategory, Priority, TaskStatus
+from omoi.api.schemas.common import INT_MAX, EventOut, enum_field
+from omoi.domain.enums import AGENT_STREAMS, ErrorCategory, LogStream, Priority, TaskStatus
 
 
 class TaskOut(Schema):
@@ -107,3 +107,77 @@ class ReportedError(Schema):
 class FailIn(Schema):
     lease_token = fields.UUID(required=True)
     error = fields.Nested(ReportedError, required=True)
+
+
+LOG_LINES_PER_POST = 1000
+
+
+class _LogPlace(Schema):
+    attempt = fields.Integer(
+        validate=validate.Range(min=1, max=INT_MAX),
+        metadata={"description": "the attempt whose log to read; default: the latest"},
+    )
+    after = fields.Integer(
+        load_default=0,
+        validate=validate.Range(min=0, max=INT_MAX),
+        metadata={"description": "lines after this one (a previous page's next_after)"},
+    )
+
+
+class LogQuery(_LogPlace):
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=1000))
+
+
+class LogStreamQuery(_LogPlace):
+    timeout = fields.Float(
+        load_default=300,
+        validate=validate.Range(min=0.1, max=3600),
+        metadata={"description": "seconds before the server ends the stream"},
+    )
+
+
+class LogLineOut(Schema):
+    seq = fields.Integer(metadata={"description": "the line's number in its attempt, from 1"})
+    attempt = fields.Integer()
+    at = fields.DateTime(metadata={"description": "when it was written"})
+    stream = enum_field(
+        LogStream,
+        metadata={
+            "description": "stdout, stderr (a shell command's, or posted), log (ctx.log and "
+            "logging), agent (posted by an external agent), omoi (the truncation marker)"
+        },
+    )
+    line = fields.String()
+
+
+class LogPage(Schema):
+    task_id = fields.UUID()
+    attempt = fields.Integer(metadata={"description": "the attempt read"})
+    lines = fields.Nested(LogLineOut, many=True)
+    next_after = fields.Integer(metadata={"description": "pass it back as after"})
+    truncated = fields.Boolean(
+        metadata={"description": "the attempt's log reached OMOI_LOG_MAX_LINES"}
+    )
+
+
+class LogsIn(Schema):
+    lease_token = fields.UUID(required=True)
+    lines = fields.List(
+        fields.String(
+            validate=validate.Regexp(r"[^\r\n]*\Z", error="one line each: no line breaks")
+        ),
+        required=True,
+        validate=validate.Length(min=1, max=LOG_LINES_PER_POST),
+    )
+    stream = fields.String(
+        load_default=str(LogStream.AGENT), validate=validate.OneOf([str(s) for s in AGENT_STREAMS])
+    )
+
+
+class LogsStored(Schema):
+    task_id = fields.UUID()
+    attempt = fields.Integer()
+    stored = fields.Integer(metadata={"description": "lines stored (past the cap: fewer)"})
+    truncated = fields.Boolean(
+        metadata={"description": "the attempt's log reached OMOI_LOG_MAX_LINES"}
+    )
