@@ -38,7 +38,7 @@ from omoi.services.tokens import Authenticator, Principal
 BOARD_DOORS = {"board.static", "board.login", "board.sign_in", "board.sign_out"}
 PUBLIC = {"health.healthz", "health.readyz", "api-docs.openapi_json", "static", *BOARD_DOORS}
 # all a board session may do: read these, with GET
-BOARD_READS = {"board.index", "board.ticket", "board.fleet", "board.stream"}
+BOARD_READS = {"board.index", "board.ticket", "board.task", "board.fleet", "board.stream"}
 SESSION_COOKIE = "omoi_board"
 
 READ = frozenset({Scope.READ})

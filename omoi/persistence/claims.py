@@ -70,7 +70,8 @@ WITH claimed AS (
 ), started AS (
     INSERT INTO events ({EVENT_COLUMNS})
     SELECT '{EventType.TASK_STARTED}', 'task', id, ticket_id,
-           jsonb_build_object('attempt', %(attempt)s), %(now)s, {ACTOR}
+           jsonb_build_object('attempt', %(attempt)s, 'agent_id', %(agent)s::text), %(now)s,
+           {ACTOR}
       FROM claimed
 )
 SELECT {_CLAIMED}
@@ -115,11 +116,12 @@ def claim_postgres(pg: Any, params: dict[str, Any]) -> Any:
 def claim_portable(conn: Connection, params: dict[str, Any]) -> Any:
     row = conn.execute(CLAIM, {f"b_{k}": v for k, v in params.items()}).one_or_none()
     if row is not None:
+        agent = params["agent"]
         event = task_event(
             EventType.TASK_STARTED,
             params["id"],
             row.ticket_id,
-            {"attempt": params["attempt"]},
+            {"attempt": params["attempt"], "agent_id": str(agent) if agent else None},
             params["now"],
         )
         record(conn, [event])

@@ -57,6 +57,7 @@ class AttemptOut(Schema):
     ended_at = fields.DateTime(allow_none=True)
     outcome = fields.String(allow_none=True)
     error = fields.Dict(allow_none=True)
+    agent_id = fields.UUID(allow_none=True, metadata={"description": "the agent that ran it"})
 
 
 class TaskDetail(TaskOut):
