@@ -80,9 +80,9 @@ HEADERS = {
 # not tell colours apart
 STATE_ICONS = {
     TicketState.ACTIVE: "▶",
-    TicketState.AWAITING_APPROVAL: "✋",
+    TicketState.AWAITING_APPROVAL: "⚑",
     TicketState.FAILED: "✖",
-    TicketState.BLOCKED: "⛔",
+    TicketState.BLOCKED: "⚠",
     TicketState.DONE: "✔",
     TicketState.CANCELLED: "⊘",
 }

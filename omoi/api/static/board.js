@@ -135,6 +135,7 @@
   }
 
   const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
+  const clock = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "–");
 
   function statusBadge(status) {
     return el("span", `badge status-${status}`, status);
@@ -171,8 +172,8 @@
       if (a.error) outcome.append(el("div", "meta", `${a.error.category}: ${a.error.message}`));
       const agent = a.agent_name || (a.agent_id ? a.agent_id.slice(0, 8) : "–");
       table.append(el("tr", `outcome-${a.outcome || "running"}`,
-        el("td", null, String(a.attempt)), el("td", null, when(a.started_at)),
-        el("td", null, when(a.ended_at)), outcome, el("td", null, agent)));
+        el("td", null, String(a.attempt)), el("td", null, clock(a.started_at)),
+        el("td", null, clock(a.ended_at)), outcome, el("td", null, agent)));
     }
     return table;
   }
@@ -206,7 +207,8 @@
     ];
     if (task.error) body.push(section("Error", errorBox(task.error)));
     body.push(section("Attempts", task.attempts.length ? attemptsTable(task.attempts) : el("p", "meta", "not started yet")));
-    body.push(section("Result", task.result === null ? el("p", "meta", "none yet") : el("pre", "result", task.result)));
+    const none = el("p", "meta", task.finished_at ? "none" : "none yet");
+    body.push(section("Result", task.result === null ? none : el("pre", "result", task.result)));
     body.push(section("Payload", el("pre", "payload", task.payload || "{}")));
     document.getElementById("panel-body").replaceChildren(...body);
     const log = document.getElementById("task-log");
@@ -239,6 +241,7 @@
   function open(id) {
     openTask = id;
     panel.hidden = false;
+    document.body.classList.add("panel-open");
     select(id);
     history.replaceState(null, "", `#task=${id}`);
     loadTask(id);
@@ -247,6 +250,7 @@
   function close() {
     openTask = null;
     panel.hidden = true;
+    document.body.classList.remove("panel-open");
     select("");
     history.replaceState(null, "", window.location.pathname + window.location.search);
   }
