@@ -38,8 +38,8 @@ def state_of(status: str, reasons: Sequence[str], failed_tasks: int) -> TicketSt
 @dataclass(frozen=True)
 class Progress:
     """``done`` of the workflow's ``phases`` (its working phases) are behind the ticket, and
-    ``fraction`` of the current phase's tasks have succeeded: ``value`` is
-    ``(done + fraction) / phases``, 1 for a finished workflow."""
+    ``fraction`` of the current phase is: ``value`` is ``(done + fraction) / phases``, 1 only
+    for a finished workflow."""
 
     phases: int
     done: int
@@ -47,7 +47,7 @@ class Progress:
 
     @property
     def value(self) -> float:
-        return min(1.0, (self.done + self.fraction) / self.phases) if self.phases else 1.0
+        return (self.done + self.fraction) / self.phases if self.phases else 1.0
 
     @property
     def percent(self) -> int:
@@ -60,12 +60,13 @@ def progress_of(
 ) -> Progress:
     """``phase``: the phase the ticket is in (for a blocked ticket, the phase it is blocked
     in); ``counts``: its tasks of that phase's latest visit by status. Phases before it count
-    as done (a ticket sent back to an earlier phase has only that many behind it), a phase
-    with no task yet counts as 0 until its gate passes."""
+    as done (a ticket sent back to an earlier phase has only that many behind it). The
+    current phase's steps are its tasks and then its gate: the fraction is its succeeded
+    tasks out of its tasks plus one, so a phase whose gate has not passed (awaiting approval,
+    say) is never whole, and failed tasks never count."""
     working = [p for p in workflow_phases if p != Phase.DONE]
     if status == TicketStatus.DONE or phase == Phase.DONE:
         return Progress(len(working), len(working), 0.0)
-    total = sum(counts.values())
-    fraction = counts.get(TaskStatus.SUCCEEDED, 0) / total if total else 0.0
+    fraction = counts.get(TaskStatus.SUCCEEDED, 0) / (sum(counts.values()) + 1)
     done = working.index(phase) if phase in working else 0
     return Progress(len(working), done, fraction)

@@ -252,16 +252,16 @@ def test_awaiting_approval_is_its_own_state_and_progress_counts_phases(client: A
 
     wait_for(lambda: standing()[0] == "blocked", timeout=60, what="the gate to want a spec")
     _, value, words = standing()
-    assert "missing artifact: spec" in words and "phase 1 of 4" in words
-    assert value == 0.25  # its one task succeeded; the requirements phase is a quarter
+    assert "missing artifact: spec" in words and "phase 1 of 4 · 12 %" in words
+    assert value == 0.125  # the first of four phases, its one task of two steps done
     spec = {"type": "spec", "content": {"text": "# Spec\n\n## Scope\n\nAll of it, carefully."}}
     assert client.post(f"/api/v1/tickets/{tid}/artifacts", json=spec).status_code == 201
     wait_for(
         lambda: standing()[0] == "awaiting_approval", timeout=60, what="the design gate to wait"
     )
     _, value, words = standing()
-    assert "waiting for approval" in words and "phase 2 of 4 · 50 %" in words
-    assert value == 0.5
+    assert "waiting for approval" in words and "phase 2 of 4 · 37 %" in words
+    assert value == 0.375  # one phase behind it, half of design's (task, gate) done
     page = client.get(f"/board/tickets/{tid}").get_data(as_text=True)
     assert state(page) == "awaiting_approval"
     steps = re.findall(r'<li class="step ([\w -]+)">(\w+)</li>', page)
@@ -287,9 +287,9 @@ def test_a_failed_ticket_is_drawn_failed_with_a_partial_bar(client: Any) -> None
     assert wait_finished(client, ticket["id"])["status"] == "blocked"
     fragment = card(board(client, q=word), ticket["id"])
     assert state(fragment) == "failed" and "✖" in text(fragment)
-    assert bar(fragment) == 0.5  # one of its two tasks succeeded, in its only phase
+    assert bar(fragment) == 0.3333  # one of its two tasks (and the gate) done, in one phase
     assert "tasks not succeeded: boom" in text(fragment)
-    assert "phase 1 of 1 · 50 %" in text(fragment)
+    assert "phase 1 of 1 · 33 %" in text(fragment)
     assert card(board(client, q=word, state="failed"), ticket["id"])
     assert "data-ticket" not in board(client, q=word, state="blocked")
 

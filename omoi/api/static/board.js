@@ -16,6 +16,7 @@
   let timer = null;
   let fetching = false;
   let again = false;
+  let took = 0;  // how long the last refresh took: a big page refreshes less often
 
   // -- the live region ---------------------------------------------------------------------
 
@@ -28,6 +29,7 @@
   async function refresh() {
     if (fetching) { again = true; return; }
     fetching = true;
+    const started = performance.now();
     try {
       const resp = await fetch(live.dataset.partial, { credentials: "same-origin" });
       if (signedOut(resp)) return;
@@ -37,14 +39,15 @@
         showView();
       }
     } finally {
+      took = performance.now() - started;
       fetching = false;
-      if (again) { again = false; refresh(); }
+      if (again) { again = false; soon(); }
     }
   }
 
   function soon(event) {  // a burst of events costs one refresh
     clearTimeout(timer);
-    timer = setTimeout(refresh, 150);
+    timer = setTimeout(refresh, Math.max(150, 2 * took));
     if (openTask && event && event.data && JSON.parse(event.data).entity_id === openTask) {
       loadTask(openTask);
     }
@@ -95,7 +98,7 @@
     in: () => zoomTo(view.zoom * 1.25),
     out: () => zoomTo(view.zoom / 1.25),
     fit: fit,
-    reset: () => zoomTo(1),
+    reset: () => { view.zoom = 1; view.left = view.top = 0; showView(); },
   };
 
   live.addEventListener("wheel", (event) => {
