@@ -78,6 +78,13 @@ def probe(driver: webdriver.Chrome, css: str, attribute: str) -> str | None:
         return None
 
 
+def await_attribute(
+    driver: webdriver.Chrome, css: str, attribute: str, value: str, what: str
+) -> None:
+    """Wait (a minute at most) until the element's attribute reads ``value``."""
+    wait_for(lambda: probe(driver, css, attribute) == value, timeout=60, interval=0.1, what=what)
+
+
 def column_of(driver: webdriver.Chrome, ticket_id: str) -> str | None:
     try:
         card = driver.find_element(By.CSS_SELECTOR, f'[data-ticket="{ticket_id}"]')
@@ -156,18 +163,8 @@ def test_a_ticket_moves_across_the_board_and_its_tasks_change_colour(
     assert probe(browser, '[data-key="slow"]', "data-status") is None  # not created yet
     post(board_url, f"/api/v1/tickets/{tid}/approve", {"by": "the test"})
     slow = '[data-key="slow"]'
-    wait_for(
-        lambda: probe(browser, slow, "class") == "node status-running",
-        timeout=60,
-        interval=0.1,
-        what="the slow task's node to turn running",
-    )
-    wait_for(
-        lambda: probe(browser, slow, "class") == "node status-succeeded",
-        timeout=60,
-        interval=0.1,
-        what="the slow task's node to turn succeeded",
-    )
+    await_attribute(browser, slow, "class", "node status-running", "the slow node to run")
+    await_attribute(browser, slow, "class", "node status-succeeded", "the slow node to succeed")
     assert browser.execute_script("return window.omoiLoaded") is True  # no reload
 
     post(board_url, f"/api/v1/tickets/{tid}/approve", {"by": "the test"})  # testing's gate
@@ -317,17 +314,9 @@ def test_a_person_clicks_a_failed_task_and_reads_its_error(
     sign_in(browser, board_url)
     open_live(browser, f"{board_url}/board/tickets/{ticket['id']}")
     failing = '[data-key="integration"]'
-    wait_for(
-        lambda: probe(browser, failing, "data-status") == "failed",
-        timeout=60,
-        interval=0.1,
-        what="the integration task's node to turn failed",
-    )
-    wait_for(
-        lambda: probe(browser, '[data-key="publish"]', "data-status") == "cancelled",
-        timeout=30,
-        what="publishing to be cancelled",
-    )
+    await_attribute(browser, failing, "data-status", "failed", "the integration node to fail")
+    publish = '[data-key="publish"]'
+    await_attribute(browser, publish, "data-status", "cancelled", "publishing to be cancelled")
     panel = browser.find_element(By.ID, "task-panel")
     assert not panel.is_displayed()
     browser.find_element(By.CSS_SELECTOR, f"{failing} rect").click()

@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import Schema, fields, pre_load, validate
 from webargs.fields import DelimitedList
 
-from omoi.api.schemas.common import enum_field
+from omoi.api.schemas.common import AttemptOut, TaskFacts, enum_field
 from omoi.domain.enums import Phase
 from omoi.domain.progress import TicketState
 
@@ -54,13 +54,7 @@ class PanelTask(Schema):
     status = fields.String()
 
 
-class PanelAttempt(Schema):
-    attempt = fields.Integer()
-    started_at = fields.DateTime(allow_none=True)
-    ended_at = fields.DateTime(allow_none=True)
-    outcome = fields.String(allow_none=True)
-    error = fields.Dict(allow_none=True)
-    agent_id = fields.UUID(allow_none=True)
+class PanelAttempt(AttemptOut):
     agent_name = fields.String(allow_none=True)
 
 
@@ -71,24 +65,10 @@ class PanelError(Schema):
     traceback = fields.String(allow_none=True)
 
 
-class TaskPanelOut(Schema):
+class TaskPanelOut(TaskFacts):
     """One task as the board's panel shows it; ``result`` and ``payload`` as indented JSON."""
 
-    id = fields.UUID()
-    ticket_id = fields.UUID()
-    key = fields.String()
-    task_type = fields.String()
-    phase = fields.String()
-    status = fields.String()
-    description = fields.String()
-    attempt = fields.Integer()
-    retry_count = fields.Integer()
-    max_retries = fields.Integer()
-    next_attempt_at = fields.DateTime(allow_none=True)
     waiting_for = fields.String(allow_none=True)
-    created_at = fields.DateTime()
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
     depends_on = fields.Nested(PanelTask, many=True)
     blocks = fields.Nested(PanelTask, many=True)
     attempts = fields.Nested(PanelAttempt, many=True)

@@ -227,12 +227,6 @@ def as_text(value: Any, where: str) -> str | None:
     return f"{text[:TEXT_MAX]}\n… {len(text) - TEXT_MAX:,} more characters: {where} has it all"
 
 
-PANEL_FIELDS = (
-    "id", "ticket_id", "key", "task_type", "phase", "status", "description", "attempt",
-    "retry_count", "max_retries", "next_attempt_at", "created_at", "started_at", "finished_at",
-)  # fmt: skip
-
-
 def task_panel(db: Database, task_id: uuid.UUID, exec_types: Collection[str]) -> dict[str, Any]:
     """One task as the board's panel shows it (NotFound for no such task)."""
     task, blocks, timeline = get_task(db, task_id)
@@ -267,7 +261,7 @@ def task_panel(db: Database, task_id: uuid.UUID, exec_types: Collection[str]) ->
         }
     where = f"GET /api/v1/tasks/{task_id}"
     return {
-        **{k: getattr(task, k) for k in PANEL_FIELDS},
+        **{c.key: getattr(task, c.key) for c in task.__table__.columns},
         "waiting_for": task.waiting_for or worker_wait(db, task, exec_types),
         "depends_on": [keys[d]._asdict() for d in map(uuid.UUID, task.depends_on) if d in keys],
         "blocks": [keys[b]._asdict() for b in blocks if b in keys],
