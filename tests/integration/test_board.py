@@ -120,6 +120,34 @@ def test_the_board_filters_by_text_state_and_workflow(api_client: Any) -> None:
     assert "partial=1" in re.search(r'data-partial="([^"]+)"', page).group(1)  # type: ignore[union-attr]
 
 
+def test_progress_counts_the_latest_visit_of_a_phase_only(api_client: Any) -> None:
+    """A phase entered again starts from nothing: what its earlier visit finished is not
+    progress (its tasks are kept, and still counted on the card)."""
+    word, skill = tag(), f"skill-{uuid.uuid4().hex[:8]}"
+    task = {"task_type": "scan", "external": True, "capabilities": [skill]}
+    ticket = submit(
+        api_client,
+        [{"key": "a", **task}, {"key": "b", **task, "depends_on": ["a"]}],
+        title=f"again {word}",
+    )
+    tid = ticket["id"]
+    agent = api_client.post(
+        "/api/v1/agents/register", json={"name": f"ext-{word}", "capabilities": [skill]}
+    ).get_json()
+    claimed = api_client.post(f"/api/v1/agents/{agent['id']}/claim").get_json()
+    done = {"lease_token": claimed["lease_token"], "result": {"ok": True}}
+    completed = api_client.post(f"/api/v1/tasks/{claimed['task_id']}/complete", json=done)
+    assert completed.status_code == 200
+    assert bar(card(board(api_client, q=word), tid)) == 0.3333  # a of (a, b, the gate)
+    moved = api_client.post(
+        f"/api/v1/tickets/{tid}/transition", json={"to_phase": "PHASE_RUN", "force": True}
+    )
+    assert moved.status_code == 200, moved.get_json()
+    fragment = card(board(api_client, q=word), tid)
+    assert bar(fragment) == 0.0 and "phase 1 of 1 · 0 %" in text(fragment)
+    assert "1 succeeded" in text(fragment) and "1 cancelled" in text(fragment)
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -61,18 +61,36 @@ def _visit_counts(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, dic
     """Task counts by status of each ticket's current phase, its latest visit only (the tasks
     created since the ticket last entered it: a phase entered again has new tasks)."""
     phase = case((Ticket.phase == Phase.BLOCKED, Ticket.previous_phase), else_=Ticket.phase)
-    entered = (
-        select(func.max(PhaseHistory.created_at))
-        .where(PhaseHistory.ticket_id == Ticket.id, PhaseHistory.to_phase == phase)
-        .scalar_subquery()
+    entries = (
+        select(
+            PhaseHistory.ticket_id,
+            PhaseHistory.to_phase,
+            func.max(PhaseHistory.created_at).label("at"),
+        )
+        .where(PhaseHistory.ticket_id.in_(ids))
+        .group_by(PhaseHistory.ticket_id, PhaseHistory.to_phase)
+        .subquery()
+    )
+    visits = (
+        select(
+            Ticket.id.label("ticket_id"),
+            phase.label("phase"),
+            # a ticket's first phase was entered when it was created (no history row)
+            func.coalesce(entries.c.at, Ticket.created_at).label("since"),
+        )
+        .outerjoin(entries, and_(entries.c.ticket_id == Ticket.id, entries.c.to_phase == phase))
+        .where(Ticket.id.in_(ids))
+        .subquery()
     )
     rows = session.execute(
         select(Task.ticket_id, Task.status, func.count())
-        .join(Ticket, Ticket.id == Task.ticket_id)
-        .where(
-            Task.ticket_id.in_(ids),
-            Task.phase == phase,
-            Task.created_at >= func.coalesce(entered, Ticket.created_at),
+        .join(
+            visits,
+            and_(
+                Task.ticket_id == visits.c.ticket_id,
+                Task.phase == visits.c.phase,
+                Task.created_at >= visits.c.since,
+            ),
         )
         .group_by(Task.ticket_id, Task.status)
     )
