@@ -99,6 +99,9 @@ class Settings:
     token: str = ""
     #: Seconds a board sign-in lasts: ``OMOI_BOARD_SESSION_LIFETIME``.
     board_session_lifetime: float = 12 * 3600.0
+    #: Seconds of silence after which the agents page hides a dead agent:
+    #: ``OMOI_BOARD_HIDE_OFFLINE_AFTER``.
+    board_hide_offline_after: float = 3600.0
     #: Proxies in front of the API whose ``X-Forwarded-*`` to believe: ``OMOI_TRUSTED_PROXIES``.
     trusted_proxies: int = 0
     #: The event relay's pub/sub channel prefix (see ``relay_channel``): ``OMOI_EVENTS_CHANNEL``.

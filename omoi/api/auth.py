@@ -39,7 +39,7 @@ BOARD_DOORS = {"board.static", "board.login", "board.sign_in", "board.sign_out"}
 PUBLIC = {"health.healthz", "health.readyz", "api-docs.openapi_json", "static", *BOARD_DOORS}
 # all a board session may do: read these, with GET
 BOARD_STREAMS = {"board.stream", "board.task_logs"}
-BOARD_READS = {"board.index", "board.ticket", "board.fleet", *BOARD_STREAMS}
+BOARD_READS = {"board.index", "board.ticket", "board.task", "board.fleet", *BOARD_STREAMS}
 SESSION_COOKIE = "omoi_board"
 
 READ = frozenset({Scope.READ})

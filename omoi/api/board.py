@@ -10,23 +10,47 @@ from __future__ import annotations
 import hmac
 import secrets
 import uuid
+from collections import Counter
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, make_response, redirect, render_template, request, url_for
-from marshmallow import Schema, ValidationError
+from flask import (
+    Blueprint,
+    Response,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from marshmallow import EXCLUDE, Schema, ValidationError
 
 from omoi.api import auth
 from omoi.api import events as event_api
 from omoi.api import tasks as task_api
 from omoi.api.errors import error_response
 from omoi.api.runtime import runtime
+from omoi.api.schemas.board import (
+    NOTHING,
+    BoardQuery,
+    FleetQuery,
+    PageQuery,
+    TaskPanelOut,
+    TicketQuery,
+)
 from omoi.api.schemas.events import StreamQuery
 from omoi.api.schemas.tasks import LogStreamQuery
+from omoi.domain import gates, layout
 from omoi.domain.auth import allows
 from omoi.domain.enums import Phase, TaskStatus
 from omoi.domain.events import EventType
+from omoi.domain.progress import TicketState
+from omoi.domain.workflow import Workflow
+from omoi.persistence.types import utcnow
 from omoi.services import events, sessions
+from omoi.services.errors import Invalid
 from omoi.services.read import agents as agent_views
 from omoi.services.read import board, queries
 from omoi.services.read import phases as phase_views
@@ -40,7 +64,9 @@ blp = Blueprint(
     static_url_path="/static",
 )
 
-NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD = 150, 34, 60, 16, 12
+# a ticket with more tasks than this shows only the phase it is in, the others collapsed
+BIG_GRAPH = 300
+FINISHED_SHOWN = 6  # the newest done (and cancelled) cards the board shows by default
 # a board stream ends this soon and the browser reconnects (resuming by Last-Event-ID), so an
 # ended session or a revoked token stops its streams within it
 BOARD_STREAM_SECONDS = 60.0
@@ -53,6 +79,38 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
+# what each ticket state and task status looks like besides its colour, for eyes that do
+# not tell colours apart
+STATE_ICONS = {
+    TicketState.ACTIVE: "▶",
+    TicketState.AWAITING_APPROVAL: "⚑",
+    TicketState.FAILED: "✖",
+    TicketState.BLOCKED: "⚠",
+    TicketState.DONE: "✔",
+    TicketState.CANCELLED: "⊘",
+}
+STATUS_ICONS = {
+    TaskStatus.PENDING: "…",
+    TaskStatus.QUEUED: "◷",
+    TaskStatus.RUNNING: "▶",
+    TaskStatus.RETRYING: "↻",
+    TaskStatus.SUCCEEDED: "✔",
+    TaskStatus.FAILED: "✖",
+    TaskStatus.CANCELLED: "⊘",
+}
+
+
+class BadQuery(Exception):
+    """A page's query failed its schema: 422 with the field messages, like the API's."""
+
+    def __init__(self, messages: Any) -> None:
+        self.messages = messages
+
+
+@blp.errorhandler(BadQuery)
+def bad_query(exc: BadQuery) -> Response:
+    details = {"query": exc.messages}
+    return error_response(422, "unprocessable_entity", "request validation failed", details)
 
 
 @blp.after_request
@@ -65,98 +123,199 @@ def protect(resp: Response) -> Response:
     return resp
 
 
+@blp.app_template_filter("phase")
+def phase_name(value: str | None) -> str:
+    """``PHASE_IMPLEMENTATION`` as a person says it: ``implementation``."""
+    return (value or "-").removeprefix("PHASE_").lower().replace("_", " ")
+
+
+@blp.app_template_filter("words")
+def words(value: str) -> str:
+    return value.replace("_", " ")
+
+
+@blp.app_template_filter("duration")
+def duration(seconds: float) -> str:
+    """A span of time in the unit a person would use: ``45 s``, ``20 min``, ``3 h``, ``2 d``."""
+    for unit, size, up_to in (("s", 1, 90), ("min", 60, 90 * 60), ("h", 3600, 48 * 3600)):
+        if seconds < up_to:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds / 86400:.0f} d"
+
+
+def query(schema: Schema) -> dict[str, Any]:
+    try:
+        return schema.load(request.args)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        raise BadQuery(exc.messages) from exc
+
+
 def page(template: str, stream: dict[str, str], **context: Any) -> str:
     """The whole page, following the event stream from now on (filtered by ``stream``), or
-    only its live region when the script asks for it."""
-    if request.args.get("partial") == "1":
-        return render_template(f"board/_{template}.html", statuses=list(TaskStatus), **context)
-    query = urlencode({**stream, "after": events.latest_id(runtime().db)})
+    only its live region when the script asks for it (with the same query)."""
+    common = {
+        "statuses": list(TaskStatus),
+        "state_icons": STATE_ICONS,
+        "status_icons": STATUS_ICONS,
+        **context,
+    }
+    if query(PageQuery(unknown=EXCLUDE)).get("partial"):
+        return render_template(f"board/_{template}.html", **common)
+    after = urlencode({**stream, "after": events.latest_id(runtime().db)})
+    args = {**request.args.to_dict(), "partial": "1"}
     return render_template(
         f"board/{template}.html",
-        stream=f"{url_for('board.stream')}?{query}",
+        stream=f"{url_for('board.stream')}?{after}",
+        partial_url=f"{request.path}?{urlencode(args)}",
         event_types=[e.value for e in EventType],
-        statuses=list(TaskStatus),
-        **context,
+        **common,
     )
+
+
+def _workflow(name: str) -> Workflow | None:
+    """The ticket's workflow, or None once this deployment no longer knows it."""
+    try:
+        return runtime().uow.workflows.get(name)
+    except Invalid:
+        return None
+
+
+def _phases_of() -> dict[str, list[str]]:
+    return {w.name: [p.name.value for p in w.phases] for w in runtime().uow.workflows.all()}
 
 
 @blp.get("")
 def index() -> str:
-    cards = board.cards(runtime().db)
+    args = query(BoardQuery())
+    state = TicketState(args["state"]) if "state" in args else None
+    found = board.board(
+        runtime().db,
+        _phases_of(),
+        text=args.get("q"),
+        state=state,
+        workflow=args.get("workflow"),
+        finished_shown=None if args.get("finished") == "all" else FINISHED_SHOWN,
+    )
     columns = {
-        phase.value: [c for c in cards if c["column"] == phase]
+        phase.value: [c for c in found.cards if c["column"] == phase]
         for phase in Phase
         if phase != Phase.BLOCKED
     }
-    return page("index", {}, columns=columns)
+    return page(
+        "index",
+        {},
+        columns=columns,
+        finished=found.finished,
+        filters={k: v for k, v in args.items() if k != "partial"},
+        states=list(TicketState),
+        workflows=sorted(_phases_of()),
+    )
 
 
-def layout(nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Columns by dependency depth, rows in creation order: positions for an SVG drawing."""
-    rows: dict[int, int] = {}
-    at: dict[str, tuple[int, int]] = {}
-    for node in nodes:
-        row = rows.get(node["layer"], 0)
-        rows[node["layer"]] = row + 1
-        node["x"] = PAD + node["layer"] * (NODE_W + COL_GAP)
-        node["y"] = PAD + row * (NODE_H + ROW_GAP)
-        at[node["id"]] = (node["x"], node["y"])
-    edges = [
-        {
-            "x1": at[d][0] + NODE_W,
-            "y1": at[d][1] + NODE_H / 2,
-            "x2": n["x"],
-            "y2": n["y"] + NODE_H / 2,
-        }
-        for n in nodes
-        for d in n["depends_on"]
-        if d in at
-    ]
-    width = PAD * 2 + (max(rows, default=0) + 1) * (NODE_W + COL_GAP)
-    height = PAD * 2 + max(rows.values(), default=1) * (NODE_H + ROW_GAP)
+def graph_view(
+    nodes: list[dict[str, Any]], order: list[str], collapsed: set[str]
+) -> dict[str, Any]:
+    """The drawing of a ticket's tasks (omoi/domain/layout.py), as the SVG template reads it:
+    boxes with their task, collapsed phases with their counts, edges as SVG paths."""
+    drawing = layout.layout(
+        [layout.Node(n["id"], n["phase"], tuple(n["depends_on"])) for n in nodes],
+        [*order, *(p.value for p in Phase)],
+        collapsed,
+    )
+    task = {n["id"]: n for n in nodes}
+    counts = {g: Counter(n["status"] for n in nodes if n["phase"] == g) for g in collapsed}
     return {
-        "nodes": nodes,
-        "edges": edges,
-        "width": width,
-        "height": height,
-        "w": NODE_W,
-        "h": NODE_H,
+        "nodes": [{**task[b.id], "box": b} for b in drawing.boxes if not b.summary],
+        "summaries": [
+            {"box": b, "counts": sorted(counts[b.group].items())}
+            for b in drawing.boxes
+            if b.summary
+        ],
+        "edges": [
+            {
+                "source": r.source,
+                "target": r.target,
+                "d": "M" + " L".join(f"{x:g},{y:g}" for x, y in r.points),
+            }
+            for r in drawing.routes
+        ],
+        "bands": drawing.bands,
+        "width": drawing.width,
+        "height": drawing.height,
+        "label_y": layout.PAD + layout.LABEL_H / 2,
     }
+
+
+def _toggle(ticket_id: uuid.UUID, collapsed: set[str], phase: str) -> str:
+    """The page's address with ``phase`` collapsed or expanded."""
+    after = sorted(collapsed ^ {phase})
+    return url_for("board.ticket", ticket_id=ticket_id, collapse=",".join(after) or NOTHING)
 
 
 @blp.get("/tickets/<uuid:ticket_id>")
 def ticket(ticket_id: uuid.UUID) -> str:
+    args = query(TicketQuery())
     db = runtime().db
     row, counts = queries.get_ticket(db, ticket_id)
+    workflow = _workflow(row.workflow)
+    order = [p.name.value for p in workflow.phases] if workflow else []
+    nodes = board.graph(db, ticket_id)
+    present = {n["phase"] for n in nodes}
+    current = board.current_phase(row)
+    if "collapse" in args:
+        collapsed = set(args["collapse"]) - {NOTHING}
+    else:
+        collapsed = present - {current} if len(nodes) > BIG_GRAPH else set()
+    gate = phase_views.gate_status(db, runtime().uow.workflows, ticket_id)
+    spec = workflow.spec(gate["phase"]) if workflow and gate["phase"] in workflow.working else None
     return page(
         "ticket",
         {"ticket_id": str(ticket_id)},
         ticket=row,
         counts=counts,
-        progress=queries.progress(counts),
+        standing=board.standing(db, row, _phases_of()),
+        steps=[p for p in order if p != Phase.DONE],
+        current=current,
         history=phase_views.history_of(db, ticket_id),
-        gate=phase_views.gate_status(db, runtime().uow.workflows, ticket_id),
-        graph=layout(board.graph(db, ticket_id)),
+        gate=gate,
+        requires=gates.describe(spec.gate) if spec else [],
+        graph=graph_view(nodes, order, collapsed & present),
+        toggles={p: _toggle(ticket_id, collapsed, p) for p in present},
     )
+
+
+@blp.get("/tasks/<uuid:task_id>")
+def task(task_id: uuid.UUID) -> Response:
+    """The task panel's data, for the script (the board session reads it like a page)."""
+    rt = runtime()
+    return jsonify(TaskPanelOut().dump(board.task_panel(rt.db, task_id, rt.settings.exec_types)))
 
 
 @blp.get("/agents")
 def fleet() -> str:
+    args = query(FleetQuery())
     rt = runtime()
+    hide_after = rt.settings.board_hide_offline_after
+    since = None if args.get("all") else utcnow() - timedelta(seconds=hide_after)
     rows = [
         (view, *agent_views.liveness(view.agent, rt.settings.heartbeat_timeout))
-        for view in agent_views.list_agents(rt.db)
+        for view in agent_views.list_agents(rt.db, heard_since=since)
     ]
-    return page("agents", {"type": "agent."}, agents=rows)
+    hidden = agent_views.count_quiet(rt.db, since) if since else 0
+    return page(
+        "agents",
+        {"type": "agent."},
+        agents=rows,
+        hidden=hidden,
+        hide_after=hide_after,
+    )
 
 
 @blp.get("/stream")
 def stream() -> Response:
     """The event stream the board's pages follow (the API's stream takes no board session),
     at most ``BOARD_STREAM_SECONDS`` long."""
-    args = _query(StreamQuery())
-    if isinstance(args, Response):
-        return args
+    args = query(StreamQuery())
     filters = {k: args[k] for k in event_api.FILTERS if k in args}
     timeout = min(args["timeout"], BOARD_STREAM_SECONDS)
     return event_api.stream_response(filters, args.get("after"), timeout)
@@ -167,21 +326,9 @@ def task_logs(task_id: uuid.UUID) -> Response:
     """A task's log live, for the board's task panel, as ``/api/v1/tasks/{id}/logs/stream``
     sends it (``attempt``, ``after``; at most ``BOARD_STREAM_SECONDS``, then the browser
     reconnects, resuming by Last-Event-ID)."""
-    args = _query(LogStreamQuery())
-    if isinstance(args, Response):
-        return args
+    args = query(LogStreamQuery())
     timeout = min(args["timeout"], BOARD_STREAM_SECONDS)
     return task_api.log_stream_response(task_id, args.get("attempt"), args["after"], timeout)
-
-
-def _query(schema: Schema) -> dict[str, Any] | Response:
-    """The query as ``schema`` loads it, or the 422 that says what was wrong (the board's
-    routes are not the API's, whose arguments flask-smorest checks)."""
-    try:
-        return schema.load(request.args)  # type: ignore[no-any-return]
-    except ValidationError as exc:
-        details = {"query": exc.messages}
-        return error_response(422, "unprocessable_entity", "request validation failed", details)
 
 
 def _next(target: str | None) -> str:

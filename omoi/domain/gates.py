@@ -10,6 +10,8 @@ from typing import Any
 
 from omoi.domain.workflow import ArtifactRule, Gate
 
+WAITING_FOR_APPROVAL = "waiting for approval"  # the reason of a gate that wants only a person
+
 
 @dataclass
 class Verdict:
@@ -76,6 +78,37 @@ def evaluate(
         verdict.reasons.append(f"validation task {gate.validation_task} has not succeeded")
     if gate.approval and not approved:
         verdict.missing.append("approval")
-        verdict.reasons.append("waiting for approval")
+        verdict.reasons.append(WAITING_FOR_APPROVAL)
     verdict.passed = not verdict.reasons
     return verdict
+
+
+def _quoted(names: Sequence[str]) -> str:
+    words = [f"“{n.replace('_', ' ')}”" for n in names]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _artifact_sentence(rule: ArtifactRule) -> str:
+    clauses = []
+    if rule.min_length:
+        clauses.append(f"at least {rule.min_length:,} characters long")
+    if rule.sections:
+        noun = "section" if len(rule.sections) == 1 else "sections"
+        clauses.append(f"with the {noun} {_quoted(rule.sections)}")
+    if rule.min_coverage is not None:
+        clauses.append(f"covering at least {rule.min_coverage:g} % of the code")
+    if rule.all_tests_passed:
+        clauses.append("reporting every test passed")
+    article = "an" if rule.type[:1].lower() in "aeiou" else "a"
+    return " ".join([f"{article} {rule.type} artifact", ", ".join(clauses)]).strip()
+
+
+def describe(gate: Gate) -> list[str]:
+    """What the gate asks, as sentences a person reads (the board shows them)."""
+    sentences = ["every task of the phase succeeded"]
+    if gate.validation_task:
+        sentences.append(f"the validation task {gate.validation_task} succeeded")
+    sentences.extend(_artifact_sentence(rule) for rule in gate.artifacts)
+    if gate.approval:
+        sentences.append("a person approved it")
+    return sentences

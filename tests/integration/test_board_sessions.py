@@ -316,6 +316,38 @@ def test_a_revoked_tokens_open_board_stream_ends_within_the_stream_cap(
     assert signed_out(browser.get("/board/stream?timeout=3600"))  # the reconnect is refused
 
 
+def test_the_task_panel_reads_only_what_the_sessions_token_may_read_on_the_api(
+    bare: Flask, api_client: Any, db: Database
+) -> None:
+    """The panel's JSON (/board/tasks/<id>) takes the board session exactly as the pages do:
+    none, an ended one or one whose token lost ``read`` gets the sign-in page, not the task;
+    a bearer token without ``read`` is refused as on GET /api/v1/tasks/<id>."""
+    ticket = submit(api_client, [{"key": "secret-step", "task_type": "noop"}])
+    task_id = ticket["tasks"][0]["id"]
+    path = f"/board/tasks/{task_id}"
+    assert signed_out(bare.test_client().get(path))
+    reader_id, reader = token(db, "read")
+    browser = bare.test_client()
+    sign_in(browser, reader)
+    resp = browser.get(path)
+    assert resp.status_code == 200 and resp.get_json()["key"] == "secret-step"
+    assert browser.post(path, json={}).status_code == 405  # the session only reads
+    with db.session() as session:  # the token may no longer read
+        session.execute(update(ApiToken).where(ApiToken.id == reader_id).values(scopes=["agent"]))
+    resp = browser.get(path)
+    assert signed_out(resp) and "secret-step" not in resp.get_data(as_text=True)
+    _, agent_only = token(db, "agent")
+    for route in (path, f"/api/v1/tasks/{task_id}"):
+        refused = bare.test_client().get(route, headers=bearer(agent_only))
+        assert refused.status_code == 403, route
+        assert "secret-step" not in refused.get_data(as_text=True)
+    revoked_id, revoked = token(db, "read")
+    browser = bare.test_client()
+    sign_in(browser, revoked)
+    tokens.revoke(db, str(revoked_id))
+    assert signed_out(browser.get(path))
+
+
 def test_an_expired_session_is_sent_to_sign_in_and_purged(bare: Flask, db: Database) -> None:
     browser = bare.test_client()
     sign_in(browser)
@@ -365,6 +397,7 @@ def test_board_pages_forbid_framing_inline_script_sniffing_and_referrers(
             "/board?partial=1",
             "/board/agents",
             f"/board/tickets/{ticket['id']}",
+            f"/board/tasks/{ticket['tasks'][0]['id']}",
             "/board/static/board.js",
         )
     ]

@@ -9,6 +9,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from omoi.domain import specs
+from omoi.domain.enums import TaskStatus
 
 INT_MAX = 2**31 - 1  # PostgreSQL integer
 SERIAL = validate.Range(min=0, max=2**63 - 1)  # a BIGINT sequence number (events, messages)
@@ -23,6 +24,35 @@ LONGEST_WAIT = validate.Range(min=0, max=specs.LONGEST_WAIT, min_inclusive=False
 def enum_field(enum: type, **kw: Any) -> fields.String:
     """A string field that accepts only the values of ``enum`` (the document lists them)."""
     return fields.String(validate=validate.OneOf([str(v) for v in enum]), **kw)
+
+
+class TaskFacts(Schema):
+    """What every view of a task shows (the API's and the board's panel): which task it is and
+    where its attempts stand."""
+
+    id = fields.UUID()
+    ticket_id = fields.UUID()
+    phase = fields.String()
+    key = fields.String()
+    task_type = fields.String()
+    description = fields.String()
+    status = enum_field(TaskStatus)
+    attempt = fields.Integer()
+    retry_count = fields.Integer()
+    max_retries = fields.Integer()
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    next_attempt_at = fields.DateTime(allow_none=True)
+
+
+class AttemptOut(Schema):
+    attempt = fields.Integer()
+    started_at = fields.DateTime(allow_none=True)
+    ended_at = fields.DateTime(allow_none=True)
+    outcome = fields.String(allow_none=True)
+    error = fields.Dict(allow_none=True)
+    agent_id = fields.UUID(allow_none=True, metadata={"description": "the agent that ran it"})
 
 
 class CancelIn(Schema):

@@ -5,26 +5,16 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from omoi.api.schemas.common import INT_MAX, EventOut, enum_field
+from omoi.api.schemas.common import INT_MAX, AttemptOut, EventOut, TaskFacts, enum_field
 from omoi.domain.enums import AGENT_STREAMS, ErrorCategory, LogStream, Priority, TaskStatus
 
 
-class TaskOut(Schema):
-    id = fields.UUID()
-    ticket_id = fields.UUID()
-    phase = fields.String()
-    key = fields.String()
-    task_type = fields.String()
-    description = fields.String()
+class TaskOut(TaskFacts):
     capabilities = fields.List(fields.String())
     payload = fields.Dict()
     priority = enum_field(Priority)
     depends_on = fields.List(fields.String())
     unmet_dependencies = fields.Integer()
-    status = enum_field(TaskStatus)
-    attempt = fields.Integer()
-    retry_count = fields.Integer()
-    max_retries = fields.Integer()
     retry_backoff = fields.Float(allow_none=True)
     retry_backoff_max = fields.Float(allow_none=True)
     timeout_seconds = fields.Float(allow_none=True)
@@ -43,23 +33,8 @@ class TaskOut(Schema):
     celery_id = fields.String(allow_none=True)
     result = fields.Raw(allow_none=True)
     error = fields.Dict(allow_none=True)
-    created_at = fields.DateTime()
     queued_at = fields.DateTime(allow_none=True)
     published_at = fields.DateTime(allow_none=True)
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
-    next_attempt_at = fields.DateTime(allow_none=True)
-
-
-class AttemptOut(Schema):
-    attempt = fields.Integer()
-    started_at = fields.DateTime(allow_none=True)
-    ended_at = fields.DateTime(allow_none=True)
-    outcome = fields.String(allow_none=True)
-    error = fields.Dict(allow_none=True)
-    agent_id = fields.UUID(
-        allow_none=True, metadata={"description": "the agent that ran it (null: not recorded)"}
-    )
 
 
 class TaskDetail(TaskOut):

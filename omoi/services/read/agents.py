@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
@@ -36,10 +37,24 @@ def _views(conn: Connection, query: Any) -> list[AgentView]:
     return [AgentView(row, row.running) for row in conn.execute(query)]
 
 
+def quiet(since: datetime) -> Any:
+    """An agent that is not alive and has not been heard from (a heartbeat, else its
+    registration) since ``since``."""
+    heard = func.coalesce(agents.c.last_heartbeat, agents.c.registered_at)
+    return and_(agents.c.status.not_in(LIVE_AGENTS), heard < since)
+
+
 def list_agents(
-    db: Database, capability: str | None = None, status: str | None = None, kind: str | None = None
+    db: Database,
+    capability: str | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    heard_since: datetime | None = None,
 ) -> list[AgentView]:
+    """Newest first; with ``heard_since``, without the agents ``quiet`` since then."""
     query = select(agents).order_by(agents.c.registered_at.desc())
+    if heard_since is not None:
+        query = query.where(~quiet(heard_since))
     if status is not None:
         query = query.where(agents.c.status == status)
     if kind is not None:
@@ -49,6 +64,11 @@ def list_agents(
     if capability is not None:
         views = [v for v in views if capability.lower() in v.agent.capabilities]
     return views
+
+
+def count_quiet(db: Database, since: datetime) -> int:
+    with db.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(agents).where(quiet(since))) or 0
 
 
 def get_agent(db: Database, agent_id: uuid.UUID) -> AgentView:

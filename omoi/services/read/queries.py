@@ -128,7 +128,7 @@ class Attempt:
     ended_at: datetime | None = None
     outcome: str | None = None
     error: dict[str, Any] | None = None
-    agent_id: str | None = None
+    agent_id: str | None = None  # who ran it (the last holder, after a handoff)
 
 
 OUTCOMES = {
@@ -142,7 +142,7 @@ OUTCOMES = {
 
 
 def attempts_of(timeline: list[Event]) -> list[Attempt]:
-    """Each attempt's start and outcome, read from the task's events."""
+    """Each attempt's start, agent and outcome, read from the task's events."""
     attempts: dict[int, Attempt] = {}
     current: Attempt | None = None
     for event in timeline:
@@ -151,6 +151,8 @@ def attempts_of(timeline: list[Event]) -> list[Attempt]:
             current = attempts.setdefault(number, Attempt(number))
             current.started_at = event.created_at
             current.agent_id = event.payload.get("agent_id")
+        elif event.type == EventType.TASK_HANDED_OFF and current is not None:
+            current.agent_id = event.payload.get("to_agent", current.agent_id)
         elif event.type in OUTCOMES and current is not None and current.outcome is None:
             if number is not None and number != current.attempt:
                 continue
