@@ -287,6 +287,7 @@ class Omoi:
         for _ in range(count):
             t0 = time.perf_counter()
             task = self.quiet_app.post(f"/api/v1/agents/{agent}/claim").get_json()
+            assert task and "task_id" in task, task  # a refusal says why
             latencies.append((time.perf_counter() - t0) * 1000)
             done = self.quiet_app.post(
                 f"/api/v1/tasks/{task['task_id']}/complete",
