@@ -47,7 +47,7 @@ def chain(uow: UnitOfWork) -> dict[str, Any]:
 def run(uow: UnitOfWork, task_id: uuid.UUID, handlers: dict[str, Handler]) -> str:
     """One delivery of the task's current attempt to a worker with ``handlers``."""
     attempt = task_of(uow.db, task_id).attempt
-    return attempts.run_attempt(uow, RetryPolicy(), handlers.get, task_id, attempt)
+    return attempts.run_attempt(uow, RetryPolicy(), handlers.get, task_id, attempt).word
 
 
 def test_a_claim_takes_the_task_under_a_fresh_lease(uow: UnitOfWork) -> None:
@@ -58,7 +58,7 @@ def test_a_claim_takes_the_task_under_a_fresh_lease(uow: UnitOfWork) -> None:
     row = task_of(uow.db, a.id)
     assert (row.status, row.lease_token, row.celery_id) == ("running", c.lease, f"{a.id}:1")
     assert (ctx.key, ctx.attempt, ctx.payload, ctx.lease) == ("a", 1, {"n": 1}, c.lease)
-    assert events_of(uow.db, a.id)[-1].payload == {"attempt": 1}
+    assert events_of(uow.db, a.id)[-1].payload == {"attempt": 1, "agent_id": None}
     assert kinds(uow.db, a.id)[-1] == "task.started"
 
 

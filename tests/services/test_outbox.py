@@ -12,13 +12,20 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from omoi.persistence.statements import events
+from omoi.persistence.statements import DISPATCH_COLUMNS, events, tasks
 from omoi.services import outbox
 from omoi.services.dispatcher import Dispatch
 from omoi.services.phases import NewTask
 from omoi.services.unit_of_work import UnitOfWork
 from tests.services.steps import change, kinds, submit, task_of, tasks_of
 from tests.support.units import BrokerDown, Recorded
+
+
+def dispatch_of(uow: UnitOfWork, task_id: Any, attempt: int | None = None) -> Dispatch:
+    """The task's dispatch, from its row as the statements that queue tasks return it."""
+    with uow.db.connect() as conn:
+        row = conn.execute(select(*DISPATCH_COLUMNS).where(tasks.c.id == task_id)).one()
+    return Dispatch.of_row(row, attempt=attempt)
 
 
 def unpublished(uow: UnitOfWork, dispatcher: Recorded, *specs: NewTask) -> dict[str, Any]:
@@ -43,7 +50,7 @@ def test_a_failed_publish_reports_it_and_stamps_nothing(
 ) -> None:
     rows = unpublished(uow, dispatcher, NewTask("a", "ok"))
     dispatcher.down = True
-    assert not outbox.publish(uow.db, dispatcher, [Dispatch.of_row(rows["a"])])
+    assert not outbox.publish(uow.db, dispatcher, [dispatch_of(uow, rows["a"].id)])
     assert task_of(uow.db, rows["a"].id).published_at is None
 
 
@@ -51,10 +58,10 @@ def test_a_stamp_marks_only_the_attempt_that_was_published(
     uow: UnitOfWork, dispatcher: Recorded
 ) -> None:
     rows = unpublished(uow, dispatcher, NewTask("a", "ok"))
-    stale = Dispatch.of_row(rows["a"], attempt=rows["a"].attempt - 1)  # an earlier attempt's
+    stale = dispatch_of(uow, rows["a"].id, rows["a"].attempt - 1)  # an earlier attempt's
     outbox.stamp(uow.db, [stale])
     assert task_of(uow.db, rows["a"].id).published_at is None
-    outbox.stamp(uow.db, [Dispatch.of_row(rows["a"])])
+    outbox.stamp(uow.db, [dispatch_of(uow, rows["a"].id)])
     assert task_of(uow.db, rows["a"].id).published_at is not None
 
 

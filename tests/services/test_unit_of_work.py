@@ -23,7 +23,7 @@ from omoi.persistence.statements import tasks, tickets
 from omoi.persistence.types import utcnow
 from omoi.services import outbox
 from omoi.services.dispatcher import Dispatch
-from omoi.services.phases import Defaults, NewTask, instantiate
+from omoi.services.phases import Defaults, NewTask, Origin, instantiate
 from omoi.services.unit_of_work import Transaction, UnitOfWork
 from tests.services.steps import task_of
 from tests.support.units import Recorded, session_workflows, unit_of_work
@@ -37,7 +37,13 @@ def queue_one(tx: Transaction, revoke: str | None = None) -> uuid.UUID:
         insert(tickets).values(id=ticket_id, title="t", workflow="dag", phase=Phase.RUN)
     )
     rows, ready = instantiate(
-        tx.conn, ticket_id, Phase.RUN, [NewTask("a", "ok")], Defaults("MEDIUM", 3), utcnow()
+        tx.conn,
+        ticket_id,
+        Phase.RUN,
+        [NewTask("a", "ok")],
+        Defaults("MEDIUM", 3),
+        utcnow(),
+        Origin("t"),
     )
     tx.ready += ready
     tx.revoke += [revoke] if revoke else []

@@ -5,31 +5,36 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from omoi.domain.enums import Phase
-from omoi.services.errors import NotFound
+from omoi.domain.progress import TicketState
 from omoi.services.phases import NewTask
 from omoi.services.read import board
 from omoi.services.unit_of_work import UnitOfWork
 from tests.services.steps import finish, submit, tasks_of
 
 
-def test_cards_show_the_newest_tickets_with_their_counts(uow: UnitOfWork) -> None:
+def test_cards_show_the_newest_tickets_with_their_counts_and_standing(uow: UnitOfWork) -> None:
     older = submit(uow, NewTask("a", "ok"), NewTask("b", "ok")).ticket_id
     blocked = submit(uow, workflow="gated").ticket_id
     finish(uow, tasks_of(uow.db, blocked)["draft"].id)  # its gate wants a spec: blocked
     finish(uow, tasks_of(uow.db, older)["a"].id)
-    cards = board.cards(uow.db)
+    phases_of = {w.name: [p.name.value for p in w.phases] for w in uow.workflows.all()}
+    cards = board.board(uow.db, phases_of).cards
     assert [(c["id"], c["phase"], c["column"], c["status"]) for c in cards] == [
         (blocked, Phase.BLOCKED, Phase.REQUIREMENTS, "blocked"),
         (older, Phase.RUN, Phase.RUN, "active"),
     ]
-    assert (cards[1]["counts"], cards[1]["progress"]) == ({"succeeded": 1, "queued": 1}, 0.5)
-    assert [c["id"] for c in board.cards(uow.db, limit=1)] == [blocked]
+    assert cards[1]["counts"] == {"succeeded": 1, "queued": 1}
+    assert (cards[0]["standing"].state, cards[1]["standing"].state) == (
+        TicketState.BLOCKED,
+        TicketState.ACTIVE,
+    )
+    assert cards[0]["standing"].reasons  # the gate's first reason, for the card
+    only = board.board(uow.db, phases_of, state=TicketState.BLOCKED).cards
+    assert [c["id"] for c in only] == [blocked]
 
 
-def test_a_graph_places_each_task_one_layer_below_its_deepest_dependency(
+def test_a_graph_lists_every_task_with_its_phase_status_and_dependencies(
     uow: UnitOfWork,
 ) -> None:
     made = submit(
@@ -41,7 +46,10 @@ def test_a_graph_places_each_task_one_layer_below_its_deepest_dependency(
     )
     rows = tasks_of(uow.db, made.ticket_id)
     graph = {n["key"]: n for n in board.graph(uow.db, made.ticket_id)}
-    assert {k: n["layer"] for k, n in graph.items()} == {"a": 0, "b": 1, "c": 2, "d": 0}
+    assert list(graph) == ["a", "b", "c", "d"]  # in creation order; domain/layout places them
+    assert {(n["phase"], n["status"]) for n in graph.values()} == {
+        (Phase.RUN, "queued"),
+        (Phase.RUN, "pending"),
+    }
     assert graph["c"]["depends_on"] == [str(rows["a"].id), str(rows["b"].id)]
-    with pytest.raises(NotFound):
-        board.graph(uow.db, uuid.uuid4())
+    assert board.graph(uow.db, uuid.uuid4()) == []  # the page 404s on the ticket itself
