@@ -361,3 +361,48 @@ def test_a_person_clicks_a_failed_task_and_reads_its_error(
     assert panel.find_elements(By.CLASS_NAME, "error-box") == []
     assert browser.execute_script("return window.omoiLoaded") is True
     assert csp_violations(browser) == []
+
+
+def log_lines(driver: webdriver.Chrome) -> list[tuple[str, str]]:
+    """The open panel's log as (text, class) pairs, or [] while it is being replaced."""
+    try:
+        return [
+            (line.text, line.get_attribute("class") or "")
+            for line in driver.find_elements(By.CSS_SELECTOR, "#task-log .line")
+        ]
+    except StaleElementReferenceException:
+        return []
+
+
+def test_a_person_watches_a_running_shell_tasks_log_lines_arrive(
+    board_url: str, browser: webdriver.Chrome, worker: Proc, tmp_path: Path
+) -> None:
+    """The panel of a running ``shell`` task shows the lines the command has written so far,
+    while it still runs, then the rest and the attempt's end as they happen."""
+    go = tmp_path / "go"
+    command = f"echo first; echo oops >&2; while [ ! -e {go} ]; do sleep 0.05; done; echo last"
+    task = {"key": "build", "task_type": "shell", "payload": {"command": command}}
+    ticket = post(board_url, "/api/v1/tickets", {"title": "logged", "tasks": [task]})
+    sign_in(browser, board_url)
+    open_live(browser, f"{board_url}/board/tickets/{ticket['id']}")
+    node = '[data-key="build"]'
+    await_attribute(browser, node, "data-status", "running", "the shell task to run")
+    browser.find_element(By.CSS_SELECTOR, f"{node} rect").click()
+    wait_for(
+        lambda: [text for text, _ in log_lines(browser)] == ["first", "oops"],
+        timeout=20,
+        what="the command's first lines in the panel",
+    )
+    assert probe(browser, node, "data-status") == "running"  # shown while it runs
+    assert "stderr" in log_lines(browser)[1][1]
+    go.touch()
+    wait_for(
+        lambda: (
+            [text for text, _ in log_lines(browser)]
+            == ["first", "oops", "last", "attempt 1 ended: succeeded"]
+        ),
+        timeout=30,
+        what="the last line and the attempt's end",
+    )
+    await_attribute(browser, node, "data-status", "succeeded", "the shell task to succeed")
+    assert csp_violations(browser) == []
