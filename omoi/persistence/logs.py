@@ -106,13 +106,14 @@ def append(
         "marker": marker,
         "now": utcnow(),
     }
-    for renumbered in range(RENUMBERINGS + 1):
+    renumbered = 0
+    while True:
         try:
             return by_dialect(db, _append_postgres, _append_portable, params, durable=durable)
         except (IntegrityError, psycopg.errors.UniqueViolation) as exc:
             if _sqlstate(exc) != UNIQUE_VIOLATION or renumbered == RENUMBERINGS:
                 raise
-    raise AssertionError("unreachable")
+            renumbered += 1
 
 
 def _sqlstate(exc: Exception) -> str | None:

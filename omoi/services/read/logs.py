@@ -92,6 +92,14 @@ def _state(conn: Connection, task_id: uuid.UUID, attempt: int | None) -> Attempt
     return AttemptState(attempt or latest, row.attempt, row.status)
 
 
+def _found(conn: Connection, task_id: uuid.UUID, attempt: int | None) -> AttemptState:
+    """``_state``, NotFound for no such task."""
+    state = _state(conn, task_id, attempt)
+    if state is None:
+        raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
+    return state
+
+
 def _lines(conn: Connection, task_id: uuid.UUID, attempt: int, after: int, limit: int) -> list[Any]:
     return list(
         conn.execute(
@@ -129,9 +137,7 @@ def page(
     """Up to ``limit`` lines of the attempt (default: the latest) after line ``after``;
     ``next_after`` is the ``after`` of the next page."""
     with db.connect() as conn:
-        state = _state(conn, task_id, attempt)
-        if state is None:
-            raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
+        state = _found(conn, task_id, attempt)
         lines = _lines(conn, task_id, state.attempt, after, limit)
         truncated = _truncated(conn, task_id, state.attempt)
     next_after = lines[-1].seq if lines else after
@@ -141,10 +147,7 @@ def page(
 def check_attempt(db: Database, task_id: uuid.UUID, attempt: int | None) -> int:
     """The attempt a stream of the task's log follows; NotFound for no such task or attempt."""
     with db.connect() as conn:
-        state = _state(conn, task_id, attempt)
-    if state is None:
-        raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
-    return state.attempt
+        return _found(conn, task_id, attempt).attempt
 
 
 class LogHub:
