@@ -143,9 +143,12 @@ class Root:
     def uow(self) -> UnitOfWork:
         """What the use cases change the world through: the database, the dispatcher and
         the workflows together."""
+        from omoi.services.outbox import Backlog
         from omoi.services.unit_of_work import UnitOfWork
 
-        return UnitOfWork(self.db, self.dispatcher, self.workflows)
+        # the API answers a wide ticket once its first tasks are on the broker
+        backlog = Backlog(self.db, self.dispatcher) if self.role is Role.API else None
+        return UnitOfWork(self.db, self.dispatcher, self.workflows, backlog)
 
     @cached_property
     def resolve(self) -> Callable[[str], Handler | None]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from celery import Celery, group
+from celery import Celery
 
 from omoi.broker.app import RUN_TASK
 from omoi.domain.auth import BUILTIN_EXEC_TYPES
@@ -40,11 +40,17 @@ def shown(d: Dispatch) -> dict[str, Any]:
     }
 
 
+PIPELINE = 500  # Redis commands sent in one round trip of a batch's publish
+
+
 class CeleryDispatcher:
-    """Publishes a batch as one Celery group of ``run_task(task_id, attempt)`` messages. The
-    payload stays in PostgreSQL: the broker, Flower and worker logs see the ids, the task's
-    type and key and its ticket's title (``shown``). A task of an exec type (``exec_types``)
-    goes to its exec queue, which only the workers that enabled the type consume."""
+    """Publishes a batch of ``run_task(task_id, attempt)`` messages through one producer,
+    pipelined (kombu's ``Producer.batch``: on Redis, ``PIPELINE`` pushes per round trip
+    instead of one each, so releasing a thousand dependents or accepting a wide ticket costs
+    a few round trips, not a thousand). The payload stays in PostgreSQL: the broker, Flower
+    and worker logs see the ids, the task's type and key and its ticket's title (``shown``).
+    A task of an exec type (``exec_types``) goes to its exec queue, which only the workers
+    that enabled the type consume."""
 
     def __init__(
         self,
@@ -57,19 +63,18 @@ class CeleryDispatcher:
         self.exec_types = exec_types
 
     def publish(self, batch: Sequence[Dispatch]) -> None:
-        signatures = [
-            self.app.signature(
-                RUN_TASK,
-                args=(str(d.task_id), d.attempt),
-                task_id=d.message_id,
-                **shown(d),
-                queue=publish_queue(d.queue, d.task_type, self.exec_types),
-                countdown=d.countdown,
-                **time_limits(d.timeout_seconds, self.grace),
-            )
-            for d in batch
-        ]
-        group(signatures).apply_async()
+        with self.app.producer_or_acquire() as producer, producer.batch(PIPELINE):
+            for d in batch:
+                self.app.send_task(
+                    RUN_TASK,
+                    args=(str(d.task_id), d.attempt),
+                    task_id=d.message_id,
+                    producer=producer,
+                    **shown(d),
+                    queue=publish_queue(d.queue, d.task_type, self.exec_types),
+                    countdown=d.countdown,
+                    **time_limits(d.timeout_seconds, self.grace),
+                )
 
     def revoke(self, message_ids: Sequence[str]) -> None:
         """Revoke with terminate: a worker discards the message if it has not started it, or

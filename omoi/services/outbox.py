@@ -3,6 +3,9 @@ re-published by a sweep when the publish never happened or its message was lost.
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -40,6 +43,42 @@ def publish(db: Database, dispatcher: Dispatcher, batch: Sequence[Dispatch]) -> 
         return False
     stamp(db, batch)
     return True
+
+
+class Backlog:
+    """Publishes, from one daemon thread (a greenlet under gevent), what a commit made ready
+    beyond the first ``batch`` tasks, ``batch`` at a time: a request that queued 20,000 tasks
+    answers once the first ``batch`` are on the broker instead of after all of them. It adds
+    no risk: the rows are committed as ``queued``, and whatever a backlog never published
+    (its process died, the broker refused) the outbox sweep publishes after
+    ``OMOI_OUTBOX_REPUBLISH_AGE``, as any publish that did not happen."""
+
+    def __init__(self, db: Database, dispatcher: Dispatcher, batch: int = 1000) -> None:
+        self.db = db
+        self.dispatcher = dispatcher
+        self.batch = batch
+        self._queue: queue.SimpleQueue[Sequence[Dispatch]] = queue.SimpleQueue()
+        self._started: int | None = None  # the pid that started the thread (a fork has none)
+        self._lock = threading.Lock()
+
+    def publish(self, ready: Sequence[Dispatch]) -> None:
+        """The first ``batch`` now, the rest from the thread."""
+        publish(self.db, self.dispatcher, ready[: self.batch])
+        if len(ready) > self.batch:
+            self._start()
+            self._queue.put(ready[self.batch :])
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started != os.getpid():
+                self._started = os.getpid()
+                threading.Thread(target=self._run, name="omoi-backlog", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            ready = self._queue.get()
+            for start in range(0, len(ready), self.batch):
+                publish(self.db, self.dispatcher, ready[start : start + self.batch])
 
 
 def stamp(db: Database, batch: Sequence[Dispatch]) -> None:

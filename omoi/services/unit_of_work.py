@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 
 from omoi.persistence import Database
 from omoi.services.dispatcher import Dispatch, Dispatcher
-from omoi.services.outbox import publish
+from omoi.services.outbox import Backlog, publish
 from omoi.services.workflows import Workflows
 
 T = TypeVar("T")
@@ -44,6 +44,10 @@ class UnitOfWork:
     db: Database
     dispatcher: Dispatcher
     workflows: Workflows
+    #: Where a commit's ready tasks beyond the first thousand go to be published after it
+    #: (the API's, so a wide ticket's 201 waits for its first thousand only); ``None``: all
+    #: of them are published before ``run`` returns.
+    backlog: Backlog | None = None
 
     def run(self, work: Callable[[Transaction], T]) -> T:
         """``work`` in one transaction (run again from scratch after a lost race or outage),
@@ -64,4 +68,7 @@ class UnitOfWork:
         revoked = list(revoke)
         if revoked:
             self.dispatcher.revoke(revoked)
-        publish(self.db, self.dispatcher, ready)
+        if self.backlog is None:
+            publish(self.db, self.dispatcher, ready)
+        else:
+            self.backlog.publish(ready)

@@ -7,6 +7,9 @@ the sweep's advisory lock and SKIP LOCKED between two beats) is the integration 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from omoi.services.dispatcher import Dispatch
 from omoi.services.phases import NewTask
 from omoi.services.unit_of_work import UnitOfWork
 from tests.services.steps import change, kinds, submit, task_of, tasks_of
+from tests.support.procs import wait_for
 from tests.support.units import BrokerDown, Recorded
 
 
@@ -121,3 +125,55 @@ def test_a_sweep_the_broker_refuses_stamps_nothing_and_records_nothing(
     with uow.db.connect() as conn:
         republished = select(events.c.id).where(events.c.type == "task.republished")
         assert conn.execute(republished).first() is None
+
+
+class Held(Recorded):
+    """Publishes the first batch at once and each later one only once ``gate`` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.later = 0  # later batches it was asked to publish, sent or refused
+
+    def publish(self, batch: Sequence[Dispatch]) -> None:
+        if self.calls or self.later:
+            assert self.gate.wait(10), "the test never opened the gate"
+            self.later += 1
+        super().publish(batch)
+
+
+def stamped(uow: UnitOfWork, ticket_id: Any) -> set[Any]:
+    return {r.id for r in tasks_of(uow.db, ticket_id).values() if r.published_at is not None}
+
+
+def wide(uow: UnitOfWork, held: Held, batch: int, width: int) -> Any:
+    """A ticket of ``width`` independent tasks submitted through a backlog of ``batch``."""
+    backlog = outbox.Backlog(uow.db, held, batch=batch)
+    specs = (NewTask(f"t{i}", "ok") for i in range(width))
+    return submit(replace(uow, dispatcher=held, backlog=backlog), *specs).ticket_id
+
+
+def test_a_wide_commit_returns_after_its_first_batch_and_the_backlog_sends_the_rest_once(
+    uow: UnitOfWork,
+) -> None:
+    held = Held()
+    ticket_id = wide(uow, held, batch=3, width=8)
+    assert [d.key for d in held.published] == ["t0", "t1", "t2"]  # before submit returned
+    assert stamped(uow, ticket_id) == {d.task_id for d in held.published}
+    held.gate.set()
+    wait_for(lambda: len(stamped(uow, ticket_id)) == 8, what="the backlog to publish the rest")
+    assert sorted(d.key for d in held.published) == sorted(f"t{i}" for i in range(8))
+    assert [len(batch) for _, batch in held.calls] == [3, 3, 2]
+
+
+def test_what_a_backlog_could_not_send_the_sweep_sends(uow: UnitOfWork) -> None:
+    held = Held()
+    ticket_id = wide(uow, held, batch=2, width=5)
+    held.down = True  # the broker is gone before the backlog's turn
+    held.gate.set()
+    wait_for(lambda: held.later == 2, what="the backlog to try both later batches")
+    assert len(stamped(uow, ticket_id)) == 2
+    held.down = False
+    assert outbox.sweep(uow.db, held, unpublished_age=0, lost_age=60) == 3
+    assert len(stamped(uow, ticket_id)) == 5
+    assert sorted(d.key for d in held.published) == [f"t{i}" for i in range(5)]
