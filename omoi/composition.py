@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from omoi.broker.dispatcher import CeleryDispatcher
     from omoi.services.attempts import Handler
     from omoi.services.failures import RetryPolicy
-    from omoi.services.logs import LogLimits, LogSignal
+    from omoi.services.logs import LogLimits
+    from omoi.services.signals import Signal
     from omoi.services.unit_of_work import UnitOfWork
 
 
@@ -107,18 +108,27 @@ class Root:
     def dispatcher(self) -> Dispatcher:
         return self._dispatcher or self.producer
 
-    @cached_property
-    def log_signal(self) -> LogSignal:
-        """What wakes the followers of task logs: Redis pub/sub when Redis is the broker;
-        nothing otherwise (followers poll)."""
-        from omoi.services.logs import NoSignal
+    def _signal(self, channel: str) -> Signal:
+        """Wake-ups on ``channel``: Redis pub/sub when Redis is the broker; nothing otherwise
+        (the waiters poll)."""
+        if not self.settings.broker_url.startswith(("redis://", "rediss://")):
+            from omoi.services.signals import NoSignal
 
-        s = self.settings
-        if not s.broker_url.startswith(("redis://", "rediss://")):
             return NoSignal()
-        from omoi.broker.logsignal import RedisLogSignal
+        from omoi.broker.signals import RedisSignal
 
-        return RedisLogSignal(s.broker_url, s.log_channel)
+        return RedisSignal(self.settings.broker_url, channel)
+
+    @cached_property
+    def log_signal(self) -> Signal:
+        """What wakes the followers of task logs."""
+        return self._signal(self.settings.log_channel)
+
+    @cached_property
+    def work_signal(self) -> Signal:
+        """What wakes the external agents' long-polling claims when a task they may take
+        became ready."""
+        return self._signal(self.settings.work_channel)
 
     @cached_property
     def log_limits(self) -> LogLimits:
@@ -148,7 +158,7 @@ class Root:
 
         # the API answers a wide ticket once its first tasks are on the broker
         backlog = Backlog(self.db, self.dispatcher) if self.role is Role.API else None
-        return UnitOfWork(self.db, self.dispatcher, self.workflows, backlog)
+        return UnitOfWork(self.db, self.dispatcher, self.workflows, backlog, self.work_signal)
 
     @cached_property
     def resolve(self) -> Callable[[str], Handler | None]:

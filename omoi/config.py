@@ -173,6 +173,12 @@ class Settings:
         return f"{self.relay_channel}:logs"
 
     @property
+    def work_channel(self) -> str:
+        """The pub/sub channel on which a commit that made an external agent's task ready
+        wakes the API's long-polling claims (the relay's prefix and ``:work``)."""
+        return f"{self.relay_channel}:work"
+
+    @property
     def embedded(self) -> bool:
         return self.database_url.startswith("sqlite")
 

@@ -33,6 +33,7 @@ from omoi.persistence import Database
 from omoi.services import tokens
 from omoi.services.dispatcher import Dispatcher
 from omoi.services.events import EventHub, StreamSlots
+from omoi.services.external_agents import Doorbell
 from omoi.services.read.logs import LogHub
 
 
@@ -97,6 +98,7 @@ def create_app(
         streams=StreamSlots(db, settings.max_streams_per_token, authenticate.ttl / 2),
         logs=LogHub(db, listen=root.log_signal.listen),
         log_signal=root.log_signal,
+        doorbell=Doorbell(listen=root.work_signal.listen),
         log_limits=root.log_limits,
     )
     api = OmoiApi(app)

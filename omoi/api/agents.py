@@ -19,12 +19,16 @@ from omoi.api.schemas.agents import (
     AgentRegisterIn,
     AgentStats,
     BestFitQuery,
+    ClaimList,
     ClaimOut,
+    ClaimQuery,
+    ClaimsQuery,
     HeartbeatIn,
     HeartbeatOut,
 )
 from omoi.domain.enums import AgentKind
 from omoi.services import agents, external_agents
+from omoi.services.context import TaskContext
 from omoi.services.read import agents as agent_views
 from omoi.services.read.agents import AgentView
 
@@ -125,26 +129,48 @@ class Heartbeat(MethodView):
         return {"agent_id": agent_id, "status": status}
 
 
+def claimed(agent_id: uuid.UUID, most: int, wait: float) -> list[TaskContext]:
+    """Up to ``most`` tasks for the agent, waiting up to ``wait`` seconds for the first."""
+    rt = runtime()
+    return rt.doorbell.claim(lambda: external_agents.claim_batch(rt.uow, agent_id, most), wait)
+
+
 @blp.route("/<uuid:agent_id>/claim")
 class Claim(MethodView):
+    @blp.arguments(ClaimQuery, location="query")
     @blp.response(200, ClaimOut)
-    @blp.alt_response(204, description="Nothing to do")
+    @blp.alt_response(204, description="Nothing to do (within `wait`)")
     @blp.alt_response(404, description="No such agent")
-    def post(self, agent_id: uuid.UUID) -> Any:
-        """The next queued task this agent may run, under a lease token to report with."""
-        ctx = external_agents.claim_next(runtime().uow, agent_id)
-        if ctx is None:
-            return Response(status=204)
-        return {
-            "task_id": ctx.task_id,
-            "ticket_id": ctx.ticket_id,
-            "key": ctx.key,
-            "task_type": ctx.task_type,
-            "attempt": ctx.attempt,
-            "idempotency_key": ctx.idempotency_key,
-            "lease_token": ctx.lease,
-            "payload": ctx.payload,
-            "timeout_seconds": ctx.timeout_seconds,
-            "dependency_results": ctx.dependency_results,
-            "ticket_context": ctx.ticket_context,
-        }
+    def post(self, args: dict[str, Any], agent_id: uuid.UUID) -> Any:
+        """The next queued task this agent may run, under a lease token to report with;
+        with ``wait``, held until one is ready (a long poll) rather than answered 204."""
+        found = claimed(agent_id, 1, args["wait"])
+        return claim_view(found[0]) if found else Response(status=204)
+
+
+@blp.route("/<uuid:agent_id>/claims")
+class Claims(MethodView):
+    @blp.arguments(ClaimsQuery, location="query")
+    @blp.response(200, ClaimList)
+    @blp.alt_response(404, description="No such agent")
+    def post(self, args: dict[str, Any], agent_id: uuid.UUID) -> Any:
+        """Up to ``max`` queued tasks this agent may run, each under its own lease, in one
+        round trip; with ``wait``, held until at least one is ready. ``items`` is empty when
+        none came."""
+        return {"items": [claim_view(c) for c in claimed(agent_id, args["max"], args["wait"])]}
+
+
+def claim_view(ctx: TaskContext) -> dict[str, Any]:
+    return {
+        "task_id": ctx.task_id,
+        "ticket_id": ctx.ticket_id,
+        "key": ctx.key,
+        "task_type": ctx.task_type,
+        "attempt": ctx.attempt,
+        "idempotency_key": ctx.idempotency_key,
+        "lease_token": ctx.lease,
+        "payload": ctx.payload,
+        "timeout_seconds": ctx.timeout_seconds,
+        "dependency_results": ctx.dependency_results,
+        "ticket_context": ctx.ticket_context,
+    }

@@ -52,6 +52,7 @@ SCOPES: dict[tuple[str, str], frozenset[Scope]] = {
     ("agents.Register", "POST"): AGENT,
     ("agents.Heartbeat", "POST"): AGENT,
     ("agents.Claim", "POST"): AGENT,
+    ("agents.Claims", "POST"): AGENT,
     ("tasks.CompleteTask", "POST"): AGENT,
     ("tasks.FailTask", "POST"): AGENT,
     ("tasks.TaskLogs", "POST"): AGENT,
@@ -62,7 +63,7 @@ SCOPES: dict[tuple[str, str], frozenset[Scope]] = {
     ("tickets.Artifacts", "POST"): AGENT_OR_SUBMIT,
 }
 # endpoints where the agent acted as is the one in the path (others name it elsewhere)
-PATH_AGENT = {"agents.Heartbeat", "agents.Claim", "messages.MarkRead"}
+PATH_AGENT = {"agents.Heartbeat", "agents.Claim", "agents.Claims", "messages.MarkRead"}
 TASK_HOLDER = {"tasks.CompleteTask", "tasks.FailTask", "tasks.TaskLogs"}  # their POSTs
 SENDER = {"messages.Messages", "messages.AgentInbox"}
 

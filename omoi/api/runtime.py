@@ -10,9 +10,11 @@ from flask import current_app
 from omoi.config import Settings
 from omoi.persistence import Database
 from omoi.services.events import EventHub, StreamSlots
+from omoi.services.external_agents import Doorbell
 from omoi.services.failures import RetryPolicy
-from omoi.services.logs import LogLimits, LogSignal
+from omoi.services.logs import LogLimits
 from omoi.services.read.logs import LogHub
+from omoi.services.signals import Signal
 from omoi.services.tokens import Authenticator
 from omoi.services.unit_of_work import UnitOfWork
 
@@ -28,7 +30,8 @@ class Runtime:
     hub: EventHub  # the process's one follower of the event log, shared by its streams
     streams: StreamSlots
     logs: LogHub  # the process's one watcher of the task logs its streams follow
-    log_signal: LogSignal  # wakes every API process's followers of a task's log
+    log_signal: Signal  # wakes every API process's followers of a task's log
+    doorbell: Doorbell  # wakes this process's long-polling claims
     log_limits: LogLimits
 
 

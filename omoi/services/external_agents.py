@@ -4,7 +4,11 @@ cancelled, timed out or handed to another agent) is refused and changes nothing.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -41,6 +45,64 @@ def claim_next(uow: UnitOfWork, agent_id: uuid.UUID) -> TaskContext | None:
             return None  # parked until the lock is free; the agent may claim something else
         ctx.locks = tokens
     return ctx
+
+
+def claim_batch(uow: UnitOfWork, agent_id: uuid.UUID, most: int) -> list[TaskContext]:
+    """Up to ``most`` tasks for this agent, each claimed as ``claim_next`` claims one (its own
+    lease, its own short transaction), so one round trip of the agent's takes several."""
+    claimed: list[TaskContext] = []
+    while len(claimed) < most and (ctx := claim_next(uow, agent_id)) is not None:
+        claimed.append(ctx)
+    return claimed
+
+
+class Doorbell:
+    """Where this process's long-polling claims wait: each waits for a ring (a commit made an
+    external agent's task ready, heard from ``listen``, the work signal) or ``poll`` seconds,
+    whichever comes first, then tries to claim again. A wait costs a blocked thread, which in
+    the API is a greenlet (gevent), not an OS thread; rings are hints, the poll is the rule,
+    so a lost ring delays a claim by ``poll`` at most."""
+
+    def __init__(
+        self, listen: Callable[[Callable[[uuid.UUID], None]], None], poll: float = 1.0
+    ) -> None:
+        self.poll = poll
+        self._listen = listen
+        self._rang = threading.Condition()
+        self._rings = 0
+        self._listening: int | None = None  # the pid whose listener runs
+        self.waiting = 0  # claims waiting now
+
+    def ring(self, _task_id: uuid.UUID | None = None) -> None:
+        with self._rang:
+            self._rings += 1
+            self._rang.notify_all()
+
+    def claim(self, claim: Callable[[], list[TaskContext]], wait: float) -> list[TaskContext]:
+        """``claim()``'s tasks as soon as it finds any, trying again on each ring, for up to
+        ``wait`` seconds; empty if none came."""
+        self._listen_once()
+        deadline = time.monotonic() + wait
+        while True:
+            with self._rang:
+                seen = self._rings  # read first: a ring during the claim is not missed
+            found = claim()
+            left = deadline - time.monotonic()
+            if found or left <= 0:
+                return found
+            with self._rang:
+                self.waiting += 1
+                try:
+                    self._rang.wait_for(lambda s=seen: self._rings != s, min(left, self.poll))
+                finally:
+                    self.waiting -= 1
+
+    def _listen_once(self) -> None:
+        with self._rang:
+            if self._listening == os.getpid():
+                return
+            self._listening = os.getpid()
+        self._listen(self.ring)
 
 
 def _check_agent(agent_id: uuid.UUID, status: str | None) -> None:

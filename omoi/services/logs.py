@@ -5,9 +5,9 @@ comes, the handler's ``ctx.log`` and ``logging`` lines), buffered and written in
 external agent posting lines under its lease (``post``); and nothing else. Each attempt keeps
 at most ``LogLimits.max_lines`` lines, then one truncation marker; each line at most
 ``LogLimits.max_line_chars`` characters. After every batch the writer wakes the API's
-followers through a ``LogSignal`` (Redis pub/sub, ``omoi/broker/logsignal.py``); followers
-re-read the database on each wake, so a lost wake-up delays a line, never loses it. Beat's
-``sweep`` deletes lines older than the retention.
+followers through a ``Signal`` (``omoi.services.signals``; Redis pub/sub in
+``omoi/broker/signals.py``); followers re-read the database on each wake, so a lost wake-up
+delays a line, never loses it. Beat's ``sweep`` deletes lines older than the retention.
 
 A noop costs nothing here: an ``AttemptLog`` that is never written to starts no thread,
 runs no statement and publishes nothing.
@@ -19,10 +19,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import structlog
 from sqlalchemy import delete, select, tuple_
@@ -33,6 +31,7 @@ from omoi.persistence.logs import Appended, append, task_logs
 from omoi.persistence.statements import sweep_lock, tasks
 from omoi.persistence.types import utcnow
 from omoi.services.errors import Conflict, NotFound
+from omoi.services.signals import Signal
 
 log = structlog.get_logger(__name__)
 
@@ -57,28 +56,6 @@ class LogLimits:
             f"[omoi] this attempt's log reached {self.max_lines} lines (OMOI_LOG_MAX_LINES); "
             "later lines were dropped"
         )
-
-
-class LogSignal(Protocol):
-    """Wakes the followers of a task's log, in every API process, once lines are stored."""
-
-    def notify(self, task_id: uuid.UUID) -> None:
-        """Lines of the task were committed (best effort: followers also poll)."""
-        ...
-
-    def listen(self, wake: Callable[[uuid.UUID], None]) -> None:
-        """Call ``wake(task_id)`` for each notification from now on (in a thread of its own)."""
-        ...
-
-
-class NoSignal:
-    """No bus (the embedded default): followers find new lines by polling alone."""
-
-    def notify(self, task_id: uuid.UUID) -> None:
-        return None
-
-    def listen(self, wake: Callable[[uuid.UUID], None]) -> None:
-        return None
 
 
 def lines_of(text: str, max_chars: int) -> list[str]:
@@ -111,7 +88,7 @@ class AttemptLog:
     def __init__(
         self,
         db: Database,
-        signal: LogSignal,
+        signal: Signal,
         task_id: uuid.UUID,
         attempt: int,
         limits: LogLimits,
@@ -232,7 +209,7 @@ def _flusher() -> _Flusher:
 
 def post(
     db: Database,
-    signal: LogSignal,
+    signal: Signal,
     task_id: uuid.UUID,
     lease: uuid.UUID,
     lines: list[str],

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from omoi.persistence import Database
 from omoi.services.dispatcher import Dispatch, Dispatcher
 from omoi.services.outbox import Backlog, publish
+from omoi.services.signals import NoSignal, Signal
 from omoi.services.workflows import Workflows
 
 T = TypeVar("T")
@@ -48,6 +49,9 @@ class UnitOfWork:
     #: (the API's, so a wide ticket's 201 waits for its first thousand only); ``None``: all
     #: of them are published before ``run`` returns.
     backlog: Backlog | None = None
+    #: Told of a commit that made an external agent's task ready, so that long-polling claims
+    #: look again at once (they also poll).
+    work_signal: Signal = field(default_factory=NoSignal)
 
     def run(self, work: Callable[[Transaction], T]) -> T:
         """``work`` in one transaction (run again from scratch after a lost race or outage),
@@ -72,3 +76,6 @@ class UnitOfWork:
             publish(self.db, self.dispatcher, ready)
         else:
             self.backlog.publish(ready)
+        external = next((d for d in ready if d.external), None)
+        if external is not None:
+            self.work_signal.notify(external.task_id)

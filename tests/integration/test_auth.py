@@ -165,6 +165,8 @@ def test_an_agent_token_acts_only_as_its_own_agent(bare: Flask, db: Database) ->
     assert post(f"/api/v1/agents/{mine}/heartbeat") == 200
     assert post(f"/api/v1/agents/{other}/heartbeat") == 403
     assert post(f"/api/v1/agents/{other}/claim") == 403
+    assert post(f"/api/v1/agents/{other}/claims") == 403
+    assert post(f"/api/v1/agents/{mine}/claims") == 200
     assert client.get(f"/api/v1/agents/{other}/messages", headers=mine_headers).status_code == 403
     assert client.get(f"/api/v1/agents/{mine}/messages", headers=mine_headers).status_code == 200
     hello = {"type": "info", "content": "hi"}

@@ -28,6 +28,7 @@ from omoi.persistence.types import utcnow
 from omoi.services import logs, tokens
 from omoi.services.dispatcher import NullDispatcher
 from omoi.services.read.logs import Batch, LogHub
+from omoi.services.signals import NoSignal
 from tests.integration.test_agent_boundaries import Agent, agent, held_task, refused
 from tests.integration.test_board_sessions import sign_in
 from tests.support.api import bearer, make_app, submit, wait_finished
@@ -298,7 +299,7 @@ def test_a_workers_log_keeps_its_cap_then_one_truncation_marker(
     db, client = store
     task_id = submit(client, [{"key": "t", "task_type": "noop"}])["tasks"][0]["id"]
     limits = logs.LogLimits(max_lines=5, max_line_chars=10)
-    attempt_log = logs.AttemptLog(db, logs.NoSignal(), uuid.UUID(task_id), 1, limits)
+    attempt_log = logs.AttemptLog(db, NoSignal(), uuid.UUID(task_id), 1, limits)
     for n in range(4):
         attempt_log.write(f"line {n}")
     attempt_log.write("a line longer than ten")
@@ -366,7 +367,7 @@ def test_a_follower_without_notifications_gets_each_line_once_and_the_end_by_pol
 
     def post_and_wait(text: str) -> float:
         """Seconds from the post's commit until the follower has the line."""
-        logs.post(db, logs.NoSignal(), task_id, lease, [text], "agent", logs.LogLimits())
+        logs.post(db, NoSignal(), task_id, lease, [text], "agent", logs.LogLimits())
         posted = time.monotonic()
         wait_for(lambda: got and got[-1].line == text, timeout=5, what=text)
         return time.monotonic() - posted

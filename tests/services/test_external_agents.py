@@ -7,6 +7,7 @@ claim) is PostgreSQL's: the integration suite runs it there."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Sequence
 
@@ -19,6 +20,7 @@ from omoi.services.failures import RetryPolicy
 from omoi.services.phases import NewTask
 from omoi.services.unit_of_work import UnitOfWork
 from tests.services.steps import agent_of, error, submit, task_of, tasks_of
+from tests.support.procs import wait_for
 
 POLICY = RetryPolicy()
 
@@ -132,3 +134,40 @@ def test_a_claim_of_a_task_whose_lock_is_taken_parks_it(uow: UnitOfWork) -> None
     external_agents.complete(uow, holder.task_id, holder.lease, None)  # releases and wakes b
     woken = external_agents.claim_next(uow, agent_id)
     assert woken is not None and (woken.key, woken.locks) == ("b", {"repo": 2})
+
+
+def test_a_ring_sends_a_waiting_claim_to_look_again() -> None:
+    """With a 300 s poll, only the ring can bring the claim back before the test's deadline."""
+    bell = external_agents.Doorbell(listen=lambda wake: None, poll=300)
+    ready: list[str] = []
+    tries: list[int] = []
+    found: list[object] = []
+
+    def claim() -> list[object]:
+        tries.append(1)
+        return list(ready)
+
+    waiter = threading.Thread(target=lambda: found.extend(bell.claim(claim, 60)), daemon=True)
+    waiter.start()
+    wait_for(lambda: bell.waiting == 1, what="the claim to wait")
+    ready.append("task")
+    bell.ring()
+    waiter.join(10)
+    assert not waiter.is_alive() and found == ["task"] and len(tries) == 2
+
+
+def test_a_claim_with_nothing_to_take_returns_empty_once_its_wait_is_over() -> None:
+    bell = external_agents.Doorbell(listen=lambda wake: None, poll=0.01)
+    tries: list[int] = []
+    assert bell.claim(lambda: tries.append(1) or [], 0.1) == []
+    assert len(tries) >= 2  # looked again at each poll, not only at the start
+    assert bell.waiting == 0
+
+
+def test_a_batch_claim_takes_up_to_its_most(uow: UnitOfWork) -> None:
+    agent_id = agent(uow, ["ext"])
+    submit(uow, *(NewTask(f"t{i}", "scan", capabilities=["ext"], external=True) for i in range(3)))
+    first = external_agents.claim_batch(uow, agent_id, 2)
+    rest = external_agents.claim_batch(uow, agent_id, 5)
+    assert ([c.key for c in first], [c.key for c in rest]) == (["t0", "t1"], ["t2"])
+    assert len({c.lease for c in first + rest}) == 3

@@ -96,6 +96,29 @@ class HeartbeatOut(Schema):
     status = enum_field(AgentStatus)
 
 
+CLAIM_WAIT = 60.0  # seconds: a proxy's idle timeout is rarely shorter
+CLAIM_BATCH = 100
+
+
+class ClaimQuery(Schema):
+    wait = fields.Float(
+        load_default=0.0,
+        validate=validate.Range(min=0, max=CLAIM_WAIT),
+        metadata={
+            "description": f"seconds (at most {CLAIM_WAIT:.0f}) to wait for a task this agent "
+            "may take when none is ready: the answer comes as soon as one is"
+        },
+    )
+
+
+class ClaimsQuery(ClaimQuery):
+    max = fields.Integer(
+        load_default=10,
+        validate=validate.Range(min=1, max=CLAIM_BATCH),
+        metadata={"description": f"the most tasks to claim (at most {CLAIM_BATCH})"},
+    )
+
+
 class ClaimOut(Schema):
     task_id = fields.UUID()
     ticket_id = fields.UUID()
@@ -110,3 +133,7 @@ class ClaimOut(Schema):
     timeout_seconds = fields.Float(allow_none=True)
     dependency_results = fields.Dict()
     ticket_context = fields.Dict()
+
+
+class ClaimList(Schema):
+    items = fields.List(fields.Nested(ClaimOut))

@@ -1,8 +1,9 @@
-"""Task logs' wake-ups on Redis pub/sub (``omoi.services.logs.LogSignal``): a writer that
-stored lines of a task publishes the task's id on ``Settings.log_channel``; each API process
-subscribes once and wakes the streams following that task. A wake-up only saves a follower
-its next poll, so publishing never waits for a Redis that is away: after a failure it is
-skipped for ``QUIET`` seconds."""
+"""Wake-ups on Redis pub/sub (``omoi.services.signals.Signal``): a writer publishes a task's
+id on a channel (``Settings.log_channel`` when it stored lines of the task's log,
+``Settings.work_channel`` when the task became ready for external agents); each API process
+subscribes once per channel and wakes whoever waits for it. A wake-up only saves a waiter its
+next poll, so publishing never waits for a Redis that is away: after a failure it is skipped
+for ``QUIET`` seconds."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ QUIET = 5.0  # seconds without publishing after a failed publish
 TIMEOUT = 1.0  # seconds a publish may take (connecting included)
 
 
-class RedisLogSignal:
+class RedisSignal:
     def __init__(self, url: str, channel: str) -> None:
         self.url = url
         self.channel = channel
@@ -37,14 +38,14 @@ class RedisLogSignal:
             self._client = (os.getpid(), client)
         return self._client[1]
 
-    def notify(self, task_id: uuid.UUID) -> None:
+    def notify(self, subject: uuid.UUID) -> None:
         if time.monotonic() < self._quiet_until:
             return
         try:
-            self._publisher().publish(self.channel, str(task_id))
+            self._publisher().publish(self.channel, str(subject))
         except redis.RedisError as exc:
             self._quiet_until = time.monotonic() + QUIET
-            log.warning("log_signal_publish_failed", error=repr(exc))
+            log.warning("signal_publish_failed", channel=self.channel, error=repr(exc))
 
     def listen(self, wake: Callable[[uuid.UUID], None]) -> None:
         """Subscribe in a daemon thread (a greenlet under gevent); reconnect a second after
@@ -62,7 +63,8 @@ class RedisLogSignal:
                             except (ValueError, AttributeError):
                                 continue  # not a task id: someone else's message
                 except Exception as exc:
-                    log.warning("log_signal_listen_failed", error=repr(exc))
+                    log.warning("signal_listen_failed", channel=self.channel, error=repr(exc))
                     time.sleep(1.0)
 
-        threading.Thread(target=loop, name="omoi-log-signal", daemon=True).start()
+        name = f"omoi-signal-{self.channel}"
+        threading.Thread(target=loop, name=name, daemon=True).start()
