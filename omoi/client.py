@@ -128,7 +128,8 @@ class Client:
 
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
-        self._pool = urllib3.PoolManager(retries=False)
+        # a stream holds a connection while ``ticket_events`` asks the API between its events
+        self._pool = urllib3.PoolManager(retries=False, maxsize=2)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Client:
