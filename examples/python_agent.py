@@ -13,10 +13,23 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from collections.abc import Iterator
 
 from examples.external_agent import work
-from omoi.client import ApiError, Client
+from omoi.client import ApiError, Claim, Client
 from omoi.config import Settings
+
+
+def claims(api: Client, agent_id: str, once: bool) -> Iterator[Claim]:
+    """Each task the agent claims; when none is queued, wait a second (``once``: stop)."""
+    while True:
+        task = api.claim(agent_id)
+        if task is not None:
+            yield task
+        elif once:
+            return
+        else:
+            time.sleep(1)
 
 
 def main() -> None:
@@ -37,13 +50,7 @@ def main() -> None:
             api.heartbeat(agent_id)
 
     threading.Thread(target=beat, daemon=True).start()
-    while True:
-        task = api.claim(agent_id)
-        if task is None:
-            if args.once:
-                return
-            time.sleep(1)
-            continue
+    for task in claims(api, agent_id, args.once):
         lease = task["lease_token"]
         api.post_logs(task["task_id"], lease, [f"{args.name} took {task['key']}"])
         try:
