@@ -1,5 +1,7 @@
-"""A small, typed, synchronous client of omoi's HTTP API, on urllib3: tickets, tasks, agents,
-workflows, events (a page, or the live stream as an iterator) and approvals.
+"""A small, typed, synchronous client of omoi's HTTP API, on urllib3: tickets (their phases,
+artifacts, approvals and context), tasks and their logs, agents (discovery, health, and the
+pull protocol an external agent speaks), messages, locks, workflows, events (a page, or the
+live stream as an iterator) and the server's liveness and readiness.
 
 It speaks HTTP only (a contract forbids it the database, the services and Celery), so any
 program can drive omoi with it; the ``omoi`` CLI is built on it. Every answer the API gives
@@ -11,9 +13,9 @@ mid-answer) becomes an ``ApiUnreachable`` naming the URL it tried.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote, urlencode
 
 import urllib3
@@ -24,6 +26,23 @@ from omoi.domain.events import EventType
 
 STREAM_READ_TIMEOUT = 60.0  # the API sends a keep-alive every 15 s on a quiet stream
 JsonObject = dict[str, Any]
+
+
+class Claim(TypedDict):
+    """What ``claim`` hands an external agent: the task, and the ``lease_token`` it reports
+    (logs, complete, fail) with."""
+
+    task_id: str
+    ticket_id: str
+    key: str
+    task_type: str
+    attempt: int
+    idempotency_key: str  # the same for every attempt: a dedupe key for the task's effect
+    lease_token: str
+    payload: JsonObject
+    timeout_seconds: float | None
+    dependency_results: JsonObject
+    ticket_context: JsonObject
 
 
 class ApiError(Exception):
@@ -109,7 +128,8 @@ class Client:
 
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
-        self._pool = urllib3.PoolManager(retries=False)
+        # a stream holds a connection while ``ticket_events`` asks the API between its events
+        self._pool = urllib3.PoolManager(retries=False, maxsize=2)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Client:
@@ -128,8 +148,10 @@ class Client:
         headers: Mapping[str, str] | None = None,
         *,
         stream: bool = False,
+        accept: Collection[int] = (),
     ) -> urllib3.BaseHTTPResponse:
-        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        """The answer; an error status raises ``ApiError`` unless ``accept`` lists it."""
+        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
         url = f"{self.url}{path}" + (f"?{urlencode(query)}" if query else "")
         head = {"Accept": "application/json", **(headers or {})}
         if self.token:
@@ -149,7 +171,7 @@ class Client:
             )
         except urllib3.exceptions.HTTPError as exc:
             raise ApiUnreachable(self.url, _reason(exc)) from exc
-        if resp.status >= 400:
+        if resp.status >= 400 and resp.status not in accept:
             raise _error(resp.status, resp.data)
         return resp
 
@@ -182,6 +204,7 @@ class Client:
         return self._json("POST", "/api/v1/tickets", body=dict(ticket), headers=key)
 
     def ticket(self, ticket_id: str) -> JsonObject:
+        """One ticket with its ``task_counts`` per status and ``progress``."""
         return self._json("GET", f"/api/v1/tickets/{quote(ticket_id)}")
 
     def tickets(
@@ -201,16 +224,62 @@ class Client:
         return self._json("GET", f"/api/v1/tickets/{quote(ticket_id)}/phase-progress")["items"]
 
     def gate_status(self, ticket_id: str) -> JsonObject:
+        """What the current phase's gate ``requires`` and its ``latest`` judgement."""
         return self._json("GET", f"/api/v1/tickets/{quote(ticket_id)}/gate-status")
 
+    def valid_transitions(self, ticket_id: str) -> JsonObject:
+        """The ticket's ``phase``, ``status`` and the phases it may be moved to (``allowed``)."""
+        return self._json("GET", f"/api/v1/tickets/{quote(ticket_id)}/valid-transitions")
+
+    def phase_history(self, ticket_id: str) -> list[JsonObject]:
+        """Every move of the ticket, oldest first: ``from_phase``, ``to_phase``, ``reason``,
+        ``by`` (the token or the gate)."""
+        return self._json("GET", f"/api/v1/tickets/{quote(ticket_id)}/phase-history")["items"]
+
+    def transition(
+        self, ticket_id: str, to_phase: str, reason: str | None = None, *, force: bool = False
+    ) -> JsonObject:
+        """Move the ticket to ``to_phase`` (``force`` skips the workflow's transitions); the
+        ticket as it is now. A move the workflow does not allow is a 409 naming those it does."""
+        body = _given(to_phase=to_phase, reason=reason, force=force)
+        return self._json("POST", f"/api/v1/tickets/{quote(ticket_id)}/transition", body=body)
+
+    def context(self, ticket_id: str) -> JsonObject:
+        """What the ticket's finished phases handed on: ``phases`` and their ``summary``."""
+        return self._json("GET", f"/api/v1/tickets/{quote(ticket_id)}/context")
+
+    def artifacts(
+        self, ticket_id: str, *, phase: str | None = None, limit: int | None = None
+    ) -> list[JsonObject]:
+        """The ticket's artifacts (of ``phase``, else all), oldest first: ``id``, ``phase``,
+        ``type``, ``path``, ``content``, the ``task_id`` that produced it."""
+        params = {"phase": phase, "limit": _page(limit)}
+        return self._items(f"/api/v1/tickets/{quote(ticket_id)}/artifacts", params, limit, "after")
+
+    def add_artifact(
+        self,
+        ticket_id: str,
+        type: str,
+        content: Any,
+        *,
+        path: str | None = None,
+        phase: str | None = None,
+    ) -> int:
+        """Add an artifact to ``phase`` (default: the ticket's, or the one it is blocked in);
+        a gate waiting for it is judged again. Its id."""
+        body = {"type": type, "content": content, **_given(path=path, phase=phase)}
+        created = self._json("POST", f"/api/v1/tickets/{quote(ticket_id)}/artifacts", body=body)
+        return int(created["id"])
+
     def cancel_ticket(self, ticket_id: str, reason: str | None = None) -> JsonObject:
-        body = {"reason": reason} if reason else {}
+        """Cancel the ticket and its open tasks; the ticket as it is now."""
+        body = _given(reason=reason or None)
         return self._json("POST", f"/api/v1/tickets/{quote(ticket_id)}/cancel", body=body)
 
     def approve(self, ticket_id: str, comment: str = "", phase: str | None = None) -> JsonObject:
         """Approve the gate of ``phase`` (default: the phase the ticket is in, or was blocked
         in); the approver recorded is this client's token."""
-        body = {"comment": comment, **({"phase": phase} if phase else {})}
+        body = _given(comment=comment, phase=phase)
         return self._json("POST", f"/api/v1/tickets/{quote(ticket_id)}/approve", body=body)
 
     def workflows(self) -> list[JsonObject]:
@@ -241,7 +310,7 @@ class Client:
 
     def cancel_task(self, task_id: str, reason: str | None = None) -> JsonObject:
         """Cancel a task and its dependents; the task as it is now."""
-        body = {"reason": reason} if reason else {}
+        body = _given(reason=reason or None)
         return self._json("POST", f"/api/v1/tasks/{quote(task_id)}/cancel", body=body)
 
     def retry_task(self, task_id: str) -> JsonObject:
@@ -273,11 +342,167 @@ class Client:
 
     # -- agents ----------------------------------------------------------------------------
 
-    def agents(self, capability: str | None = None) -> list[JsonObject]:
-        return self._json("GET", "/api/v1/agents", {"capability": capability})["items"]
+    def agents(
+        self, capability: str | None = None, *, status: str | None = None, kind: str | None = None
+    ) -> list[JsonObject]:
+        """Agents, newest first, each with ``running_tasks`` and ``free_capacity``."""
+        params = {"capability": capability, "status": status, "kind": kind}
+        return self._json("GET", "/api/v1/agents", params)["items"]
 
     def agent(self, agent_id: str) -> JsonObject:
         return self._json("GET", f"/api/v1/agents/{quote(agent_id)}")
+
+    def agent_health(self, agent_id: str) -> JsonObject:
+        """Whether the agent is ``healthy``, its ``seconds_since_heartbeat`` and capacity."""
+        return self._json("GET", f"/api/v1/agents/{quote(agent_id)}/health")
+
+    def best_fit(self, capabilities: Iterable[str]) -> JsonObject | None:
+        """The agent covering most of ``capabilities``, then idle, healthy, with room; None
+        when no agent has any of them."""
+        try:
+            return self._json(
+                "GET", "/api/v1/agents/best-fit", {"capabilities": ",".join(capabilities)}
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def stale(self) -> list[JsonObject]:
+        """Agents that stopped heartbeating (marked stale, or overdue)."""
+        return self._json("GET", "/api/v1/agents/stale")["items"]
+
+    def agent_stats(self) -> JsonObject:
+        """The fleet: counts ``by_status`` and ``by_kind``, ``live_capacity``, ``utilisation``."""
+        return self._json("GET", "/api/v1/agents/stats")
+
+    # -- the external agent's protocol (a token with the agent scope acts only as its agent) -
+
+    def register(
+        self,
+        name: str,
+        capabilities: Iterable[str],
+        *,
+        capacity: int = 1,
+        version: str | None = None,
+        hostname: str | None = None,
+        pid: int | None = None,
+    ) -> JsonObject:
+        """Register an external agent (heartbeat it at least every OMOI_HEARTBEAT_INTERVAL);
+        the agent, with its ``id``."""
+        body = _given(
+            name=name,
+            capabilities=list(capabilities),
+            capacity=capacity,
+            version=version,
+            hostname=hostname,
+            pid=pid,
+        )
+        return self._json("POST", "/api/v1/agents/register", body=body)
+
+    def heartbeat(self, agent_id: str, running: Iterable[str] | None = None) -> JsonObject:
+        """Liveness: ``{agent_id, status}``. Naming the tasks it runs (``running``) lets omoi
+        recover any running task the agent stops naming."""
+        body = _given(running=None if running is None else list(running))
+        return self._json("POST", f"/api/v1/agents/{quote(agent_id)}/heartbeat", body=body)
+
+    def claim(self, agent_id: str) -> Claim | None:
+        """The next queued task this agent may run, under a lease; None when there is none."""
+        return self._json("POST", f"/api/v1/agents/{quote(agent_id)}/claim")
+
+    def post_logs(
+        self, task_id: str, lease_token: str, lines: Iterable[str], stream: str = "agent"
+    ) -> JsonObject:
+        """Add ``lines`` (1,000 at most, no line breaks) to the log of the attempt the lease
+        holds, as ``agent``, ``stdout`` or ``stderr``: its ``attempt``, the lines ``stored``
+        and whether the log is ``truncated``."""
+        body = {"lease_token": lease_token, "lines": list(lines), "stream": stream}
+        return self._json("POST", f"/api/v1/tasks/{quote(task_id)}/logs", body=body)
+
+    def complete(self, task_id: str, lease_token: str, result: Any = None) -> JsonObject:
+        """Report success; the task as it is now. A lease that no longer holds the task
+        (cancelled, recovered) is a 409 and the result is dropped."""
+        body = {"lease_token": lease_token, "result": result}
+        return self._json("POST", f"/api/v1/tasks/{quote(task_id)}/complete", body=body)
+
+    def fail(
+        self,
+        task_id: str,
+        lease_token: str,
+        message: str,
+        *,
+        type: str = "ExternalError",
+        category: str = "transient",
+    ) -> JsonObject:
+        """Report failure (``category`` transient or timeout is retried, permanent is not);
+        the task as it is now."""
+        error = {"message": message, "type": type, "category": category}
+        body = {"lease_token": lease_token, "error": error}
+        return self._json("POST", f"/api/v1/tasks/{quote(task_id)}/fail", body=body)
+
+    # -- messages --------------------------------------------------------------------------
+
+    def send(
+        self,
+        content: Any,
+        *,
+        to_agent: str | None = None,
+        capability: str | None = None,
+        broadcast: bool = False,
+        type: str = "info",
+        from_agent: str | None = None,
+        thread_id: str | None = None,
+        task_id: str | None = None,
+    ) -> JsonObject:
+        """Send to one agent, every agent with ``capability``, or (``broadcast``) everyone:
+        the ``message_ids`` written, the ``thread_id`` and, for a handoff, a ``lease_token``."""
+        body = {
+            "content": content,
+            **_given(
+                to_agent=to_agent,
+                capability=capability,
+                broadcast=broadcast,
+                type=type,
+                from_agent=from_agent,
+                thread_id=thread_id,
+                task_id=task_id,
+            ),
+        }
+        return self._json("POST", "/api/v1/messages", body=body)
+
+    def inbox(
+        self,
+        agent_id: str,
+        *,
+        unread_only: bool = False,
+        thread_id: str | None = None,
+        limit: int = 100,
+    ) -> list[JsonObject]:
+        """The agent's messages, oldest first."""
+        params = {"unread_only": unread_only, "thread_id": thread_id, "limit": limit}
+        return self._json("GET", f"/api/v1/agents/{quote(agent_id)}/messages", params)["items"]
+
+    def mark_read(self, agent_id: str, message_ids: Iterable[int]) -> int:
+        """Mark messages of the agent's inbox read; how many were unread."""
+        body = {"message_ids": list(message_ids)}
+        path = f"/api/v1/agents/{quote(agent_id)}/messages/read"
+        return int(self._json("POST", path, body=body)["marked"])
+
+    # -- locks and the server --------------------------------------------------------------
+
+    def locks(self, name: str | None = None) -> JsonObject:
+        """Resource locks (all, or those called ``name``): ``held`` and the tasks ``waiting``."""
+        return self._json("GET", "/api/v1/locks", {"name": name})
+
+    def healthz(self) -> JsonObject:
+        """The server is alive: ``{status, instance}`` (``OMOI_INSTANCE_ID``)."""
+        return self._json("GET", "/healthz")
+
+    def readyz(self) -> JsonObject:
+        """Whether the server reaches its database and broker: ``status`` ``ready`` or
+        ``unavailable`` (a 503, answered here, not raised) and the ``checks`` naming what is
+        down."""
+        return self._json("GET", "/readyz", accept=(503,))
 
     # -- events ----------------------------------------------------------------------------
 
@@ -285,25 +510,33 @@ class Client:
         self,
         *,
         ticket_id: str | None = None,
+        entity_id: str | None = None,
+        type: str | None = None,
         actor: str | None = None,
         after: int | None = None,
         limit: int | None = None,
     ) -> list[JsonObject]:
-        """The event log, oldest first, after the event ``after`` (None: all of it)."""
-        params = {"ticket_id": ticket_id, "actor": actor, "after": after, "limit": _page(limit)}
+        """The event log, oldest first, after the event ``after`` (None: all of it); ``type``
+        is an event type or a prefix (``task.``), ``actor`` a token's id or name."""
+        filters = {"ticket_id": ticket_id, "entity_id": entity_id, "type": type, "actor": actor}
+        params = {**filters, "after": after, "limit": _page(limit)}
         return self._items("/api/v1/events", params, limit, cursor="after")
 
     def stream(
         self,
         *,
         ticket_id: str | None = None,
+        entity_id: str | None = None,
+        type: str | None = None,
         actor: str | None = None,
         after: int | None = None,
         timeout: float = 300.0,
     ) -> Iterator[JsonObject]:
-        """Events as they are committed, from the one after ``after`` (None: the beginning),
-        until the API ends the stream ``timeout`` seconds on (at most 3600)."""
-        params = {"ticket_id": ticket_id, "actor": actor, "after": after, "timeout": timeout}
+        """Events as they are committed (filtered as ``events`` filters them), from the one
+        after ``after`` (None: the beginning), until the API ends the stream ``timeout``
+        seconds on (at most 3600)."""
+        filters = {"ticket_id": ticket_id, "entity_id": entity_id, "type": type, "actor": actor}
+        params = {**filters, "after": after, "timeout": timeout}
         resp = self._send("GET", "/api/v1/events/stream", params, stream=True)
         try:
             yield from _sse(iter(resp))
@@ -327,6 +560,16 @@ class Client:
             if not any(ends_ticket(e) for e in later):
                 yield from later
                 return
+
+
+def _query_value(value: Any) -> str:
+    """A query parameter as the API reads it: ``true``/``false`` for a bool."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _given(**fields: Any) -> JsonObject:
+    """A request body of the fields given: one left None takes the API's default."""
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _page(limit: int | None) -> int:

@@ -16,6 +16,8 @@ from omoi.api.schemas.tickets import (
     ApproveIn,
     ArtifactCreated,
     ArtifactIn,
+    ArtifactPage,
+    ArtifactQuery,
     ContextOut,
     GateStatus,
     HistoryList,
@@ -198,6 +200,15 @@ class Artifacts(MethodView):
             holder=_artifact_holder(),
         )
         return {"id": artifact_id}
+
+    @blp.arguments(ArtifactQuery, location="query")
+    @blp.response(200, ArtifactPage)
+    @blp.alt_response(404, description="No such ticket")
+    def get(self, args: dict[str, Any], ticket_id: uuid.UUID) -> Any:
+        """The ticket's artifacts (of one ``phase``, or all), oldest first; pass
+        ``next_cursor`` back as ``after``."""
+        rows, cursor = phase_views.artifacts_of(runtime().db, ticket_id, **args)
+        return {"items": rows, "next_cursor": cursor}
 
 
 def _artifact_holder() -> uuid.UUID | None:

@@ -4,15 +4,12 @@ processes), wait until each is ready and stop them together."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +22,7 @@ import click
 from omoi.cli.admin import local_token
 from omoi.cli.client import follow
 from omoi.cli.common import EXIT_NOT_DONE, Failure, load_settings
-from omoi.client import Client
+from omoi.client import ApiError, ApiUnreachable, Client
 from omoi.composition import Role, Root
 from omoi.config import Settings
 from omoi.domain.auth import BUILTIN_EXEC_TYPES
@@ -160,6 +157,10 @@ class Stack:
     instance: str
     beat_pidfile: Path
     children: list[Child] = field(default_factory=list)
+    probe: Client = field(init=False, repr=False)  # start-up's polls, each within POLL_TIMEOUT
+
+    def __post_init__(self) -> None:
+        self.probe = Client(self.url, self.token, timeout=POLL_TIMEOUT)
 
     def child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)
@@ -207,36 +208,36 @@ def _spawn(stack: Stack, settings: Settings, *args: str) -> None:
     stack.children.append(Child(name, popen, log))
 
 
-def _get_json(url: str, token: str = "") -> Any:
-    """The JSON at ``url``, or None while the server is not there or not ready: start-up polls
-    on until its deadline whatever a single request runs into."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+def _answer(ask: Callable[[], Any]) -> Any:
+    """What ``ask`` got from the API, or None while the server is not there, not ready or not
+    ours (an answer not shaped as omoi's): start-up polls on until its deadline whatever a
+    single request runs into."""
     try:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), timeout=POLL_TIMEOUT
-        ) as resp:
-            return json.loads(resp.read())
-    except (OSError, http.client.HTTPException, ValueError):
+        return ask()
+    except (ApiError, ApiUnreachable, LookupError, TypeError):
         return None
 
 
 def _api_ready(stack: Stack) -> bool:
     """Our gunicorn answers (not another server on the port) and reaches database and broker."""
-    health = _get_json(f"{stack.url}/healthz")
+    health = _answer(stack.probe.healthz)
     return (
         isinstance(health, dict)
         and health.get("instance") == stack.instance
-        and _get_json(f"{stack.url}/readyz") is not None
+        and _answer(lambda: stack.probe.readyz()["status"]) == "ready"
     )
 
 
 def _worker_ready(stack: Stack) -> bool:
     """Our worker has loaded its handlers and workflows and registered its agent."""
-    agents = _get_json(f"{stack.url}/api/v1/agents?kind=celery", stack.token)
     pid, host = stack.child("worker").popen.pid, socket.gethostname()
-    return isinstance(agents, dict) and any(
-        a["pid"] == pid and a["hostname"] == host and a["status"] in ("idle", "busy")
-        for a in agents["items"]
+    return bool(
+        _answer(
+            lambda: any(
+                a["pid"] == pid and a["hostname"] == host and a["status"] in ("idle", "busy")
+                for a in stack.probe.agents(kind="celery")
+            )
+        )
     )
 
 

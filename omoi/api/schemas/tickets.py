@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates
 
 from omoi.api.runtime import runtime
-from omoi.api.schemas.common import KEY, LONGEST_WAIT, TOKEN, enum_field
+from omoi.api.schemas.common import KEY, LONGEST_WAIT, SERIAL, TOKEN, enum_field
 from omoi.domain import specs
 from omoi.domain.enums import Phase, Priority, TaskStatus, TicketStatus
 from omoi.domain.routing import normalize_capabilities
@@ -211,6 +211,30 @@ class ArtifactIn(Schema):
 
 class ArtifactCreated(Schema):
     id = fields.Integer()
+
+
+class ArtifactOut(Schema):
+    id = fields.Integer()
+    ticket_id = fields.UUID()
+    phase = fields.String()
+    type = fields.String()
+    path = fields.String(allow_none=True)
+    content = fields.Raw()
+    task_id = fields.UUID(
+        allow_none=True, metadata={"description": "the task that produced it, if one did"}
+    )
+    created_at = fields.DateTime()
+
+
+class ArtifactQuery(Schema):
+    phase = enum_field(Phase)
+    after = fields.Integer(validate=SERIAL)
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class ArtifactPage(Schema):
+    items = fields.Nested(ArtifactOut, many=True)
+    next_cursor = fields.Integer(allow_none=True)
 
 
 class ApproveIn(Schema):

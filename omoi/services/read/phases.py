@@ -1,5 +1,6 @@
 """What a ticket's walk through its phases looks like: where it may go next, where it has
-been, and what its phase's gate requires and last said."""
+been, what its phases produced (artifacts), and what its phase's gate requires and last
+said."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from omoi.domain.enums import Phase, TicketStatus
-from omoi.persistence import Database, GateResult, PhaseHistory
+from omoi.persistence import Artifact, Database, GateResult, PhaseHistory
 from omoi.persistence.statements import tickets
 from omoi.persistence.tables import TICKET_COLUMNS
 from omoi.services.errors import NotFound
 from omoi.services.workflows import Workflows
 
+artifacts = Artifact.__table__
 gate_results = GateResult.__table__
 history = PhaseHistory.__table__
 
@@ -49,6 +51,29 @@ def history_of(db: Database, ticket_id: uuid.UUID) -> list[Any]:
                 select(history).where(history.c.ticket_id == ticket_id).order_by(history.c.id)
             )
         )
+
+
+def artifacts_of(
+    db: Database,
+    ticket_id: uuid.UUID,
+    *,
+    phase: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> tuple[list[Any], int | None]:
+    """The ticket's artifacts (of ``phase``, else all), oldest first after the artifact
+    ``after``; the page and the cursor for the next one."""
+    query = select(artifacts).where(artifacts.c.ticket_id == ticket_id)
+    if phase is not None:
+        query = query.where(artifacts.c.phase == phase)
+    if after is not None:
+        query = query.where(artifacts.c.id > after)
+    with db.connect() as conn:
+        _ticket(conn, ticket_id)
+        rows = list(conn.execute(query.order_by(artifacts.c.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more else None)
 
 
 def gate_status(db: Database, workflows: Workflows, ticket_id: uuid.UUID) -> dict[str, Any]:

@@ -1,11 +1,16 @@
 """A ticket's walk as read back: where it may go next (nowhere once it has ended), where it
-has been, and what its phase's gate requires and last said."""
+has been, what its phases produced, and what its phase's gate requires and last said."""
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
+
 from omoi.domain.enums import Phase
 from omoi.services import cancellation, phases
-from omoi.services.read.phases import gate_status, history_of, valid_transitions
+from omoi.services.errors import NotFound
+from omoi.services.read.phases import artifacts_of, gate_status, history_of, valid_transitions
 from omoi.services.unit_of_work import UnitOfWork
 from tests.services.steps import finish, submit, tasks_of
 
@@ -43,3 +48,24 @@ def test_the_history_lists_every_move_in_order(uow: UnitOfWork) -> None:
         (Phase.REQUIREMENTS, Phase.BLOCKED, None),
         (Phase.BLOCKED, Phase.REQUIREMENTS, "resumed"),
     ]
+
+
+def test_artifacts_page_oldest_first_and_filter_by_phase(uow: UnitOfWork) -> None:
+    ticket_id = submit(uow, workflow="gated").ticket_id
+    ids = [
+        phases.add(uow, ticket_id, kind, {"n": n}, None, phase)
+        for n, (kind, phase) in enumerate(
+            [("spec", None), ("note", Phase.REQUIREMENTS), ("plan", Phase.DESIGN)]
+        )
+    ]
+    first, cursor = artifacts_of(uow.db, ticket_id, limit=2)
+    assert [(a.id, a.type, a.content) for a in first] == [
+        (ids[0], "spec", {"n": 0}),
+        (ids[1], "note", {"n": 1}),
+    ]
+    rest, end = artifacts_of(uow.db, ticket_id, after=cursor, limit=2)
+    assert ([(a.id, a.phase) for a in rest], end) == ([(ids[2], Phase.DESIGN)], None)
+    design, _ = artifacts_of(uow.db, ticket_id, phase=Phase.DESIGN)
+    assert [a.id for a in design] == [ids[2]]
+    with pytest.raises(NotFound):
+        artifacts_of(uow.db, uuid.uuid4())
