@@ -149,8 +149,11 @@ class Client:
         *,
         stream: bool = False,
         accept: Collection[int] = (),
+        held: float = 0.0,
     ) -> urllib3.BaseHTTPResponse:
-        """The answer; an error status raises ``ApiError`` unless ``accept`` lists it."""
+        """The answer; an error status raises ``ApiError`` unless ``accept`` lists it.
+        ``held``: seconds the API may hold the answer on purpose (a long poll), on top of
+        the timeout."""
         query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
         url = f"{self.url}{path}" + (f"?{urlencode(query)}" if query else "")
         head = {"Accept": "application/json", **(headers or {})}
@@ -158,7 +161,7 @@ class Client:
             head["Authorization"] = f"Bearer {self.token}"
         if body is not None:
             head["Content-Type"] = "application/json"
-        read = STREAM_READ_TIMEOUT if stream else self.timeout
+        read = STREAM_READ_TIMEOUT if stream else self.timeout + held
         try:
             resp = self._pool.request(
                 method,
@@ -406,9 +409,18 @@ class Client:
         body = _given(running=None if running is None else list(running))
         return self._json("POST", f"/api/v1/agents/{quote(agent_id)}/heartbeat", body=body)
 
-    def claim(self, agent_id: str) -> Claim | None:
-        """The next queued task this agent may run, under a lease; None when there is none."""
-        return self._json("POST", f"/api/v1/agents/{quote(agent_id)}/claim")
+    def claim(self, agent_id: str, wait: float = 0.0) -> Claim | None:
+        """The next queued task this agent may run, under a lease; None when there is none
+        (after waiting up to ``wait`` seconds, at most 60, for one to be ready)."""
+        path = f"/api/v1/agents/{quote(agent_id)}/claim"
+        return self._json("POST", path, {"wait": wait or None}, held=wait)
+
+    def claims(self, agent_id: str, most: int = 10, wait: float = 0.0) -> list[Claim]:
+        """Up to ``most`` (at most 100) queued tasks for this agent in one round trip, each
+        under its own lease; empty when none was ready within ``wait`` seconds."""
+        path = f"/api/v1/agents/{quote(agent_id)}/claims"
+        found = self._json("POST", path, {"max": most, "wait": wait or None}, held=wait)
+        return found["items"]  # type: ignore[no-any-return]
 
     def post_logs(
         self, task_id: str, lease_token: str, lines: Iterable[str], stream: str = "agent"

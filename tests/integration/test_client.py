@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +144,7 @@ def test_an_external_agent_fails_a_task_and_moves_it_by_hand(api: Client) -> Non
     agent = api.register("failing-agent", [skill])
     claim = api.claim(agent["id"])
     assert claim is not None and api.claim(agent["id"]) is None  # nothing more to do
+    assert api.claims(agent["id"], most=5, wait=0.2) == []  # nor after waiting
     failed = api.fail(
         claim["task_id"], claim["lease_token"], "scanner crashed", category="permanent"
     )
@@ -248,3 +250,26 @@ def test_the_python_example_agent_drains_its_queue(api: Client, api_env: dict[st
     )
     assert (ended["bad"]["status"], ended["bad"]["error"]["category"]) == ("failed", "permanent")
     assert api.logs(ended["good"]["id"])["lines"][0]["line"] == "python-agent took good"
+
+
+def test_an_agent_claims_a_batch_and_waits_for_more(api: Client) -> None:
+    """``claims`` takes several tasks in one round trip; ``claim(wait=)`` is held until the
+    next one is submitted (the long poll's answer outlives the client's own timeout)."""
+    skill = cap()
+    spec = {"task_type": "scan", "external": True, "capabilities": [skill]}
+    api.submit({"title": "batch", "tasks": [{"key": f"b{i}", **spec} for i in range(3)]})
+    agent = api.register("batch-agent", [skill])["id"]
+    batch = api.claims(agent, most=10)
+    assert sorted(c["key"] for c in batch) == ["b0", "b1", "b2"]
+    for c in batch:
+        api.complete(c["task_id"], c["lease_token"], {"ok": True})
+    patient = Client(api.url, api.token, timeout=1.0)
+    assert patient.claim(agent, wait=1.5) is None  # held past the client's own timeout
+    found: list[Any] = []
+    waiter = threading.Thread(target=lambda: found.append(patient.claim(agent, wait=20)))
+    waiter.daemon = True
+    waiter.start()
+    api.submit({"title": "later", "tasks": [{"key": "late", **spec}]})
+    waiter.join(30)
+    assert found and found[0] is not None and found[0]["key"] == "late"
+    api.complete(found[0]["task_id"], found[0]["lease_token"])
