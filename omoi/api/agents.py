@@ -7,9 +7,10 @@ from typing import Any
 
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
 from omoi.api import auth
+from omoi.api.parsing import Blueprint
 from omoi.api.runtime import runtime
 from omoi.api.schemas.agents import (
     AgentHealth,

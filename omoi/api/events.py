@@ -13,10 +13,10 @@ from typing import Any
 
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from omoi.api import auth
 from omoi.api.errors import error_response
+from omoi.api.parsing import Blueprint
 from omoi.api.runtime import runtime
 from omoi.api.schemas.events import EventFull, EventPage, EventQuery, StreamQuery
 from omoi.services import events

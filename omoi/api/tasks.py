@@ -10,9 +10,9 @@ from typing import Any
 
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from omoi.api.events import TICK, Frames, resumed, sse_response
+from omoi.api.parsing import Blueprint
 from omoi.api.runtime import runtime
 from omoi.api.schemas.common import CancelIn
 from omoi.api.schemas.tasks import (

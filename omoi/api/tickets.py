@@ -7,9 +7,9 @@ from typing import Any
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from omoi.api.auth import principal, require_exec
+from omoi.api.parsing import Blueprint
 from omoi.api.runtime import runtime
 from omoi.api.schemas.common import CancelIn
 from omoi.api.schemas.tickets import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from omoi.api.parsing import Blueprint
 from omoi.api.runtime import runtime
 from omoi.api.schemas.workflows import WorkflowList
 

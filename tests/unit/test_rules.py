@@ -70,6 +70,18 @@ def test_bad_node_finds_nul_and_surrogates_anywhere_and_deep_nesting() -> None:
     assert bad_node({"k\x00": 1}, 3) == "$.<key>"
     assert bad_node(["\ud800"], 3) == "$[0]"
     assert bad_node({"a": [1, {"b": "ok"}]}, 2) == TOO_DEEP
+    assert bad_node([float("nan")], 3) == "$[0]"
+    assert bad_node("\x00", 3) == "$"
+    assert bad_node({"a": {"k\ud800": 1}}, 3) == "$.a.<key>"
+
+
+def test_bad_node_settles_clean_values_without_mistaking_their_text() -> None:
+    """The fast path reads the encoded text: an escaped backslash before ``u0000`` is no NUL,
+    a character outside the BMP no surrogate, and depth counts containers only."""
+    assert bad_node({"a": "\\u0000", "b": "\U0001f600", "c": ["é"] * 3}, 3) is None
+    assert bad_node([{"a": [1]}] * 1000, 3) is None
+    assert bad_node([{"a": [1]}] * 1000, 2) == TOO_DEEP
+    assert bad_node([[0] * 10, [[0]]], 3) is None and bad_node([[0] * 10, [[[0]]]], 3) == TOO_DEEP
 
 
 def test_unstorable_names_what_postgresql_refuses() -> None:
