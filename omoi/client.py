@@ -13,6 +13,7 @@ mid-answer) becomes an ``ApiUnreachable`` naming the URL it tried.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -21,7 +22,8 @@ from urllib.parse import quote, urlencode
 import urllib3
 
 from omoi.config import Settings
-from omoi.domain.enums import TicketStatus
+from omoi.domain.canvas import compile_canvas
+from omoi.domain.enums import TaskStatus, TicketStatus
 from omoi.domain.events import EventType
 
 STREAM_READ_TIMEOUT = 60.0  # the API sends a keep-alive every 15 s on a quiet stream
@@ -205,6 +207,24 @@ class Client:
         """Create a ticket and its tasks: the ticket with ``tasks: [{id, key, status}]``."""
         key = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._json("POST", "/api/v1/tickets", body=dict(ticket), headers=key)
+
+    def submit_canvas(
+        self,
+        canvas: Any,
+        title: str,
+        *,
+        capabilities: list[str] | None = None,
+        idempotency_key: str | None = None,
+        **ticket: Any,
+    ) -> CanvasResult:
+        """Run a Celery canvas (``chain``, ``group``, ``chord`` of your Celery app's task
+        signatures, nested) as one ticket with Celery's argument passing, on workers started
+        with ``--celery-app``; ``capabilities`` route its tasks, ``ticket`` adds ticket fields
+        (``description``, ``priority``). An argument that is not JSON raises
+        ``omoi.domain.canvas.CanvasError`` naming it, before any request."""
+        compiled = compile_canvas(canvas, title, capabilities=capabilities, **ticket)
+        made = self.submit(compiled.ticket, idempotency_key)
+        return CanvasResult(self, made["id"], compiled.result_key)
 
     def ticket(self, ticket_id: str) -> JsonObject:
         """One ticket with its ``task_counts`` per status and ``progress``."""
@@ -582,6 +602,61 @@ def _query_value(value: Any) -> str:
 def _given(**fields: Any) -> JsonObject:
     """A request body of the fields given: one left None takes the API's default."""
     return {k: v for k, v in fields.items() if v is not None}
+
+
+class CanvasFailed(Exception):
+    """A canvas's ticket ended without its result: ``status`` (``blocked``, ``cancelled``) and
+    ``failures``, each failed or cancelled task's ``key``, ``status`` and ``error``."""
+
+    def __init__(self, ticket_id: str, status: str, failures: list[JsonObject]) -> None:
+        first = failures[0] if failures else {}
+        error = first.get("error") or {}
+        why = f": {first.get('key')} {error.get('type', first.get('status'))}" if first else ""
+        super().__init__(
+            f"canvas ticket {ticket_id} ended {status}{why} {error.get('message', '')}"
+        )
+        self.ticket_id = ticket_id
+        self.status = status
+        self.failures = failures
+
+
+@dataclass
+class CanvasResult:
+    """A submitted canvas, as Celery's ``AsyncResult`` is a sent one: ``ticket_id``,
+    ``status`` (the ticket's), ``ready()`` and ``get()``."""
+
+    client: Client
+    ticket_id: str
+    result_key: str
+
+    @property
+    def status(self) -> str:
+        return str(self.client.ticket(self.ticket_id)["status"])
+
+    def ready(self) -> bool:
+        """Whether the ticket has ended (done, blocked or cancelled)."""
+        return self.status != TicketStatus.ACTIVE
+
+    def get(self, timeout: float | None = None, interval: float = 0.2) -> Any:
+        """The canvas's result (its last task's) once the ticket is done; ``CanvasFailed`` if
+        it ended otherwise, ``TimeoutError`` if ``timeout`` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (status := self.status) == TicketStatus.ACTIVE:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"canvas ticket {self.ticket_id} still active after {timeout} s")
+            time.sleep(interval)
+        tasks = self.client.tasks(ticket_id=self.ticket_id, limit=None)
+        if status == TicketStatus.DONE:
+            return next(t["result"] for t in tasks if t["key"] == self.result_key)
+        failures = [
+            {"key": t["key"], "status": t["status"], "error": t["error"]}
+            for t in tasks
+            if t["status"] in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+        ]
+        failures.sort(
+            key=lambda f: f["status"] != TaskStatus.FAILED
+        )  # the cause before its effects
+        raise CanvasFailed(self.ticket_id, status, failures)
 
 
 def _page(limit: int | None) -> int:

@@ -60,6 +60,8 @@ class HandlerRegistry(Protocol):
 
     def load(self, modules: Iterable[str]) -> None: ...
 
+    def load_celery_app(self, spec: str) -> None: ...
+
     def resolver(
         self, exec_types: Collection[str], enabled: Collection[str]
     ) -> Callable[[str], Handler | None]: ...
@@ -162,8 +164,11 @@ class Root:
 
     @cached_property
     def resolve(self) -> Callable[[str], Handler | None]:
-        """The worker's handler lookup, after importing the ``OMOI_HANDLERS`` modules."""
+        """The worker's handler lookup, after importing the ``OMOI_HANDLERS`` modules and
+        the tasks of the ``OMOI_CELERY_APP``."""
         if self._handlers is None:
             raise RuntimeError(f"a {self.role} root has no handler registry")
         self._handlers.load(self.settings.handlers)
+        if self.settings.celery_app:
+            self._handlers.load_celery_app(self.settings.celery_app)
         return self._handlers.resolver(self.settings.exec_types, self.settings.enable_task_types)

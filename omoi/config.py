@@ -41,6 +41,9 @@ class Settings:
     data_dir: Path
     #: Modules whose ``@handler``s workers import: ``OMOI_HANDLERS``.
     handlers: tuple[str, ...] = ()
+    #: A Celery app whose tasks workers run as ``celery:<name>`` (``package.module:app``):
+    #: ``OMOI_CELERY_APP``.
+    celery_app: str = ""
     #: Seconds between an agent's heartbeats: ``OMOI_HEARTBEAT_INTERVAL``.
     heartbeat_interval: float = 30.0
     #: Silence after which an agent is stale and its attempts lost: ``OMOI_HEARTBEAT_TIMEOUT``.

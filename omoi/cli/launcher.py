@@ -64,6 +64,12 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
     help="Exec task types this worker runs, comma-separated: shell, http, or types "
     "OMOI_EXEC_TASK_TYPES marks (default OMOI_ENABLE_TASK_TYPES; none without it).",
 )
+@click.option(
+    "--celery-app",
+    default=None,
+    help="A Celery app (package.module:app) whose tasks this worker runs as celery:<name>, "
+    "for canvases submitted with Client.submit_canvas (default OMOI_CELERY_APP).",
+)
 @click.option("--concurrency", type=int, default=None)
 @click.option("--name", default=None, help="Worker node name (default omoi@<host>).")
 @click.option("--loglevel", default="INFO")
@@ -71,6 +77,7 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
 def worker(
     capabilities: str,
     enable: str | None,
+    celery_app: str | None,
     concurrency: int | None,
     name: str | None,
     loglevel: str,
@@ -80,11 +87,18 @@ def worker(
     an exec type (shell, http, …) run only on workers that enable their type."""
     if enable is not None:  # the worker app reads its settings from the environment
         os.environ["OMOI_ENABLE_TASK_TYPES"] = enable
+    if celery_app is not None:
+        os.environ["OMOI_CELERY_APP"] = celery_app
     settings = load_settings()  # names an unknown type without a traceback
     bad = [c for c in capabilities.split(",") if c.strip() and not TOKEN.fullmatch(c.strip())]
     if bad:
         raise click.ClickException(f"{bad[0]!r} is not a capability name ({TOKEN.pattern})")
-    from omoi.worker.app import app
+    from omoi.worker.canvas import CeleryAppError
+
+    try:
+        from omoi.worker.app import app
+    except CeleryAppError as exc:
+        raise click.ClickException(str(exc)) from None
 
     queues = queues_for_worker(capabilities.split(","), settings.enable_task_types)
     argv = [

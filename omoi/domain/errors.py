@@ -70,7 +70,19 @@ TRANSIENT_NAMES = {
 }
 
 
+CATEGORY_ATTRIBUTE = "omoi_category"
+
+
+def mark_category(exc: BaseException, category: ErrorCategory) -> None:
+    """Give ``exc`` the category it is recorded under, keeping its type and message (a
+    Celery task's exception, which Celery's rules classify rather than omoi's)."""
+    setattr(exc, CATEGORY_ATTRIBUTE, category)
+
+
 def _category(exc: BaseException) -> ErrorCategory:
+    marked = getattr(exc, CATEGORY_ATTRIBUTE, None)
+    if isinstance(marked, ErrorCategory):
+        return marked
     if isinstance(exc, PermanentError):
         return ErrorCategory.PERMANENT
     if isinstance(exc, TransientError):

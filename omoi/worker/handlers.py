@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
+from omoi.domain.canvas import COLLECT, build_input
 from omoi.domain.errors import PermanentError
 from omoi.domain.merge import merge_results
 from omoi.services.context import Handler, TaskContext
@@ -40,6 +41,13 @@ class Registry:
         """Import user modules so their ``@handler`` decorators run."""
         for module in modules:
             importlib.import_module(module)
+
+    def load_celery_app(self, spec: str) -> None:
+        """Register the tasks of the Celery app ``spec`` names as ``celery:<name>``
+        (``omoi.worker.canvas``); Celery is imported only by workers that ask for it."""
+        from omoi.worker.canvas import handlers_of, load_app
+
+        self._handlers.update(handlers_of(load_app(spec)))
 
     def resolver(
         self, exec_types: Collection[str], enabled: Collection[str]
@@ -154,3 +162,10 @@ def merge(ctx: TaskContext) -> Any:
         )
     except ValueError as exc:
         raise PermanentError(str(exc)) from exc
+
+
+@handler(COLLECT)
+def collect(ctx: TaskContext) -> Any:
+    """The last task of a canvas that ends in several tasks (a group): their results, nested
+    as the canvas nests them (``omoi.domain.canvas``)."""
+    return build_input(ctx.payload["input"], ctx.dependency_results)

@@ -85,9 +85,11 @@ def start_worker(
     name: str | None = None,
     enable: str | None = None,
     events: bool = False,
+    celery_app: str | None = None,
 ) -> tuple[Proc, str]:
     """``omoi worker`` (with ``--enable`` if given; the session's env enables shell and http;
-    ``--events`` for Flower) once it is ready; returns it and its node name."""
+    ``--events`` for Flower; ``--celery-app`` if given) once it is ready; returns it and its
+    node name."""
     name = name or f"test-{uuid.uuid4().hex[:8]}@localhost"
     proc = Proc(
         [
@@ -105,10 +107,16 @@ def start_worker(
             "INFO",
             *(["--enable", enable] if enable is not None else []),
             *(["--events"] if events else []),
+            *(["--celery-app", celery_app] if celery_app else []),
         ],
         env,
         tmp / f"worker-{name}.log",
     )
+    return _ready(proc, name), name
+
+
+def _ready(proc: Proc, name: str) -> Proc:
+    """A Celery worker, omoi's or raw, once it says it is ready."""
     wait_for(
         lambda: "ready." in proc.output() or proc.popen.poll() is not None,
         timeout=60,
@@ -116,7 +124,25 @@ def start_worker(
     )
     if proc.popen.poll() is not None:
         raise AssertionError(f"worker exited at start:\n{proc.output()}")
-    return proc, name
+    return proc
+
+
+def start_celery_worker(
+    env: dict[str, str], tmp: Path, redis_url: str, concurrency: int = 2
+) -> Proc:
+    """A raw Celery prefork worker of the user's app (``tests.support.celery_app``) on
+    ``redis_url``, its broker and result backend, with Celery's default settings."""
+    name = f"raw-{uuid.uuid4().hex[:8]}@localhost"
+    proc = Proc(
+        [
+            *(sys.executable, "-m", "celery", "-A", "tests.support.celery_app:app", "worker"),
+            *("--pool", "prefork", "--concurrency", str(concurrency), "-n", name),
+            *("--loglevel", "INFO", "--without-gossip", "--without-mingle"),
+        ],
+        {**env, "OMOI_TEST_CELERY_REDIS_URL": redis_url},
+        tmp / f"celery-{name}.log",
+    )
+    return _ready(proc, name)
 
 
 def start_beat(env: dict[str, str], tmp: Path, name: str = "beat") -> Proc:
