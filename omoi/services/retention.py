@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, exists, func, select
+from sqlalchemy import Connection, Table, delete, func, select, text
 
 from omoi.domain.enums import OPEN_TASK_STATUSES, TicketStatus
 from omoi.domain.ids import first_id_at
@@ -101,7 +101,28 @@ def _pick(
     task_budget: int,
 ) -> tuple[list[uuid.UUID], bool]:
     """The next batch's tickets, locked, and whether more may follow. Its tasks are counted
-    per ticket and the batch ends before the one that would pass ``task_budget``."""
+    per ticket and the batch ends before the one that would pass ``task_budget``.
+
+    PostgreSQL's JIT is off for it: the planner, which cannot know how few tickets below the
+    bound are kept, costs the walk high enough to compile it, 0.35..0.6 s each time for a
+    statement that runs in 7 ms (a million finished tasks, 100 tickets picked)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL jit = off"))
+    rows = list(conn.execute(candidates(cutoff, bound, after, count)))
+    taken: list[uuid.UUID] = []
+    spent = 0
+    for row in rows:
+        if taken and spent + row.n > task_budget:
+            return taken, True
+        taken.append(row.id)
+        spent += row.n
+    return taken, len(rows) == count
+
+
+def candidates(cutoff: datetime, bound: uuid.UUID, after: uuid.UUID | None, count: int) -> Any:
+    """Up to ``count`` tickets that may go, after ``after``, locked (skipping locked ones),
+    each with its number of tasks: a walk of the primary key below ``bound`` (the first id
+    of the cutoff's millisecond), each ticket's tasks and newest event read by their index."""
     ticket = tickets.c.id
     of_ticket = tasks.c.ticket_id == ticket
     its_events = select(events.c.id).where(events.c.ticket_id == ticket)
@@ -113,31 +134,24 @@ def _pick(
         .scalar_subquery()
     )
     head = select(func.coalesce(func.max(events.c.id), 0)).scalar_subquery()
-    task_count = select(func.count()).select_from(tasks).where(of_ticket).scalar_subquery()
+    counted = select(func.count()).select_from(tasks).where(of_ticket)
+    still_open = counted.where(tasks.c.status.in_(OPEN_TASK_STATUSES)).scalar_subquery()
     query = (
-        select(ticket, task_count.label("n"))
+        select(ticket, counted.scalar_subquery().label("n"))
         .where(
             ticket < bound,
             tickets.c.status.in_(FINISHED),
             tickets.c.updated_at < cutoff,
-            ~exists().where(of_ticket, tasks.c.status.in_(OPEN_TASK_STATUSES)),
+            # a scalar count per ticket, by its index: as NOT EXISTS the planner, expecting
+            # no open task, made it an anti-join over a scan of every task
+            still_open == 0,
             newest_id.is_(None) | ((newest_at < cutoff) & (newest_id <= head - LOOKBACK)),
         )
         .order_by(ticket)
         .limit(count)
         .with_for_update(of=tickets, skip_locked=True)
     )
-    if after is not None:
-        query = query.where(ticket > after)
-    rows = list(conn.execute(query))
-    taken: list[uuid.UUID] = []
-    spent = 0
-    for row in rows:
-        if taken and spent + row.n > task_budget:
-            return taken, True
-        taken.append(row.id)
-        spent += row.n
-    return taken, len(rows) == count
+    return query if after is None else query.where(ticket > after)
 
 
 def _delete(conn: Connection, ids: list[uuid.UUID]) -> None:
