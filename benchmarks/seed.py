@@ -1,17 +1,22 @@
 """A history of finished work, written by PostgreSQL itself (``INSERT … SELECT`` over
 ``generate_series``): done tickets of ``per_ticket`` succeeded tasks, each task with its two
 events, as old as asked. The benchmark's seeded omoi holds one; the retention test deletes one
-beside live work. A million tasks take well under a minute (no round trip per row).
+beside live work, and ``Sweeping`` runs that sweep during the benchmark's rounds. A million
+tasks take well under a minute (no round trip per row).
 
 Ids are UUIDv7 of the rows' own time, as omoi makes them (``omoi.domain.ids``): ordered by
 creation, so the retention sweep finds old tickets in one range of the primary key."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from sqlalchemy import Connection, text
+
+from omoi.persistence import Database
+from omoi.services import retention
 
 SEED_TITLE = "seeded history"
 
@@ -70,3 +75,43 @@ def seed_history(
     conn.execute(TICKETS, {"start": start, "tickets": tickets})
     conn.execute(TASKS_AND_EVENTS, {"start": start, "count": count, "per": per_ticket})
     return {"tickets": tickets, "seconds": time.perf_counter() - began}
+
+
+class Sweeping:
+    """The retention sweep as beat runs it, a round every ``interval`` seconds, in a thread
+    of its own beside the measured work (``python -m benchmarks --retention``); the seeded
+    history is a month old and the retention a day, so every round finds a full load."""
+
+    def __init__(self, db: Database, interval: float = 5.0, retention: float = 24 * 3600.0):
+        self.db = db
+        self.interval = interval
+        self.retention = retention
+        self.rounds: list[tuple[int, float]] = []  # (tickets deleted, seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-retention", daemon=True)
+
+    def __enter__(self) -> Sweeping:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.perf_counter()
+            gone = retention.sweep(self.db, self.retention)
+            spent = time.perf_counter() - began
+            self.rounds.append((gone, spent))
+            self._stop.wait(max(0.0, self.interval - spent))
+
+    def summary(self) -> str:
+        deleted = sum(g for g, _ in self.rounds)
+        busy = sorted(s for g, s in self.rounds if g)
+        if not busy:
+            return f"{len(self.rounds)} rounds, nothing deleted"
+        return (
+            f"{deleted:,} tickets deleted in {len(busy)} of {len(self.rounds)} rounds"
+            f" (a round {busy[len(busy) // 2]:.2f} s median, {busy[-1]:.2f} s longest)"
+        )
