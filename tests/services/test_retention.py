@@ -294,4 +294,6 @@ def test_beat_runs_the_sweep_with_the_setting(uow: UnitOfWork, tmp_path: Path) -
     )
     assert settings.ticket_retention == 3600 and settings.ticket_archive == tmp_path / "a"
     assert Settings.from_env({"OMOI_DATA_DIR": str(tmp_path)}).ticket_retention == 0
+    with pytest.raises(ValueError, match="OMOI_TICKET_RETENTION"):
+        Settings.from_env({"OMOI_DATA_DIR": str(tmp_path), "OMOI_TICKET_RETENTION": "-1"})
     assert "tickets" in beat.sweeps(Root(settings, Role.BEAT, db=uow.db))
