@@ -5,7 +5,9 @@
 
 Needs PostgreSQL and Redis (``OMOI_TEST_PG_URL``, ``OMOI_TEST_REDIS_URL`` as for the tests;
 it empties and uses that Redis database and the next one). Two omoi run side by side, each
-with its own database and worker: one empty, one holding 100,000 finished tasks. Each of
+with its own database and worker: one empty, one holding ``--seed`` finished tasks (100,000;
+in done tickets of ten, with their events; with ``--retention`` the ticket retention sweep
+deletes them, as beat would, during the measured rounds). Each of
 ``--runs`` rounds measures every figure on both, in turn, each beside raw Celery. It prints
 medians and spreads, the ratio against raw Celery where Celery has the same thing, the ratio
 seeded/empty, the CPU each part spent per task, and the peak memory of API and worker.
@@ -16,6 +18,7 @@ lines to its task's log (``benchmarks/handlers.py``), side by side in each round
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -34,9 +37,10 @@ from urllib.parse import urlsplit
 import psycopg
 import redis
 from celery import chain, group
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 
 from benchmarks.handlers import LINES
+from benchmarks.seed import Sweeping, seed_history
 from omoi.api import create_app
 from omoi.broker.app import make_celery
 from omoi.config import Settings
@@ -394,39 +398,23 @@ class Omoi:
                 conn.execute(delete(Ticket).where(Ticket.id == backlog))
         return rate, latencies
 
-    def seed_finished(self, count: int) -> None:
-        """``count`` succeeded tasks with their two events each, as a real history leaves,
-        vacuumed and checkpointed."""
-        ticket = uuid.UUID(self.submit([], quiet=True))
+    def seed_finished(self, count: int) -> dict[str, float]:
+        """``count`` succeeded tasks with their two events each, in done tickets of ten a
+        month old, as a real history leaves (``benchmarks/seed.py``), vacuumed and
+        checkpointed; returns the seconds it took and the bytes the database grew by."""
+        size = "SELECT pg_database_size(current_database())"
+        with psycopg.connect(self.settings.database_url, autocommit=True) as pg:
+            before = pg.execute(size).fetchone()
         with self.db.connect() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO tasks (id, ticket_id, phase, key, task_type, description,"
-                    " capabilities, route, payload, priority, dependencies, unmet_dependencies,"
-                    " status, attempt, retry_count, max_retries, resources, external, created_at,"
-                    " queued_at, started_at, finished_at, published_at, result)"
-                    " SELECT gen_random_uuid(), :t, 'PHASE_RUN', 'seed' || g, 'noop', '',"
-                    " ARRAY['default'], 'default', '{}', 'MEDIUM', '{\"depends_on\": []}', 0,"
-                    " 'succeeded', 1, 0, 3, '{}', false, now(), now(), now(), now(), now(),"
-                    " '{\"ok\": true}'"
-                    " FROM generate_series(1, :n) AS g"
-                ),
-                {"t": ticket, "n": count},
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO events (type, entity_type, entity_id, ticket_id, payload,"
-                    " created_at) SELECT e.type, 'task', t.id, t.ticket_id, '{}', now()"
-                    " FROM tasks t, (VALUES ('task.started'), ('task.succeeded')) AS e(type)"
-                    " WHERE t.ticket_id = :t"
-                ),
-                {"t": ticket},
-            )
+            made = seed_history(conn, count)
         # A history accrues over days, vacuumed as it goes; a bulk load measured at once would
         # time autovacuum and the checkpoint digesting 300,000 fresh rows instead.
         self.vacuum()
         with psycopg.connect(self.settings.database_url, autocommit=True) as pg:
             pg.execute("CHECKPOINT")
+            after = pg.execute(size).fetchone()
+        assert before is not None and after is not None
+        return {"seconds": made["seconds"], "bytes": after[0] - before[0]}
 
     def vacuum(self) -> None:
         with psycopg.connect(self.settings.database_url, autocommit=True) as pg:
@@ -762,16 +750,23 @@ def main() -> None:
         "--concurrency", type=int, default=2, help="prefork children of each worker (both sides)"
     )
     parser.add_argument("--quick", action="store_true", help="one small run: a smoke test")
+    parser.add_argument(
+        "--retention",
+        action="store_true",
+        help="run the ticket retention sweep on the seeded omoi during the measured rounds",
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.tasks, args.seed = 1, 200, 5_000
     bench = Bench(args.tasks, args.concurrency)
     results: dict[str, list[float]] = {}
     try:
-        bench.seeded.seed_finished(args.seed)
+        seeding = bench.seeded.seed_finished(args.seed)
         bench.start_workers()
         bench.empty.throughput(), bench.seeded.throughput(), bench.raw_throughput()  # warm up
-        bench.measure(args.runs, results)
+        sweeping = Sweeping(bench.seeded.db) if args.retention else None
+        with sweeping or contextlib.nullcontext():
+            bench.measure(args.runs, results)
         assert bench.empty.worker is not None
         worker_mib = peak_rss_mib(bench.empty.worker.pid)
         api_mib = bench.api_memory()
@@ -783,6 +778,17 @@ def main() -> None:
         "median (min..max)"
     )
     report(results, args.seed)
+    grown = seeding["bytes"] / args.seed
+    print(
+        f"  seeding {args.seed:,} finished tasks took {seeding['seconds']:.1f} s; the database"
+        f" grew by {seeding['bytes'] / 2**20:,.0f} MiB, {grown:,.0f} bytes per finished task"
+        " (its tickets, tasks, events and their indexes, vacuumed)"
+    )
+    if sweeping is not None:
+        print(
+            "  the 'with rows' figures were measured while the retention sweep deleted the"
+            f" seeded tickets, as beat does every 5 s: {sweeping.summary()}"
+        )
     if not bench.autovacuum:
         print(
             "  PostgreSQL runs with autovacuum off: both databases were vacuumed before each round"

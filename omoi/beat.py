@@ -24,7 +24,7 @@ from omoi import process
 from omoi.broker import relay
 from omoi.composition import Role, Root
 from omoi.config import Settings
-from omoi.services import agents, failures, locks, logs, outbox, phases
+from omoi.services import agents, failures, locks, logs, outbox, phases, retention
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +61,7 @@ def sweeps(root: Root) -> dict[str, Sweep]:
         "retries": lambda: failures.wake_retries(uow),
         "gates": lambda: phases.sweep_gates(uow),
         "logs": lambda: logs.sweep(db, settings.log_retention),
+        "tickets": lambda: retention.sweep(db, settings.ticket_retention, settings.ticket_archive),
         "outbox": republish,
     }
 

@@ -127,6 +127,12 @@ class Settings:
     log_max_line_chars: int = 4096
     #: Seconds task log lines are kept before beat deletes them: ``OMOI_LOG_RETENTION``.
     log_retention: float = 7 * 24 * 3600.0
+    #: Seconds a finished ticket is kept after its last change, then beat deletes it with
+    #: its tasks and events; 0 (the default) keeps every ticket: ``OMOI_TICKET_RETENTION``.
+    ticket_retention: float = 0.0
+    #: A folder where each deleted ticket is first archived as a JSON line (none: not
+    #: archived): ``OMOI_TICKET_ARCHIVE_DIR``.
+    ticket_archive_dir: str = ""
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.enable_task_types if t not in self.exec_types]
@@ -143,12 +149,19 @@ class Settings:
                 "OMOI_LOG_MAX_LINES and OMOI_LOG_MAX_LINE_CHARS must be at least 1, "
                 "OMOI_LOG_RETENTION above 0"
             )
+        if self.ticket_retention < 0:
+            raise ValueError("OMOI_TICKET_RETENTION is seconds, 0 (keep every ticket) or more")
 
     @property
     def exec_types(self) -> frozenset[str]:
         """Task types whose payload is code: submitting one needs ``exec``, and only workers
         that enabled the type run it."""
         return exec_types(self.exec_task_types)
+
+    @property
+    def ticket_archive(self) -> Path | None:
+        """Where deleted tickets are archived, or None."""
+        return Path(self.ticket_archive_dir) if self.ticket_archive_dir else None
 
     @property
     def token_file(self) -> Path:

@@ -27,3 +27,9 @@ def new_id() -> uuid.UUID:
     value |= 0b10 << 62  # variant
     value |= int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)  # rand_b
     return uuid.UUID(int=value)
+
+
+def first_id_at(millis: int) -> uuid.UUID:
+    """The smallest UUIDv7 of the millisecond ``millis`` (since the epoch): every id ``new_id``
+    made earlier sorts below it, so a primary key range finds what was created before then."""
+    return uuid.UUID(int=((millis & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (0b10 << 62))

@@ -60,6 +60,7 @@ SWEEP_LOCKS = {
     "locks": 7_340_006,
     "sync": 7_340_007,
     "logs": 7_340_008,
+    "tickets": 7_340_009,
 }
 # Agents that count as alive: they heartbeat, and their running attempts are theirs.
 LIVE_AGENTS = (AgentStatus.IDLE, AgentStatus.BUSY)
