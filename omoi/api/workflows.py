@@ -27,7 +27,7 @@ class Workflows(MethodView):
                 {
                     "name": w.name,
                     "description": w.description,
-                    "phases": [p.name.value for p in w.phases],
+                    "phases": w.names,
                     "transitions": {
                         k.value: [t.value for t in v] for k, v in w.transitions.items()
                     },
