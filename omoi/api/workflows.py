@@ -28,9 +28,7 @@ class Workflows(MethodView):
                     "name": w.name,
                     "description": w.description,
                     "phases": w.names,
-                    "transitions": {
-                        k.value: [t.value for t in v] for k, v in w.transitions.items()
-                    },
+                    "transitions": {k: list(v) for k, v in w.transitions.items()},
                 }
                 for w in runtime().uow.workflows.all()
             ]

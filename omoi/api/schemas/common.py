@@ -22,7 +22,7 @@ LONGEST_WAIT = validate.Range(min=0, max=specs.LONGEST_WAIT, min_inclusive=False
 # a phase name as any workflow may spell it; whether the ticket's workflow has it is the
 # registry's to say (omoi/services/workflows.py), with a 422 naming the workflow's phases
 PHASE_NAME = validate.Regexp(
-    PHASE_NAME_PATTERN, error=f"is not a phase name (a phase is named by {PHASE_NAME_PATTERN})"
+    PHASE_NAME_PATTERN, error="is not a phase name (a phase is named by {regex})"
 )
 
 
