@@ -9,6 +9,7 @@ import pytest
 from omoi.domain.gates import WAITING_FOR_APPROVAL, describe
 from omoi.domain.progress import Progress, TicketState, board_columns, progress_of, state_of
 from omoi.domain.workflow import ArtifactRule, Gate
+from omoi.services import workflows
 
 GATED = ["PHASE_REQUIREMENTS", "PHASE_DESIGN", "PHASE_IMPLEMENTATION", "PHASE_DONE"]
 
@@ -86,15 +87,7 @@ def test_gate_requirements_read_as_sentences() -> None:
     assert describe(Gate()) == ["every task of the phase succeeded"]
 
 
-DEV = [
-    "PHASE_BACKLOG",
-    "PHASE_REQUIREMENTS",
-    "PHASE_DESIGN",
-    "PHASE_IMPLEMENTATION",
-    "PHASE_TESTING",
-    "PHASE_DEPLOYMENT",
-    "PHASE_DONE",
-]
+DEV = workflows.load()["software-dev"].names
 
 
 def test_board_columns_merge_the_workflows_in_use_in_their_order() -> None:
