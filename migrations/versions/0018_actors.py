@@ -12,12 +12,14 @@ Revises: 0017
 Create Date: 2026-12-02
 """
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import sqlalchemy as sa
 from alembic import op
 from alembic.operations import BatchOperations
+
+from omoi.persistence.migrate import sqlite_rebuilt
 
 revision: str = "0018"
 down_revision: str | None = "0017"
@@ -43,34 +45,11 @@ def _sqlite() -> bool:
     return op.get_bind().dialect.name == "sqlite"
 
 
-@contextmanager
-def _tickets_rebuilt() -> Iterator[BatchOperations]:
-    """SQLite drops or adds a table constraint only by rebuilding the table, and dropping the
-    old tickets table with foreign keys on would cascade to every task, artifact and approval.
-    The pragma takes effect only between transactions: this commits what ran before (earlier
-    revisions, each already recorded), rebuilds in a transaction of its own with the keys off,
-    and checks them before committing."""
-    raw = op.get_bind().connection.driver_connection
-    raw.execute("COMMIT")
-    raw.execute("PRAGMA foreign_keys=OFF")
-    raw.execute("BEGIN IMMEDIATE")
-    try:
-        with op.batch_alter_table(
-            "tickets",
-            recreate="always",
-            naming_convention={"uq": "uq_%(table_name)s_%(column_0_name)s"},
-        ) as batch:
-            yield batch
-        broken = raw.execute("PRAGMA foreign_key_check").fetchall()
-        if broken:
-            raise RuntimeError(f"rebuilding tickets broke foreign keys: {broken[:5]}")
-        raw.execute("COMMIT")
-    except BaseException:
-        raw.execute("ROLLBACK")
-        raise
-    finally:
-        raw.execute("PRAGMA foreign_keys=ON")
-        raw.execute("BEGIN IMMEDIATE")  # alembic records the revision in it
+def _tickets_rebuilt() -> AbstractContextManager[BatchOperations]:
+    """SQLite drops or adds a table constraint only by rebuilding the table."""
+    return sqlite_rebuilt(
+        "tickets", naming_convention={"uq": "uq_%(table_name)s_%(column_0_name)s"}
+    )
 
 
 def upgrade() -> None:

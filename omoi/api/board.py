@@ -44,13 +44,12 @@ from omoi.api.schemas.events import StreamQuery
 from omoi.api.schemas.tasks import LogStreamQuery
 from omoi.domain import gates, layout
 from omoi.domain.auth import allows
-from omoi.domain.enums import Phase, TaskStatus
+from omoi.domain.enums import PHASE_DONE, TaskStatus
 from omoi.domain.events import EventType
-from omoi.domain.progress import TicketState
-from omoi.domain.workflow import Workflow
+from omoi.domain.progress import TicketState, board_columns
+from omoi.domain.workflow import current_phase
 from omoi.persistence.types import utcnow
 from omoi.services import events, sessions
-from omoi.services.errors import Invalid
 from omoi.services.read import agents as agent_views
 from omoi.services.read import board, queries
 from omoi.services.read import phases as phase_views
@@ -172,16 +171,18 @@ def page(template: str, stream: dict[str, str], **context: Any) -> str:
     )
 
 
-def _workflow(name: str) -> Workflow | None:
-    """The ticket's workflow, or None once this deployment no longer knows it."""
-    try:
-        return runtime().uow.workflows.get(name)
-    except Invalid:
-        return None
-
-
 def _phases_of() -> dict[str, list[str]]:
-    return {w.name: [p.name.value for p in w.phases] for w in runtime().uow.workflows.all()}
+    return {w.name: w.names for w in runtime().uow.workflows.all()}
+
+
+def _columns(cards: list[dict[str, Any]], workflow: str | None) -> dict[str, list[Any]]:
+    """The board's columns and their cards: the phases of the workflows in use (those of the
+    cards shown and the one filtered on; every known one on an empty board), DONE last."""
+    phases_of = _phases_of()
+    in_use = {c["workflow"] for c in cards} | ({workflow} if workflow else set())
+    orders = [phases_of[w] for w in sorted(in_use) if w in phases_of] or phases_of.values()
+    names = board_columns(orders, extra=[c["column"] for c in cards])
+    return {phase: [c for c in cards if c["column"] == phase] for phase in names}
 
 
 @blp.get("")
@@ -196,15 +197,10 @@ def index() -> str:
         workflow=args.get("workflow"),
         finished_shown=None if args.get("finished") == "all" else FINISHED_SHOWN,
     )
-    columns = {
-        phase.value: [c for c in found.cards if c["column"] == phase]
-        for phase in Phase
-        if phase != Phase.BLOCKED
-    }
     return page(
         "index",
         {},
-        columns=columns,
+        columns=_columns(found.cards, args.get("workflow")),
         finished=found.finished,
         filters={k: v for k, v in args.items() if k != "partial"},
         states=list(TicketState),
@@ -219,7 +215,7 @@ def graph_view(
     boxes with their task, collapsed phases with their counts, edges as SVG paths."""
     drawing = layout.layout(
         [layout.Node(n["id"], n["phase"], tuple(n["depends_on"])) for n in nodes],
-        [*order, *(p.value for p in Phase)],
+        order,
         collapsed,
     )
     task = {n["id"]: n for n in nodes}
@@ -246,6 +242,15 @@ def graph_view(
     }
 
 
+def _check_collapse(asked: list[str], phases: list[str]) -> None:
+    """A ticket page collapses only phases its workflow has (or its tasks are in), each once."""
+    unknown = sorted(set(asked) - set(phases))
+    if unknown:
+        raise BadQuery({"collapse": [f"not a phase of this ticket: {', '.join(unknown)}"]})
+    if len(asked) > len(set(asked)):
+        raise BadQuery({"collapse": ["names a phase more than once"]})
+
+
 def _toggle(ticket_id: uuid.UUID, collapsed: set[str], phase: str) -> str:
     """The page's address with ``phase`` collapsed or expanded."""
     after = sorted(collapsed ^ {phase})
@@ -257,13 +262,14 @@ def ticket(ticket_id: uuid.UUID) -> str:
     args = query(TicketQuery())
     db = runtime().db
     row, counts = queries.get_ticket(db, ticket_id)
-    workflow = _workflow(row.workflow)
-    order = [p.name.value for p in workflow.phases] if workflow else []
+    workflow = runtime().uow.workflows.find(row.workflow)
+    order = workflow.names if workflow else []
     nodes = board.graph(db, ticket_id)
     present = {n["phase"] for n in nodes}
-    current = board.current_phase(row)
+    current = current_phase(row)
     if "collapse" in args:
         collapsed = set(args["collapse"]) - {NOTHING}
+        _check_collapse(args["collapse"], [*order, *sorted(present - set(order)), NOTHING])
     else:
         collapsed = present - {current} if len(nodes) > BIG_GRAPH else set()
     gate = phase_views.gate_status(db, runtime().uow.workflows, ticket_id)
@@ -274,7 +280,7 @@ def ticket(ticket_id: uuid.UUID) -> str:
         ticket=row,
         counts=counts,
         standing=board.standing(db, row, _phases_of()),
-        steps=[p for p in order if p != Phase.DONE],
+        steps=[p for p in order if p != PHASE_DONE],
         current=current,
         history=phase_views.history_of(db, ticket_id),
         gate=gate,

@@ -86,8 +86,12 @@ class Tickets(MethodView):
 
     @blp.arguments(TicketQuery, location="query")
     @blp.response(200, TicketPage)
+    @blp.alt_response(422, description="A phase no workflow (or not `workflow`) has")
     def get(self, args: dict[str, Any]) -> Any:
-        """List tickets, newest first; pass ``next_cursor`` back as ``cursor``."""
+        """List tickets, newest first; pass ``next_cursor`` back as ``cursor``. A ``phase``
+        that ``workflow`` (or, without one, every known workflow) lacks is a 422."""
+        if "phase" in args:
+            runtime().uow.workflows.require_phase(args["phase"], args.get("workflow"))
         page = queries.list_tickets(runtime().db, **args)
         with runtime().db.session() as session:
             counts = queries.counts_by_ticket(session, [t.id for t in page.items])
@@ -158,7 +162,7 @@ class PhaseProgressView(MethodView):
     @blp.alt_response(404, description="No such ticket")
     def get(self, ticket_id: uuid.UUID) -> Any:
         """Task counts and progress per phase, in workflow order."""
-        return {"items": queries.phase_progress(runtime().db, ticket_id)}
+        return {"items": queries.phase_progress(runtime().db, runtime().uow.workflows, ticket_id)}
 
 
 @blp.route("/<uuid:ticket_id>/gate-status")

@@ -27,10 +27,8 @@ class Workflows(MethodView):
                 {
                     "name": w.name,
                     "description": w.description,
-                    "phases": [p.name.value for p in w.phases],
-                    "transitions": {
-                        k.value: [t.value for t in v] for k, v in w.transitions.items()
-                    },
+                    "phases": w.names,
+                    "transitions": {k: list(v) for k, v in w.transitions.items()},
                 }
                 for w in runtime().uow.workflows.all()
             ]

@@ -1,5 +1,7 @@
-"""Every status, priority and phase, once. Database CHECK constraints are built from these."""
+"""Every status and priority, once, and what names a phase. Database CHECK constraints are built
+from these."""
 
+import re
 from enum import StrEnum
 
 
@@ -40,16 +42,20 @@ class Priority(StrEnum):
         return list(Priority).index(self)
 
 
-class Phase(StrEnum):
-    BACKLOG = "PHASE_BACKLOG"
-    REQUIREMENTS = "PHASE_REQUIREMENTS"
-    DESIGN = "PHASE_DESIGN"
-    IMPLEMENTATION = "PHASE_IMPLEMENTATION"
-    TESTING = "PHASE_TESTING"
-    DEPLOYMENT = "PHASE_DEPLOYMENT"
-    RUN = "PHASE_RUN"
-    DONE = "PHASE_DONE"
-    BLOCKED = "PHASE_BLOCKED"
+# A workflow names its own phases (omoi/domain/workflow.py checks each file): an upper-case
+# letter, then up to 31 upper-case letters, digits or underscores, to fit the 32-character
+# phase columns. The database checks the same pattern (tables.PHASE_CHECKS).
+PHASE_NAME_LENGTH = 32
+PHASE_NAME_PATTERN = f"^[A-Z][A-Z0-9_]{{0,{PHASE_NAME_LENGTH - 1}}}$"
+PHASE_NAME = re.compile(PHASE_NAME_PATTERN)
+# Every workflow shares these two: its last phase, and the one any working phase may block in.
+PHASE_DONE = "PHASE_DONE"
+PHASE_BLOCKED = "PHASE_BLOCKED"
+
+
+def is_phase_name(value: object) -> bool:
+    """Whether ``value`` may name a phase (any workflow's; not whether one has it)."""
+    return isinstance(value, str) and PHASE_NAME.fullmatch(value) is not None
 
 
 class AgentKind(StrEnum):

@@ -3,11 +3,12 @@ its workflow. Pure: the caller gathers the facts."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 
-from omoi.domain.enums import Phase, TaskStatus, TicketStatus
+from omoi.domain.enums import PHASE_DONE, TaskStatus, TicketStatus
 from omoi.domain.gates import WAITING_FOR_APPROVAL
 
 
@@ -64,9 +65,33 @@ def progress_of(
     current phase's steps are its tasks and then its gate: the fraction is its succeeded
     tasks out of its tasks plus one, so a phase whose gate has not passed (awaiting approval,
     say) is never whole, and failed tasks never count."""
-    working = [p for p in workflow_phases if p != Phase.DONE]
-    if status == TicketStatus.DONE or phase == Phase.DONE:
+    working = [p for p in workflow_phases if p != PHASE_DONE]
+    if status == TicketStatus.DONE or phase == PHASE_DONE:
         return Progress(len(working), len(working), 0.0)
     fraction = counts.get(TaskStatus.SUCCEEDED, 0) / (sum(counts.values()) + 1)
     done = working.index(phase) if phase in working else 0
     return Progress(len(working), done, fraction)
+
+
+def board_columns(orders: Iterable[Sequence[str]], extra: Iterable[str] = ()) -> list[str]:
+    """The board's columns for workflows whose phases come in these ``orders``: every working
+    phase once, after every phase some workflow puts right before it (the longest workflows'
+    order first where they disagree), then ``extra`` phases not placed yet (cards of phases no
+    workflow has any more), then PHASE_DONE."""
+    seen: dict[str, int] = {}
+    before: dict[str, set[str]] = {}
+    for order in sorted(orders, key=len, reverse=True):
+        working = [p for p in order if p != PHASE_DONE]
+        for phase in working:
+            seen.setdefault(phase, len(seen))
+            before.setdefault(phase, set())
+        for earlier, later in pairwise(working):
+            before[later].add(earlier)
+    placed: list[str] = []
+    while before:
+        ready = [p for p, earlier in before.items() if earlier <= set(placed)]
+        phase = min(ready or before, key=seen.__getitem__)  # in a cycle, the first seen
+        placed.append(phase)
+        del before[phase]
+    rest = [p for p in dict.fromkeys(extra) if p not in seen and p != PHASE_DONE]
+    return [*placed, *rest, PHASE_DONE]

@@ -1,8 +1,10 @@
 """Workflows as data: phases, the one transition table, per-phase task templates and gates.
 
 A workflow file (YAML) is parsed into these types; every rule about which phase may follow which
-lives in ``Workflow.allowed``. BLOCKED is implicit: any working phase may block, and a blocked
-ticket may return to the phase it came from or any earlier one.
+lives in ``Workflow.allowed``. A workflow names its own phases (any name matching
+``PHASE_NAME_PATTERN``); every workflow ends in PHASE_DONE, and PHASE_BLOCKED is implicit: any
+working phase may block, and a blocked ticket may return to the phase it came from or any
+earlier one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omoi.domain import dag, specs
-from omoi.domain.enums import Phase
+from omoi.domain.enums import PHASE_BLOCKED, PHASE_DONE, PHASE_NAME_PATTERN, is_phase_name
+
+MAX_PHASES = 32  # of one workflow, PHASE_DONE included
 
 
 class WorkflowError(ValueError):
@@ -51,7 +55,7 @@ class Template:
 
 @dataclass(frozen=True)
 class PhaseSpec:
-    name: Phase
+    name: str
     tasks: tuple[Template, ...] = ()
     gate: Gate = Gate()
 
@@ -60,48 +64,65 @@ class PhaseSpec:
 class Workflow:
     name: str
     phases: tuple[PhaseSpec, ...]
-    transitions: Mapping[Phase, tuple[Phase, ...]]
+    transitions: Mapping[str, tuple[str, ...]]
     description: str = ""
 
     @property
-    def initial(self) -> Phase:
+    def initial(self) -> str:
         return self.phases[0].name
 
-    def spec(self, phase: Phase | str) -> PhaseSpec:
+    @property
+    def names(self) -> list[str]:
+        """Its phases in order, PHASE_DONE last."""
+        return [p.name for p in self.phases]
+
+    def has(self, phase: str) -> bool:
+        """Whether a ticket of this workflow may be in ``phase`` (PHASE_BLOCKED included)."""
+        return phase == PHASE_BLOCKED or phase in self.names
+
+    def spec(self, phase: str) -> PhaseSpec:
         for spec in self.phases:
             if spec.name == phase:
                 return spec
         raise KeyError(phase)
 
     @property
-    def working(self) -> list[Phase]:
-        return [p.name for p in self.phases if p.name != Phase.DONE]
+    def working(self) -> list[str]:
+        return [p.name for p in self.phases if p.name != PHASE_DONE]
 
-    def next_phase(self, phase: Phase | str) -> Phase | None:
+    def next_phase(self, phase: str) -> str | None:
         """Where a passed gate leads: the first transition listed for the phase."""
-        targets = self.transitions.get(Phase(phase), ())
+        targets = self.transitions.get(phase, ())
         return targets[0] if targets else None
 
-    def allowed(self, phase: Phase | str, came_from: Phase | str | None = None) -> list[Phase]:
+    def allowed(self, phase: str, came_from: str | None = None) -> list[str]:
         """Every phase a ticket in ``phase`` may move to (``came_from`` matters when blocked)."""
-        phase = Phase(phase)
-        if phase == Phase.BLOCKED:
-            if came_from is None or Phase(came_from) not in self.working:
+        if phase == PHASE_BLOCKED:
+            if came_from is None or came_from not in self.working:
                 return self.working
-            return self.working[: self.working.index(Phase(came_from)) + 1]
+            return self.working[: self.working.index(came_from) + 1]
         targets = list(self.transitions.get(phase, ()))
         if phase in self.working:
-            targets.append(Phase.BLOCKED)
+            targets.append(PHASE_BLOCKED)
         return targets
 
 
-def _phase(value: Any, where: str) -> Phase:
-    try:
-        return Phase(value)
-    except ValueError:
+def current_phase(ticket: Any) -> str:
+    """The phase a ticket (anything with ``phase`` and ``previous_phase``) works in: for a
+    blocked one, the phase it is blocked in."""
+    return ticket.previous_phase if ticket.phase == PHASE_BLOCKED else ticket.phase  # type: ignore[no-any-return]
+
+
+def _phase(value: Any, where: str) -> str:
+    """A phase name as a workflow file may write it: the pattern, and never PHASE_BLOCKED."""
+    if not is_phase_name(value):
         raise WorkflowError(
-            f"{where}: unknown phase {value!r}; phases are {', '.join(p.value for p in Phase)}"
-        ) from None
+            f"{where}: {value!r} is not a phase name; a phase is named by {PHASE_NAME_PATTERN}"
+            " (an upper-case letter, then upper-case letters, digits or underscores)"
+        )
+    if value == PHASE_BLOCKED:
+        raise WorkflowError(f"{where}: PHASE_BLOCKED is implicit; do not list it")
+    return value  # type: ignore[no-any-return]
 
 
 def _template(raw: Any, where: str) -> Template:
@@ -148,8 +169,6 @@ def parse(raw: Any, source: str) -> Workflow:
         if not isinstance(entry, dict) or "name" not in entry:
             raise WorkflowError(f"{where}: each phase needs a name")
         name = _phase(entry["name"], where)
-        if name == Phase.BLOCKED:
-            raise WorkflowError(f"{where}: PHASE_BLOCKED is implicit; do not list it")
         templates = tuple(
             _template(t, f"{where}.tasks[{i}]") for i, t in enumerate(entry.get("tasks", []))
         )
@@ -158,15 +177,25 @@ def parse(raw: Any, source: str) -> Workflow:
             raise WorkflowError(f"{where}: {problems.message()}")
         phases.append(PhaseSpec(name, templates, _gate(entry.get("gate"), f"{where}.gate")))
     names = [p.name for p in phases]
-    if len(set(names)) != len(names):
-        raise WorkflowError(f"{source}: a phase is listed twice")
-    if names[-1] != Phase.DONE:
-        raise WorkflowError(f"{source}: the last phase must be PHASE_DONE")
-    transitions: dict[Phase, tuple[Phase, ...]] = {}
-    for key, targets in (raw.get("transitions") or {}).items():
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise WorkflowError(f"{source}: phases listed twice: {', '.join(twice)}")
+    if names[-1] != PHASE_DONE:
+        raise WorkflowError(f"{source}: the last phase must be {PHASE_DONE}")
+    if len(names) > MAX_PHASES:
+        raise WorkflowError(f"{source}: {len(names)} phases; a workflow has at most {MAX_PHASES}")
+    transitions: dict[str, tuple[str, ...]] = {}
+    raw_transitions = raw.get("transitions") or {}
+    if not isinstance(raw_transitions, dict):
+        raise WorkflowError(f"{source}: transitions must map a phase to a list of phases")
+    for key, targets in raw_transitions.items():
         src = _phase(key, f"{source}: transitions")
         if src not in names:
             raise WorkflowError(f"{source}: transitions from {src} which is not a phase here")
+        if src == PHASE_DONE:
+            raise WorkflowError(f"{source}: transitions from {PHASE_DONE}, which is terminal")
+        if not isinstance(targets, list):
+            raise WorkflowError(f"{source}: transitions.{src} must be a list of phases")
         dsts = tuple(_phase(t, f"{source}: transitions.{src}") for t in targets)
         missing = [d for d in dsts if d not in names]
         if missing:

@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from omoi.domain.enums import AgentStatus, ErrorCategory, Phase, TaskStatus, TicketStatus
+from omoi.domain.enums import AgentStatus, ErrorCategory, TaskStatus, TicketStatus
 from omoi.domain.errors import TaskError
 from omoi.domain.events import EventType
 from omoi.domain.jobs import TITLE_CHARS
@@ -346,7 +346,7 @@ def move_ticket(
     conn: Executor,
     ticket_id: uuid.UUID,
     from_phase: str,
-    to_phase: Phase,
+    to_phase: str,
     status: TicketStatus,
     reason: str,
     by: str = "system",

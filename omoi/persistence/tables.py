@@ -23,10 +23,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from omoi.domain.enums import (
+    PHASE_NAME_LENGTH,
+    PHASE_NAME_PATTERN,
     AgentKind,
     AgentStatus,
     MessageType,
-    Phase,
     Priority,
     TaskStatus,
     TicketStatus,
@@ -38,6 +39,22 @@ from omoi.persistence.types import JsonDoc, TextList, UTCDateTime, utcnow
 def one_of(column: str, enum: type[StrEnum], name: str) -> CheckConstraint:
     values = ", ".join(f"'{v}'" for v in enum)
     return CheckConstraint(f"{column} IN ({values})", name=name)
+
+
+def phase_named(column: str, name: str) -> tuple[CheckConstraint, CheckConstraint]:
+    """``column`` holds a phase name (or NULL): PostgreSQL checks the pattern itself; SQLite,
+    which has no regular expressions of its own, the same rule in GLOBs. Which phases a
+    workflow has is the workflow registry's to check (omoi/services/workflows.py)."""
+    glob = (
+        f"{column} GLOB '[A-Z]*' AND {column} NOT GLOB '*[^A-Z0-9_]*'"
+        f" AND length({column}) <= {PHASE_NAME_LENGTH}"
+    )
+    return (
+        CheckConstraint(f"{column} ~ '{PHASE_NAME_PATTERN}'", name=name).ddl_if(
+            dialect="postgresql"
+        ),
+        CheckConstraint(glob, name=name).ddl_if(dialect="sqlite"),
+    )
 
 
 def partial(where: str) -> dict[str, Any]:
@@ -66,8 +83,8 @@ class Ticket(Base):
     __tablename__ = "tickets"
     __table_args__ = (
         one_of("priority", Priority, "ck_tickets_priority"),
-        one_of("phase", Phase, "ck_tickets_phase"),
-        one_of("previous_phase", Phase, "ck_tickets_previous_phase"),
+        *phase_named("phase", "ck_tickets_phase"),
+        *phase_named("previous_phase", "ck_tickets_previous_phase"),
         one_of("status", TicketStatus, "ck_tickets_status"),
         Index("ix_tickets_status_phase", "status", "phase"),
         # An Idempotency-Key is scoped to the token that sent it (migration 0015); tickets
@@ -92,8 +109,8 @@ class Ticket(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     priority: Mapped[str] = mapped_column(String(16), default=Priority.MEDIUM)
     workflow: Mapped[str] = mapped_column(String(64))
-    phase: Mapped[str] = mapped_column(String(32))
-    previous_phase: Mapped[str | None] = mapped_column(String(32))
+    phase: Mapped[str] = mapped_column(String(PHASE_NAME_LENGTH))
+    previous_phase: Mapped[str | None] = mapped_column(String(PHASE_NAME_LENGTH))
     status: Mapped[str] = mapped_column(String(16), default=TicketStatus.ACTIVE)
     context: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     # The tasks submitted for each phase ({phase: [spec]}), instantiated at every entry into
@@ -123,7 +140,7 @@ class Task(Base):
     __table_args__ = (
         one_of("status", TaskStatus, "ck_tasks_status"),
         one_of("priority", Priority, "ck_tasks_priority"),
-        one_of("phase", Phase, "ck_tasks_phase"),
+        *phase_named("phase", "ck_tasks_phase"),
         Index("uq_tasks_ticket_key", "ticket_id", "key", unique=True),
         # Partial indexes: a task's two updates per attempt leave them untouched, and each
         # holds only the rows its query looks for (dependents waiting; retries due).
@@ -163,7 +180,7 @@ class Task(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
-    phase: Mapped[str] = mapped_column(String(32))
+    phase: Mapped[str] = mapped_column(String(PHASE_NAME_LENGTH))
     key: Mapped[str] = mapped_column(String(200))
     task_type: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(Text, default="")
@@ -290,8 +307,8 @@ class PhaseHistory(Base):
 
     id: Mapped[int] = serial_id()
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
-    from_phase: Mapped[str | None] = mapped_column(String(32))
-    to_phase: Mapped[str] = mapped_column(String(32))
+    from_phase: Mapped[str | None] = mapped_column(String(PHASE_NAME_LENGTH))
+    to_phase: Mapped[str] = mapped_column(String(PHASE_NAME_LENGTH))
     reason: Mapped[str] = mapped_column(Text, default="")
     by: Mapped[str] = mapped_column(String(200), default="system")  # a token's name, or "gate"
     # a name the client gave as ``by`` (migration 0015)
@@ -308,7 +325,7 @@ class Artifact(Base):
 
     id: Mapped[int] = serial_id()
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
-    phase: Mapped[str] = mapped_column(String(32))
+    phase: Mapped[str] = mapped_column(String(PHASE_NAME_LENGTH))
     type: Mapped[str] = mapped_column(String(64))
     path: Mapped[str | None] = mapped_column(Text)
     content: Mapped[Any] = mapped_column(JsonDoc)
@@ -322,7 +339,7 @@ class GateResult(Base):
 
     id: Mapped[int] = serial_id()
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
-    phase: Mapped[str] = mapped_column(String(32))
+    phase: Mapped[str] = mapped_column(String(PHASE_NAME_LENGTH))
     passed: Mapped[bool] = mapped_column(Boolean)
     missing: Mapped[list[str]] = mapped_column(JsonDoc, default=list)
     reasons: Mapped[list[str]] = mapped_column(JsonDoc, default=list)
@@ -335,7 +352,7 @@ class Approval(Base):
 
     id: Mapped[int] = serial_id()
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
-    phase: Mapped[str] = mapped_column(String(32))
+    phase: Mapped[str] = mapped_column(String(PHASE_NAME_LENGTH))
     by: Mapped[str] = mapped_column(String(200))  # the approving token's name
     # a name the client gave as ``by``: what it says, not who approved (migration 0015)
     note: Mapped[str | None] = mapped_column(String(200))

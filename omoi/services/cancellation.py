@@ -16,7 +16,6 @@ from omoi.domain.enums import (
     OPEN_TASK_STATUSES,
     TERMINAL_TASK_STATUSES,
     ErrorCategory,
-    Phase,
     TaskStatus,
     TicketStatus,
 )
@@ -233,7 +232,7 @@ def _retry(tx: Transaction, task_id: uuid.UUID) -> None:
             conn,
             task.ticket_id,
             ticket.phase,
-            Phase(ticket.previous_phase or Phase.RUN),
+            ticket.previous_phase or task.phase,  # the phase it is blocked in
             TicketStatus.ACTIVE,
             f"task {task.key} retried",
         )

@@ -22,12 +22,18 @@ from sqlalchemy import Connection, insert, select, update
 
 from omoi.domain import dag, gates
 from omoi.domain.context import aggregate, summarize
-from omoi.domain.enums import OPEN_TASK_STATUSES, Phase, TaskStatus, TicketStatus
+from omoi.domain.enums import (
+    OPEN_TASK_STATUSES,
+    PHASE_BLOCKED,
+    PHASE_DONE,
+    TaskStatus,
+    TicketStatus,
+)
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
 from omoi.domain.jobs import job_id
 from omoi.domain.routing import normalize_capabilities, queue_for, route_of
-from omoi.domain.workflow import Workflow
+from omoi.domain.workflow import Workflow, current_phase
 from omoi.persistence import Approval, Artifact, GateResult, PhaseHistory
 from omoi.persistence.statements import (
     bulk_insert,
@@ -92,7 +98,7 @@ class Origin:
 
 
 def phase_tasks(
-    workflow: Workflow, phase: Phase, title: str, planned: Sequence[NewTask]
+    workflow: Workflow, phase: str, title: str, planned: Sequence[NewTask]
 ) -> list[NewTask]:
     """The phase's templates (descriptions filled in from the ticket) and the planned tasks."""
     generated = [
@@ -150,7 +156,7 @@ def plan_of(specs: Sequence[NewTask]) -> list[dict[str, Any]]:
 def instantiate(
     conn: Connection,
     ticket_id: uuid.UUID,
-    phase: Phase,
+    phase: str,
     specs: Sequence[NewTask],
     defaults: Defaults,
     now: datetime,
@@ -238,17 +244,31 @@ def _ticket(conn: Connection, ticket_id: uuid.UUID, *, lock: bool = True) -> Any
     return ticket
 
 
-def _planned(conn: Connection, ticket_id: uuid.UUID, phase: Phase) -> list[NewTask]:
+def _working_phase(tx: Transaction, ticket: Any, phase: str | None) -> str:
+    """The working phase an artifact or approval is for: ``phase`` if the ticket's workflow
+    has it (Invalid if not), else the one the ticket is in or blocked in."""
+    if phase is None:
+        return current_phase(ticket)
+    workflow = tx.workflows.get(ticket.workflow)
+    if phase not in workflow.working:
+        raise Invalid(
+            f"{phase} is not a working phase of workflow {workflow.name}",
+            {"phase": phase, "phases": workflow.working},
+        )
+    return phase
+
+
+def _planned(conn: Connection, ticket_id: uuid.UUID, phase: str) -> list[NewTask]:
     plan = conn.execute(select(tickets.c.plan).where(tickets.c.id == ticket_id)).scalar_one()
     return [NewTask(**t) for t in (plan or {}).get(phase, [])]
 
 
 def _enter(
-    tx: Transaction, ticket: Any, workflow: Workflow, phase: Phase, context: dict[str, Any]
+    tx: Transaction, ticket: Any, workflow: Workflow, phase: str, context: dict[str, Any]
 ) -> None:
     """Start ``phase``: create its tasks; a phase without tasks is judged at once."""
     conn = tx.conn
-    if phase == Phase.DONE:
+    if phase == PHASE_DONE:
         conn.execute(update(tickets).where(tickets.c.id == ticket.id).values(open_tasks=0))
         record(conn, [event_row(EventType.TICKET_COMPLETED, "ticket", ticket.id, ticket.id)])
         return
@@ -293,7 +313,7 @@ def _move(
     tx: Transaction,
     ticket: Any,
     workflow: Workflow,
-    to: Phase,
+    to: str,
     reason: str,
     by: str,
     leaving: str,
@@ -303,7 +323,7 @@ def _move(
     conn = tx.conn
     context = _aggregate(conn, ticket, leaving) if leaving in workflow.working else ticket.context
     conn.execute(update(tickets).where(tickets.c.id == ticket.id).values(context=context))
-    status = TicketStatus.DONE if to == Phase.DONE else TicketStatus.ACTIVE
+    status = TicketStatus.DONE if to == PHASE_DONE else TicketStatus.ACTIVE
     move_ticket(conn, ticket.id, ticket.phase, to, status, reason, by, note)
     refreshed = conn.execute(select(*TICKET_COLUMNS).where(tickets.c.id == ticket.id)).one()
     _enter(tx, refreshed, workflow, to, context)
@@ -377,7 +397,7 @@ def judge(tx: Transaction, ticket_id: uuid.UUID) -> None:
             conn,
             ticket_id,
             phase,
-            Phase.BLOCKED,
+            PHASE_BLOCKED,
             TicketStatus.BLOCKED,
             "; ".join(verdict.reasons),
             "gate",
@@ -426,11 +446,11 @@ def transition(
     conn = tx.conn
     ticket = _ticket(conn, ticket_id)
     workflow = tx.workflows.get(ticket.workflow)
-    to = Phase(to_phase)
-    if to != Phase.BLOCKED and to not in [p.name for p in workflow.phases]:
+    to = to_phase
+    if not workflow.has(to):
         raise Invalid(
             f"{to} is not a phase of workflow {workflow.name}",
-            {"phases": [p.name.value for p in workflow.phases]},
+            {"phase": to, "phases": [*workflow.names, PHASE_BLOCKED]},
         )
     allowed = workflow.allowed(ticket.phase, ticket.previous_phase)
     if not force and (
@@ -441,13 +461,13 @@ def transition(
             + (", ".join(allowed) if ticket.status not in ("done", "cancelled") else "none"),
             {"from": ticket.phase, "to": str(to), "allowed": [str(a) for a in allowed]},
         )
-    if to == Phase.BLOCKED:
+    if to == PHASE_BLOCKED:
         move_ticket(conn, ticket_id, ticket.phase, to, TicketStatus.BLOCKED, reason, by, note)
-    elif ticket.phase == Phase.BLOCKED and to == ticket.previous_phase:
+    elif ticket.phase == PHASE_BLOCKED and to == ticket.previous_phase:
         move_ticket(conn, ticket_id, ticket.phase, to, TicketStatus.ACTIVE, reason, by, note)
         judge(tx, ticket_id)
     else:
-        leaving = ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase
+        leaving = current_phase(ticket)
         _cancel_open(conn, ticket_id, f"ticket moved to {to}")
         _move(tx, ticket, workflow, to, reason, by, leaving, note)
 
@@ -474,7 +494,7 @@ def add_artifact(
     a gate that was waiting for it."""
     conn = tx.conn
     ticket = _ticket(conn, ticket_id)
-    phase = phase or (ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase)
+    phase = _working_phase(tx, ticket, phase)
     artifact_id = conn.execute(
         insert(artifacts)
         .values(
@@ -516,7 +536,7 @@ def approve(
     says about it, kept beside but never in its place."""
     conn = tx.conn
     ticket = _ticket(conn, ticket_id)
-    phase = phase or (ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase)
+    phase = _working_phase(tx, ticket, phase)
     conn.execute(
         insert(approvals).values(
             ticket_id=ticket_id, phase=phase, by=by, note=note, comment=comment, created_at=utcnow()

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from omoi.domain.enums import Phase, Priority, TicketStatus
+from omoi.domain.enums import Priority, TicketStatus
 from omoi.domain.events import EventType
 from omoi.domain.ids import new_id
 from omoi.persistence import Database
@@ -103,9 +103,9 @@ def create_ticket(
 ) -> Submitted:
     workflow = uow.workflows.get(spec.workflow)
     check_size(len(spec.tasks), max_tasks)
-    by_phase: dict[Phase, list[NewTask]] = {}
+    by_phase: dict[str, list[NewTask]] = {}
     for t in spec.tasks:
-        phase = Phase(t.phase or workflow.initial)
+        phase = t.phase or workflow.initial
         if phase not in workflow.working:
             raise Invalid(
                 f"task {t.key!r}: {phase} is not a working phase of {workflow.name}",

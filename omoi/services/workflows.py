@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from omoi.domain.enums import PHASE_BLOCKED
 from omoi.domain.workflow import Workflow, WorkflowError, parse
 from omoi.services.errors import Invalid
 
@@ -51,5 +52,21 @@ class Workflows:
                 f"unknown workflow {name!r}", {"workflow": name, "known": sorted(self._by_name)}
             ) from None
 
+    def find(self, name: str) -> Workflow | None:
+        """The workflow, or None (a ticket's workflow this deployment no longer has)."""
+        return self._by_name.get(name)
+
     def all(self) -> list[Workflow]:
         return [self._by_name[name] for name in sorted(self._by_name)]
+
+    def require_phase(self, phase: str, workflow: str | None = None) -> None:
+        """Invalid unless ``phase`` is one a ticket can be in: a phase of ``workflow`` when
+        this deployment knows it, else of any workflow it knows (PHASE_BLOCKED is every
+        workflow's)."""
+        known = self.find(workflow) if workflow is not None else None
+        among = [known] if known is not None else self.all()
+        if any(w.has(phase) for w in among):
+            return
+        names = sorted({n for w in among for n in w.names} | {PHASE_BLOCKED})
+        where = f"workflow {known.name}" if known else "any workflow"
+        raise Invalid(f"{phase} is not a phase of {where}", {"phase": phase, "phases": names})

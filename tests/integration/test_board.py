@@ -54,6 +54,11 @@ def bar(fragment: str) -> float:
     return float(found.group(1))
 
 
+def columns(page: str) -> list[str]:
+    """The board's columns, left to right."""
+    return re.findall(r'<section class="[^"]*" data-phase="([^"]+)"', page)
+
+
 def state(fragment: str) -> str:
     found = re.search(r'data-state="(\w+)"', fragment)
     assert found
@@ -73,11 +78,40 @@ def test_cards_sit_in_their_phase_column_and_unused_columns_are_collapsed(
     page = board(api_client, q=word)
     run_class, run = column(page, "PHASE_RUN")
     assert f'data-ticket="{ticket["id"]}"' in run and "collapsed" not in run_class
-    for phase in ("PHASE_BACKLOG", "PHASE_DESIGN", "PHASE_DEPLOYMENT", "PHASE_DONE"):
-        assert "collapsed" in column(page, phase)[0]
+    assert "collapsed" in column(page, "PHASE_DONE")[0]
+    assert columns(page) == ["PHASE_RUN", "PHASE_DONE"]  # the phases of the workflow in use
     assert 'data-phase="PHASE_BLOCKED"' not in page  # blocked cards stay in their phase
     assert state(card(page, ticket["id"])) == "active"
     assert page.startswith('<div class="columns">') and "<html" not in page
+
+
+def test_the_columns_are_the_phases_of_the_workflows_in_use(api_client: Any) -> None:
+    """A workflow's own phases are columns, in its order; two workflows' phases merge, each
+    once, in the order their workflows agree on; an empty filter shows the filtered one's."""
+    word = tag()
+    review = submit(api_client, [], title=f"audit {word}", workflow="review")
+    page = board(api_client, q=word)
+    assert columns(page) == ["SECURITY_AUDIT", "PHASE_REVIEW", "PHASE_DONE"]
+    audit_class, audit = column(page, "SECURITY_AUDIT")
+    assert f'data-ticket="{review["id"]}"' in audit and "collapsed" not in audit_class
+    assert "security audit" in text(audit)  # the column's heading
+    gated = submit(api_client, [], title=f"gated {word}", workflow="gated")
+    assert columns(board(api_client, q=word)) == [
+        "PHASE_REQUIREMENTS",
+        "PHASE_DESIGN",
+        "PHASE_IMPLEMENTATION",
+        "PHASE_TESTING",
+        "SECURITY_AUDIT",
+        "PHASE_REVIEW",
+        "PHASE_DONE",
+    ]
+    assert (
+        f'data-ticket="{gated["id"]}"' in column(board(api_client, q=word), "PHASE_REQUIREMENTS")[1]
+    )
+    nothing = board(api_client, q=f"none {word}", workflow="review")
+    assert columns(nothing) == ["SECURITY_AUDIT", "PHASE_REVIEW", "PHASE_DONE"]
+    for tid in (review["id"], gated["id"]):  # leave no task an external agent could claim
+        assert api_client.post(f"/api/v1/tickets/{tid}/cancel", json={}).status_code == 200
 
 
 def test_done_is_collapsed_to_its_newest_cards_with_a_count(api_client: Any) -> None:

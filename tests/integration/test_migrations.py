@@ -12,11 +12,13 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, insert, inspect, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from omoi.persistence import Base, Database, Task, Ticket
+from omoi.domain.enums import PHASE_BLOCKED
+from omoi.persistence import Base, Database, Task, TaskLog, Ticket
 from omoi.persistence.migrate import compared, downgrade, upgrade
+from omoi.services import workflows
 from tests.conftest import PG_ADMIN, _pg_url
 
 
@@ -219,4 +221,136 @@ def test_idempotency_keys_from_before_token_scoping_stay_unique(empty_url: str) 
     assert keys == {before: "deploy", scoped: None}
     with pytest.raises(IntegrityError), database.engine.begin() as conn:
         ticket(conn, idempotency_key="deploy")  # 0014's constraint is back
+    database.dispose()
+
+
+def check_constraints(url: str) -> dict[tuple[str, str | None], str]:
+    """Every table's CHECK constraints, as the database states them."""
+    database = Database(url)
+    inspector = inspect(database.engine)
+    found = {
+        (table, c["name"]): c["sqltext"]
+        for table in inspector.get_table_names()
+        for c in inspector.get_check_constraints(table)
+    }
+    database.dispose()
+    return found
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def two_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two empty databases on the same engine."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'a.sqlite'}", f"sqlite:///{tmp_path / 'b.sqlite'}"
+        return
+    with new_pg_database() as first, new_pg_database() as second:
+        yield first, second
+
+
+def test_check_constraints_are_the_models_to_the_letter(two_urls: tuple[str, str]) -> None:
+    """What Alembic's comparison skips: the CHECK constraints the migrations leave are those
+    the models state for a fresh database (the phase pattern on each engine included)."""
+    migrated, modelled = two_urls
+    upgrade(migrated)
+    database = Database(modelled)
+    Base.metadata.create_all(database.engine)
+    database.dispose()
+    checks = check_constraints(migrated)
+    assert checks == check_constraints(modelled)
+    assert "PHASE_RUN" not in checks[("tickets", "ck_tickets_phase")]  # a pattern, not names
+
+
+# the phases the nine-name CHECK allowed: the shipped workflows' and PHASE_BLOCKED
+BUILT_IN_PHASES = sorted({p for w in workflows.load().values() for p in w.names} | {PHASE_BLOCKED})
+
+
+def test_phases_from_before_stay_valid_and_the_pattern_is_checked(empty_url: str) -> None:
+    """Migration 0021: rows written under the nine-name CHECK keep their phases (and, on
+    SQLite, whose tables it rebuilds, their tasks and logs); afterwards any well-formed name
+    is stored and a malformed one refused by the database itself. Downgrading is refused
+    while a phase outside the nine is stored, and brings the nine-name CHECK back."""
+    upgrade(empty_url, "0020")
+    tickets, tasks = Ticket.__table__, Task.__table__
+    now = datetime.now(UTC)
+
+    def ticket(conn: Any, phase: str, previous: str | None = None) -> uuid.UUID:
+        ticket_id = uuid.uuid4()
+        conn.execute(
+            insert(tickets).values(
+                id=ticket_id,
+                title="t",
+                workflow="w",
+                phase=phase,
+                previous_phase=previous,
+                status="active",
+                context={},
+            )
+        )
+        return ticket_id
+
+    database = Database(empty_url)
+    with database.engine.begin() as conn:
+        for n, phase in enumerate(BUILT_IN_PHASES):
+            owner = ticket(conn, phase, BUILT_IN_PHASES[n - 1] if n else None)
+            task_id = uuid.uuid4()
+            conn.execute(
+                insert(tasks).values(
+                    id=task_id, ticket_id=owner, phase=phase, key="a", task_type="noop", route="d"
+                )
+            )
+            conn.execute(
+                insert(TaskLog.__table__).values(
+                    task_id=task_id, attempt=1, seq=1, at=now, stream="log", line=phase
+                )
+            )
+    with database.engine.connect() as conn:
+        before = conn.execute(
+            select(tickets.c.phase, tickets.c.previous_phase).order_by(tickets.c.phase)
+        ).all()
+        tasks_before = conn.execute(select(tasks.c.phase).order_by(tasks.c.phase)).all()
+    database.dispose()
+
+    upgrade(empty_url)
+    database = Database(empty_url)
+    with database.engine.connect() as conn:
+        after = conn.execute(
+            select(tickets.c.phase, tickets.c.previous_phase).order_by(tickets.c.phase)
+        ).all()
+        assert conn.execute(select(tasks.c.phase).order_by(tasks.c.phase)).all() == tasks_before
+        logs = conn.execute(select(func.count()).select_from(TaskLog.__table__)).scalar()
+    assert (after, logs) == (before, len(BUILT_IN_PHASES))
+    with database.engine.begin() as conn:
+        custom = ticket(conn, "SECURITY_AUDIT", "PHASE_REVIEW")
+        conn.execute(
+            insert(tasks).values(ticket_id=custom, phase="A", key="a", task_type="noop", route="d")
+        )
+    for bad in ("security_audit", "PHASE-REVIEW", "1ST_PHASE", "_PHASE", "PHASE REVIEW", ""):
+        with pytest.raises(IntegrityError), database.engine.begin() as conn:
+            ticket(conn, bad)
+        with pytest.raises(IntegrityError), database.engine.begin() as conn:
+            ticket(conn, "PHASE_RUN", bad)
+        with pytest.raises(IntegrityError), database.engine.begin() as conn:
+            conn.execute(
+                insert(tasks).values(
+                    ticket_id=custom, phase=bad, key="b", task_type="noop", route="d"
+                )
+            )
+    with pytest.raises(DBAPIError), database.engine.begin() as conn:
+        ticket(conn, "A" * 33)  # SQLite's CHECK, PostgreSQL's column length
+    database.dispose()
+
+    with pytest.raises(RuntimeError, match="outside the nine built-in phases"):
+        downgrade(empty_url, "0020")
+    database = Database(empty_url)
+    with database.engine.begin() as conn:
+        conn.execute(delete(tickets).where(tickets.c.id == custom))
+    database.dispose()
+    downgrade(empty_url, "0020")
+    database = Database(empty_url)
+    with database.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(TaskLog.__table__)).scalar() == len(
+            BUILT_IN_PHASES
+        )
+    with pytest.raises(IntegrityError), database.engine.begin() as conn:
+        ticket(conn, "SECURITY_AUDIT")  # the nine-name CHECK is back
     database.dispose()

@@ -308,3 +308,50 @@ def test_a_forced_move_into_the_current_phase_runs_its_tasks_again(client: Any) 
     assert [t["key"] for t in items[2:]] == ["slow#2", "after#2"]
     assert ticket(client, tid)["status"] == "active"
     client.post(f"/api/v1/tickets/{tid}/cancel")
+
+
+def test_a_workflow_of_its_own_phases_walks_to_done(client: Any) -> None:
+    """The ``review`` workflow names its own phases: its audit's task emits the report its
+    gate wants, its review waits for a person, a regression goes back to the audit, and the
+    ticket ends in PHASE_DONE; every phase it passed is in its history and its progress."""
+    tid = create(client, "review")["id"]
+    waiting = wait_state(client, tid, "blocked", "PHASE_BLOCKED")
+    assert waiting["previous_phase"] == "PHASE_REVIEW"  # the audit's gate passed on its own
+    gate = client.get(f"/api/v1/tickets/{tid}/gate-status").get_json()
+    assert (gate["phase"], gate["latest"]["missing"]) == ("PHASE_REVIEW", ["approval"])
+    moves = client.get(f"/api/v1/tickets/{tid}/valid-transitions").get_json()["allowed"]
+    assert moves == ["SECURITY_AUDIT", "PHASE_REVIEW"]
+    back = client.post(
+        f"/api/v1/tickets/{tid}/transition",
+        json={"to_phase": "SECURITY_AUDIT", "reason": "audit again"},
+    )
+    assert back.status_code == 200, back.get_json()
+    wait_for(
+        lambda: (
+            (t := ticket(client, tid))["previous_phase"] == "PHASE_REVIEW"
+            and t["status"] == "blocked"
+            and len(history(client, tid)) == 5
+        ),
+        timeout=30,
+        what="the second audit to pass and the review to wait again",
+    )
+    approved = client.post(f"/api/v1/tickets/{tid}/approve", json={"comment": "fine"})
+    assert approved.status_code == 201, approved.get_json()
+    final = wait_state(client, tid, "done", "PHASE_DONE")
+    assert final["previous_phase"] == "PHASE_BLOCKED"
+    assert history(client, tid) == [
+        ("SECURITY_AUDIT", "PHASE_REVIEW"),
+        ("PHASE_REVIEW", "PHASE_BLOCKED"),
+        ("PHASE_BLOCKED", "SECURITY_AUDIT"),
+        ("SECURITY_AUDIT", "PHASE_REVIEW"),
+        ("PHASE_REVIEW", "PHASE_BLOCKED"),
+        ("PHASE_BLOCKED", "PHASE_DONE"),  # the approval passed the gate it was blocked by
+    ]
+    progress = client.get(f"/api/v1/tickets/{tid}/phase-progress").get_json()["items"]
+    assert [(p["phase"], p["task_counts"]) for p in progress] == [
+        ("SECURITY_AUDIT", {"succeeded": 2}),
+        ("PHASE_REVIEW", {"succeeded": 2}),
+    ]
+    context = client.get(f"/api/v1/tickets/{tid}/context").get_json()
+    assert context["phases"]["SECURITY_AUDIT"]["artifacts"] == ["audit"]
+    assert "audit clean" in context["summary"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from omoi.domain.enums import ErrorCategory, Phase
+from omoi.domain.enums import ErrorCategory
 from omoi.services import cancellation, locks
 from omoi.services.errors import Conflict, NotFound
 from omoi.services.phases import NewTask
@@ -65,7 +65,7 @@ def test_cancelling_the_phases_last_open_task_judges_its_gate(uow: UnitOfWork) -
         finish(uow, rows[key].id)
     cancellation.cancel_task(uow, rows["d"].id, "no")
     ticket = ticket_of(uow.db, rows["a"].ticket_id)
-    assert (ticket.status, ticket.previous_phase) == ("blocked", Phase.RUN)
+    assert (ticket.status, ticket.previous_phase) == ("blocked", "PHASE_RUN")
 
 
 def test_an_ended_or_unknown_task_cannot_be_cancelled(uow: UnitOfWork) -> None:
@@ -133,7 +133,7 @@ def test_a_retried_task_runs_again_and_reopens_what_its_failure_cancelled(
         ("pending", 1),
     ]
     ticket = ticket_of(uow.db, ticket_id)
-    assert (ticket.status, ticket.phase, ticket.open_tasks) == ("active", Phase.RUN, 3)
+    assert (ticket.status, ticket.phase, ticket.open_tasks) == ("active", "PHASE_RUN", 3)
     for key in "abc":
         finish(uow, rows[key].id)
     assert ticket_of(uow.db, ticket_id).status == "done"

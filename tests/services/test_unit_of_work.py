@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError
 
-from omoi.domain.enums import Phase
 from omoi.domain.ids import new_id
 from omoi.persistence import Database
 from omoi.persistence.statements import tasks, tickets
@@ -34,12 +33,12 @@ def queue_one(tx: Transaction, revoke: str | None = None) -> uuid.UUID:
     ``tx.ready`` (and ``revoke``, if given, ``tx.revoke``). Returns the task's id."""
     ticket_id = new_id()
     tx.conn.execute(
-        insert(tickets).values(id=ticket_id, title="t", workflow="dag", phase=Phase.RUN)
+        insert(tickets).values(id=ticket_id, title="t", workflow="dag", phase="PHASE_RUN")
     )
     rows, ready = instantiate(
         tx.conn,
         ticket_id,
-        Phase.RUN,
+        "PHASE_RUN",
         [NewTask("a", "ok")],
         Defaults("MEDIUM", 3),
         utcnow(),

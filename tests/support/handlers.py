@@ -103,6 +103,13 @@ def context_echo(ctx: TaskContext) -> dict[str, Any]:
     }
 
 
+@handler("audit-report")
+def audit_report(ctx: TaskContext) -> dict[str, Any]:
+    """Emits the report the ``review`` workflow's audit gate wants."""
+    ctx.emit_artifact("audit", {"text": f"# Audit\n\n## Findings\n\nnone, says {ctx.key}"})
+    return {"summary": "audit clean"}
+
+
 @handler("messenger")
 def messenger(ctx: TaskContext) -> dict[str, Any]:
     """Sends ``payload.text`` to ``payload.to`` as the worker's agent; reports its own inbox."""

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from omoi.domain.gates import WAITING_FOR_APPROVAL, describe
-from omoi.domain.progress import Progress, TicketState, progress_of, state_of
+from omoi.domain.progress import Progress, TicketState, board_columns, progress_of, state_of
 from omoi.domain.workflow import ArtifactRule, Gate
+from omoi.services import workflows
 
 GATED = ["PHASE_REQUIREMENTS", "PHASE_DESIGN", "PHASE_IMPLEMENTATION", "PHASE_DONE"]
 
@@ -84,3 +85,37 @@ def test_gate_requirements_read_as_sentences() -> None:
         "a person approved it",
     ]
     assert describe(Gate()) == ["every task of the phase succeeded"]
+
+
+DEV = workflows.load()["software-dev"].names
+
+
+def test_board_columns_merge_the_workflows_in_use_in_their_order() -> None:
+    """Each phase once, after the phases any workflow puts before it; DONE last."""
+    assert board_columns([["PHASE_RUN", "PHASE_DONE"], GATED, DEV]) == [
+        *DEV[:-1],
+        "PHASE_RUN",
+        "PHASE_DONE",
+    ]
+    review = ["SECURITY_AUDIT", "PHASE_REVIEW", "PHASE_DONE"]
+    assert board_columns([review]) == review
+    # a review step between two phases another workflow has back to back
+    between = ["PHASE_DESIGN", "PHASE_REVIEW", "PHASE_IMPLEMENTATION", "PHASE_DONE"]
+    assert board_columns([GATED, between]) == [
+        "PHASE_REQUIREMENTS",
+        "PHASE_DESIGN",
+        "PHASE_REVIEW",
+        "PHASE_IMPLEMENTATION",
+        "PHASE_DONE",
+    ]
+
+
+def test_board_columns_survive_disagreeing_workflows_and_orphan_cards() -> None:
+    """Two workflows in opposite orders: the longer one's order wins, every phase still
+    shows; a card's phase no workflow has any more gets a column before DONE."""
+    columns = board_columns(
+        [["B_STEP", "A_STEP", "PHASE_DONE"], ["A_STEP", "B_STEP", "C_STEP", "PHASE_DONE"]],
+        extra=["OLD_STEP", "A_STEP", "PHASE_DONE"],
+    )
+    assert columns == ["A_STEP", "B_STEP", "C_STEP", "OLD_STEP", "PHASE_DONE"]
+    assert board_columns([]) == ["PHASE_DONE"]

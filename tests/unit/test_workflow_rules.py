@@ -6,7 +6,6 @@ import pytest
 import yaml
 
 from omoi.domain.context import aggregate, summarize
-from omoi.domain.enums import Phase
 from omoi.domain.gates import evaluate
 from omoi.domain.workflow import ArtifactRule, Gate, WorkflowError, parse
 from omoi.services import workflows
@@ -22,14 +21,18 @@ def test_shipped_workflows_load() -> None:
     loaded = workflows.load()
     assert {"dag", "software-dev"} <= set(loaded)
     dev = loaded["software-dev"]
-    assert dev.initial == Phase.BACKLOG
-    assert dev.allowed(Phase.TESTING) == [Phase.DEPLOYMENT, Phase.IMPLEMENTATION, Phase.BLOCKED]
-    assert dev.allowed(Phase.BLOCKED, Phase.DESIGN) == [
-        Phase.BACKLOG,
-        Phase.REQUIREMENTS,
-        Phase.DESIGN,
+    assert dev.initial == "PHASE_BACKLOG"
+    assert dev.allowed("PHASE_TESTING") == [
+        "PHASE_DEPLOYMENT",
+        "PHASE_IMPLEMENTATION",
+        "PHASE_BLOCKED",
     ]
-    assert dev.allowed(Phase.DONE) == []
+    assert dev.allowed("PHASE_BLOCKED", "PHASE_DESIGN") == [
+        "PHASE_BACKLOG",
+        "PHASE_REQUIREMENTS",
+        "PHASE_DESIGN",
+    ]
+    assert dev.allowed("PHASE_DONE") == []
 
 
 @pytest.mark.parametrize(
@@ -37,7 +40,28 @@ def test_shipped_workflows_load() -> None:
     [
         ({"name": None}, "needs a name"),
         ({"phases": []}, "list of phases"),
-        ({"phases": [{"name": "PHASE_NOPE"}, {"name": "PHASE_DONE"}]}, "unknown phase"),
+        ({"phases": [{"name": "review"}, {"name": "PHASE_DONE"}]}, "'review' is not a phase name"),
+        ({"phases": [{"name": "PHASE-X"}, {"name": "PHASE_DONE"}]}, "'PHASE-X' is not a phase"),
+        ({"phases": [{"name": "_X"}, {"name": "PHASE_DONE"}]}, "'_X' is not a phase name"),
+        ({"phases": [{"name": "A" * 33}, {"name": "PHASE_DONE"}]}, "is not a phase name"),
+        ({"phases": [{"name": 7}, {"name": "PHASE_DONE"}]}, r"phases\[0\]: 7 is not a phase"),
+        ({"phases": [{"name": "PHASE_BLOCKED"}, {"name": "PHASE_DONE"}]}, "implicit"),
+        (
+            {"phases": [{"name": "PHASE_RUN"}, {"name": "PHASE_RUN"}, {"name": "PHASE_DONE"}]},
+            "phases listed twice: PHASE_RUN",
+        ),
+        (
+            {"phases": [{"name": f"P{n}"} for n in range(32)] + [{"name": "PHASE_DONE"}]},
+            "at most 32",
+        ),
+        ({"transitions": {"PHASE_RUN": ["PHASE_BLOCKED"]}}, "transitions.PHASE_RUN: PHASE_BLOCKED"),
+        (
+            {"transitions": {"PHASE_RUN": ["PHASE_DONE"], "PHASE_DONE": ["PHASE_RUN"]}},
+            "transitions from PHASE_DONE, which is terminal",
+        ),
+        ({"transitions": {"PHASE_RUN": "PHASE_DONE"}}, "must be a list of phases"),
+        ({"transitions": ["PHASE_RUN"]}, "transitions must map a phase"),
+        ({"transitions": {"PHASE_NOPE": ["PHASE_DONE"]}}, "from PHASE_NOPE which is not a phase"),
         ({"phases": [{"name": "PHASE_RUN"}]}, "last phase must be PHASE_DONE"),
         ({"transitions": {}}, "no way out of PHASE_RUN"),
         ({"transitions": {"PHASE_RUN": ["PHASE_TESTING"]}}, "phases not listed"),
@@ -125,12 +149,46 @@ def test_invalid_workflows_are_refused_with_a_clear_message(change: dict, messag
         parse({**MINIMAL, **change}, "bad.yaml")
 
 
+def test_a_workflow_names_its_own_phases() -> None:
+    """Any name matching the pattern is a phase; DONE and BLOCKED are every workflow's."""
+    review = parse(
+        {
+            "name": "review",
+            "phases": [
+                {"name": "SECURITY_AUDIT", "gate": {"approval": True}},
+                {"name": "PHASE_REVIEW"},
+                {"name": "PHASE_DONE"},
+            ],
+            "transitions": {
+                "SECURITY_AUDIT": ["PHASE_REVIEW"],
+                "PHASE_REVIEW": ["PHASE_DONE", "SECURITY_AUDIT"],
+            },
+        },
+        "review.yaml",
+    )
+    assert review.names == ["SECURITY_AUDIT", "PHASE_REVIEW", "PHASE_DONE"]
+    assert review.initial == "SECURITY_AUDIT"
+    assert review.allowed("PHASE_REVIEW") == ["PHASE_DONE", "SECURITY_AUDIT", "PHASE_BLOCKED"]
+    assert review.allowed("PHASE_BLOCKED", "PHASE_REVIEW") == ["SECURITY_AUDIT", "PHASE_REVIEW"]
+    assert [review.has(p) for p in ("PHASE_BLOCKED", "PHASE_DONE", "PHASE_RUN")] == [
+        True,
+        True,
+        False,
+    ]
+    assert review.spec("SECURITY_AUDIT").gate.approval
+
+
 def test_a_bad_file_stops_start_up(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("name: [unclosed")
     with pytest.raises(WorkflowError, match=r"broken\.yaml: not valid YAML"):
         workflows.load(tmp_path)
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump({**MINIMAL, "transitions": {}}))
     with pytest.raises(WorkflowError, match=r"broken\.yaml: no way out"):
+        workflows.load(tmp_path)
+    (tmp_path / "broken.yaml").write_text(
+        yaml.safe_dump({**MINIMAL, "phases": [{"name": "Review"}, {"name": "PHASE_DONE"}]})
+    )
+    with pytest.raises(WorkflowError, match=r"broken\.yaml: phases\[0\]: 'Review' is not a"):
         workflows.load(tmp_path)
     with pytest.raises(WorkflowError, match="not a directory"):
         workflows.load(tmp_path / "missing")

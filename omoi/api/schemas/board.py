@@ -9,8 +9,9 @@ from marshmallow import Schema, fields, pre_load, validate
 from webargs.fields import DelimitedList
 
 from omoi.api.schemas.common import AttemptOut, TaskFacts, enum_field
-from omoi.domain.enums import Phase
+from omoi.domain.enums import PHASE_NAME_PATTERN
 from omoi.domain.progress import TicketState
+from omoi.domain.workflow import MAX_PHASES
 
 NOTHING = "none"  # ``collapse=none``: every phase drawn in full
 
@@ -38,9 +39,13 @@ class BoardQuery(PageQuery):
 
 class TicketQuery(PageQuery):
     collapse = DelimitedList(
-        fields.String(validate=validate.OneOf([*(p.value for p in Phase), NOTHING])),
-        validate=validate.Length(max=len(Phase)),
-        metadata={"description": "phases drawn as one box each, or none"},
+        fields.String(
+            validate=validate.Regexp(
+                f"{PHASE_NAME_PATTERN}|^{NOTHING}$", error="is neither a phase name nor none"
+            )
+        ),
+        validate=validate.Length(max=MAX_PHASES),
+        metadata={"description": "phases of the ticket drawn as one box each, or none"},
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from omoi.domain import specs
-from omoi.domain.enums import TaskStatus
+from omoi.domain.enums import PHASE_NAME_PATTERN, TaskStatus
 
 INT_MAX = 2**31 - 1  # PostgreSQL integer
 SERIAL = validate.Range(min=0, max=2**63 - 1)  # a BIGINT sequence number (events, messages)
@@ -19,11 +19,22 @@ KEY = validate.And(
     validate.Regexp(specs.KEY, error="may not contain '#' (omoi marks repeated phases with it)"),
 )
 LONGEST_WAIT = validate.Range(min=0, max=specs.LONGEST_WAIT, min_inclusive=False)
+# a phase name as any workflow may spell it; whether the ticket's workflow has it is the
+# registry's to say (omoi/services/workflows.py), with a 422 naming the workflow's phases
+PHASE_NAME = validate.Regexp(
+    PHASE_NAME_PATTERN, error="is not a phase name (a phase is named by {regex})"
+)
 
 
 def enum_field(enum: type, **kw: Any) -> fields.String:
     """A string field that accepts only the values of ``enum`` (the document lists them)."""
     return fields.String(validate=validate.OneOf([str(v) for v in enum]), **kw)
+
+
+def phase_field(**kw: Any) -> fields.String:
+    """A string field that accepts any well-formed phase name (the document gives the
+    pattern)."""
+    return fields.String(validate=PHASE_NAME, **kw)
 
 
 class TaskFacts(Schema):

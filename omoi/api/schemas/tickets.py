@@ -8,9 +8,9 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates
 
 from omoi.api.runtime import runtime
-from omoi.api.schemas.common import KEY, LONGEST_WAIT, SERIAL, TOKEN, enum_field
+from omoi.api.schemas.common import KEY, LONGEST_WAIT, SERIAL, TOKEN, enum_field, phase_field
 from omoi.domain import specs
-from omoi.domain.enums import Phase, Priority, TaskStatus, TicketStatus
+from omoi.domain.enums import Priority, TaskStatus, TicketStatus
 from omoi.domain.routing import normalize_capabilities
 from omoi.services import submission
 from omoi.services.phases import NewTask
@@ -65,8 +65,7 @@ class TaskIn(Schema):
         load_default=None,
         metadata={"description": "a sync point: ready when `need` of depends_on succeeded"},
     )
-    phase = enum_field(
-        Phase,
+    phase = phase_field(
         load_default=None,
         metadata={"description": "the workflow phase it belongs to (default: first)"},
     )
@@ -118,7 +117,7 @@ class TicketOut(Schema):
     description = fields.String()
     priority = enum_field(Priority)
     workflow = fields.String()
-    phase = enum_field(Phase)
+    phase = fields.String()
     previous_phase = fields.String(allow_none=True)
     status = enum_field(TicketStatus)
     context = fields.Dict()
@@ -130,7 +129,7 @@ class TicketOut(Schema):
 
 
 class PhaseProgressOut(Schema):
-    phase = enum_field(Phase)
+    phase = fields.String()
     task_counts = fields.Dict(keys=fields.String(), values=fields.Integer())
     progress = fields.Float(metadata={"description": "share of the phase's tasks finished"})
 
@@ -145,7 +144,7 @@ class TicketCreated(TicketOut):
 
 class TicketQuery(Schema):
     status = enum_field(TicketStatus)
-    phase = enum_field(Phase)
+    phase = phase_field(metadata={"description": "a phase of `workflow`, or of any workflow"})
     workflow = fields.String()
     cursor = fields.UUID()
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
@@ -166,7 +165,7 @@ def _note() -> fields.String:
 
 
 class TransitionIn(Schema):
-    to_phase = enum_field(Phase, required=True)
+    to_phase = phase_field(required=True)
     reason = fields.String(load_default="moved by hand", validate=validate.Length(max=2000))
     force = fields.Boolean(load_default=False)
     by = _note()
@@ -175,7 +174,7 @@ class TransitionIn(Schema):
 class ValidTransitions(Schema):
     ticket_id = fields.UUID()
     workflow = fields.String()
-    phase = enum_field(Phase)
+    phase = fields.String()
     status = enum_field(TicketStatus)
     allowed = fields.List(fields.String())
 
@@ -206,7 +205,7 @@ class ArtifactIn(Schema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=64))
     content = fields.Raw(required=True)
     path = fields.String(load_default=None, validate=validate.Length(max=1000))
-    phase = enum_field(Phase, load_default=None)
+    phase = phase_field(load_default=None)
 
 
 class ArtifactCreated(Schema):
@@ -227,7 +226,7 @@ class ArtifactOut(Schema):
 
 
 class ArtifactQuery(Schema):
-    phase = enum_field(Phase)
+    phase = phase_field()
     after = fields.Integer(validate=SERIAL)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
@@ -240,7 +239,7 @@ class ArtifactPage(Schema):
 class ApproveIn(Schema):
     by = _note()
     comment = fields.String(load_default="", validate=validate.Length(max=5000))
-    phase = enum_field(Phase, load_default=None)
+    phase = phase_field(load_default=None)
 
 
 class ContextOut(Schema):

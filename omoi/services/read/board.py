@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
-from omoi.domain.enums import Phase, TaskStatus, TicketStatus
+from omoi.domain.enums import PHASE_BLOCKED, TaskStatus, TicketStatus
 from omoi.domain.progress import Progress, TicketState, progress_of, state_of
+from omoi.domain.workflow import current_phase
 from omoi.persistence import Agent, Database, GateResult, PhaseHistory, Task, Ticket
 from omoi.services.read.queries import attempts_of, counts_by_ticket, get_task, worker_wait
 
@@ -52,15 +53,10 @@ class Board:
     finished: dict[str, int] = field(default_factory=dict)  # done, cancelled: how many in all
 
 
-def current_phase(ticket: Any) -> str:
-    """The phase a ticket works in: for a blocked one, the phase it is blocked in."""
-    return ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase  # type: ignore[no-any-return]
-
-
 def _visit_counts(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
     """Task counts by status of each ticket's current phase, its latest visit only (the tasks
     created since the ticket last entered it: a phase entered again has new tasks)."""
-    phase = case((Ticket.phase == Phase.BLOCKED, Ticket.previous_phase), else_=Ticket.phase)
+    phase = case((Ticket.phase == PHASE_BLOCKED, Ticket.previous_phase), else_=Ticket.phase)
     entries = (
         select(
             PhaseHistory.ticket_id,
@@ -107,7 +103,7 @@ def _block_reasons(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, li
         return {}
     latest_block = (
         select(func.max(PhaseHistory.id))
-        .where(PhaseHistory.ticket_id.in_(ids), PhaseHistory.to_phase == Phase.BLOCKED)
+        .where(PhaseHistory.ticket_id.in_(ids), PhaseHistory.to_phase == PHASE_BLOCKED)
         .group_by(PhaseHistory.ticket_id)
     )
     latest_gate = (

@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from omoi.domain.enums import Phase, TicketStatus
+from omoi.domain.enums import TicketStatus
+from omoi.domain.workflow import current_phase
 from omoi.persistence import Artifact, Database, GateResult, PhaseHistory
 from omoi.persistence.statements import tickets
 from omoi.persistence.tables import TICKET_COLUMNS
@@ -86,7 +87,7 @@ def gate_status(db: Database, workflows: Workflows, ticket_id: uuid.UUID) -> dic
             .order_by(gate_results.c.id.desc())
             .limit(1)
         ).one_or_none()
-    phase = ticket.previous_phase if ticket.phase == Phase.BLOCKED else ticket.phase
+    phase = current_phase(ticket)
     workflow = workflows.get(ticket.workflow)
     gate = workflow.spec(phase).gate if phase in workflow.working else None
     return {

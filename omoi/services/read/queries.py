@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from omoi.domain.enums import TERMINAL_TASK_STATUSES, AgentKind, AgentStatus, Phase, TaskStatus
+from omoi.domain.enums import TERMINAL_TASK_STATUSES, AgentKind, AgentStatus, TaskStatus
 from omoi.domain.events import EventType
 from omoi.domain.routing import DEFAULT_CAPABILITY, route_of
 from omoi.persistence import Agent, Database, Event, Task, Ticket
@@ -24,6 +24,7 @@ from omoi.persistence.statements import (
 )
 from omoi.persistence.tables import RUNNING_ATTEMPTS
 from omoi.services.errors import NotFound
+from omoi.services.workflows import Workflows
 
 
 @dataclass
@@ -65,11 +66,13 @@ def progress(counts: dict[str, int]) -> float:
     )
 
 
-def phase_progress(db: Database, ticket_id: uuid.UUID) -> list[dict[str, Any]]:
-    """Task counts per phase, in the phases' order (tasks created so far: a phase's tasks
-    are created when the ticket enters it)."""
+def phase_progress(
+    db: Database, workflows: Workflows, ticket_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    """Task counts per phase, in its workflow's order (tasks created so far: a phase's tasks
+    are created when the ticket enters it); phases its workflow no longer has come last."""
     with db.session() as session:
-        _ticket(session, ticket_id)
+        workflow = workflows.find(_ticket(session, ticket_id).workflow)
         rows = session.execute(
             select(Task.phase, Task.status, func.count())
             .where(Task.ticket_id == ticket_id)
@@ -78,10 +81,10 @@ def phase_progress(db: Database, ticket_id: uuid.UUID) -> list[dict[str, Any]]:
     by_phase: dict[str, dict[str, int]] = {}
     for phase, status, n in rows:
         by_phase.setdefault(phase, {})[status] = n
-    order = {p.value: i for i, p in enumerate(Phase)}
+    order = {p: i for i, p in enumerate(workflow.names if workflow else [])}
     return [
-        {"phase": p, "task_counts": c, "progress": round(progress(c), 4)}
-        for p, c in sorted(by_phase.items(), key=lambda item: order.get(item[0], len(order)))
+        {"phase": p, "task_counts": by_phase[p], "progress": round(progress(by_phase[p]), 4)}
+        for p in sorted(by_phase, key=lambda p: (order.get(p, len(order)), p))
     ]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-from omoi.domain.enums import Phase
 from omoi.domain.progress import TicketState
 from omoi.services.phases import NewTask
 from omoi.services.read import board
@@ -18,11 +17,11 @@ def test_cards_show_the_newest_tickets_with_their_counts_and_standing(uow: UnitO
     blocked = submit(uow, workflow="gated").ticket_id
     finish(uow, tasks_of(uow.db, blocked)["draft"].id)  # its gate wants a spec: blocked
     finish(uow, tasks_of(uow.db, older)["a"].id)
-    phases_of = {w.name: [p.name.value for p in w.phases] for w in uow.workflows.all()}
+    phases_of = {w.name: w.names for w in uow.workflows.all()}
     cards = board.board(uow.db, phases_of).cards
     assert [(c["id"], c["phase"], c["column"], c["status"]) for c in cards] == [
-        (blocked, Phase.BLOCKED, Phase.REQUIREMENTS, "blocked"),
-        (older, Phase.RUN, Phase.RUN, "active"),
+        (blocked, "PHASE_BLOCKED", "PHASE_REQUIREMENTS", "blocked"),
+        (older, "PHASE_RUN", "PHASE_RUN", "active"),
     ]
     assert cards[1]["counts"] == {"succeeded": 1, "queued": 1}
     assert (cards[0]["standing"].state, cards[1]["standing"].state) == (
@@ -48,8 +47,8 @@ def test_a_graph_lists_every_task_with_its_phase_status_and_dependencies(
     graph = {n["key"]: n for n in board.graph(uow.db, made.ticket_id)}
     assert list(graph) == ["a", "b", "c", "d"]  # in creation order; domain/layout places them
     assert {(n["phase"], n["status"]) for n in graph.values()} == {
-        (Phase.RUN, "queued"),
-        (Phase.RUN, "pending"),
+        ("PHASE_RUN", "queued"),
+        ("PHASE_RUN", "pending"),
     }
     assert graph["c"]["depends_on"] == [str(rows["a"].id), str(rows["b"].id)]
     assert board.graph(uow.db, uuid.uuid4()) == []  # the page 404s on the ticket itself

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from omoi.domain.enums import AgentKind, ErrorCategory, Phase
+from omoi.domain.enums import AgentKind, ErrorCategory
 from omoi.persistence.statements import agents
 from omoi.persistence.types import utcnow
 from omoi.services import agents as fleet
@@ -46,7 +46,7 @@ def test_the_snapshot_counts_what_the_record_holds(uow: UnitOfWork, dispatcher: 
             .values(last_heartbeat=utcnow() - timedelta(seconds=60))
         )
     snap = snapshot(uow.db, heartbeat_timeout=5)
-    assert snap.tickets == {(Phase.RUN, "active"): 1, (Phase.BLOCKED, "blocked"): 1}
+    assert snap.tickets == {("PHASE_RUN", "active"): 1, ("PHASE_BLOCKED", "blocked"): 1}
     assert snap.tasks == {"retrying": 1, "failed": 1, "queued": 2, "succeeded": 1}
     assert 30 <= snap.oldest_queued_seconds < 40  # c, parked on its lock, still waits
     assert 20 <= snap.oldest_unpublished_seconds < 30  # d: a parked task is not unpublished
