@@ -78,10 +78,11 @@ class Backlog:
         while True:
             ready = self._queue.get()
             for start in range(0, len(ready), self.batch):
+                chunk = ready[start : start + self.batch]
                 try:
-                    publish(self.db, self.dispatcher, ready[start : start + self.batch])
+                    publish(self.db, self.dispatcher, chunk)
                 except Exception as exc:  # the stamp's database went away: the sweep sends it
-                    log.warning("backlog_publish_failed", count=len(ready), error=repr(exc))
+                    log.warning("backlog_publish_failed", count=len(chunk), error=repr(exc))
 
 
 def stamp(db: Database, batch: Sequence[Dispatch]) -> None:
